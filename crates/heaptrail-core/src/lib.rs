@@ -1,0 +1,22 @@
+//! heaptrail-core: everything heaptrail knows about snapshots, with no Python in sight.
+//!
+//! * [`model`]: interned filenames, frames, tracebacks and traces.
+//! * [`fnmatch`]: filename patterns with the standard library's `fnmatch` semantics.
+//! * [`filter`]: `Filter` / `DomainFilter` evaluation (`Snapshot.filter_traces`).
+//! * [`group`]: `Snapshot.statistics` (group by traceback, line or file; cumulative or not).
+//! * [`diff`]: `Snapshot.compare_to`.
+//! * [`size_format`]: sizes written like the standard library (`"4.9 KiB"`).
+//! * [`snapshot_file`]: the versioned, compact, hostile-input-safe snapshot file format.
+
+pub mod diff;
+pub mod filter;
+pub mod fnmatch;
+pub mod group;
+pub mod model;
+pub mod size_format;
+pub mod snapshot_file;
+
+#[cfg(test)]
+mod test_fixtures;
+
+pub use model::{Filename, Frame, Snapshot, SnapshotBuilder, Trace, Traceback};

@@ -1,0 +1,29 @@
+//! Compiles `csrc/cpython_frames.c` against the headers of the interpreter this extension is
+//! built for: the frame walker must see that exact version's private struct layouts.
+
+use std::process::Command;
+
+fn main() {
+    pyo3_build_config::use_pyo3_cfgs();
+    let config = pyo3_build_config::get();
+    let python = config
+        .executable()
+        .map(str::to_string)
+        .or_else(|| std::env::var("PYO3_PYTHON").ok())
+        .unwrap_or_else(|| "python3".to_string());
+    let out = Command::new(&python)
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('include'))"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} to find CPython's headers: {e}"));
+    assert!(out.status.success(), "{python} could not report its include directory");
+    let include = String::from_utf8(out.stdout).expect("include path is UTF-8");
+    let include = include.trim();
+    cc::Build::new()
+        .file("csrc/cpython_frames.c")
+        .include(include)
+        .opt_level(3)
+        .warnings(true)
+        .compile("heaptrail_cpython_frames");
+    println!("cargo:rerun-if-changed=csrc/cpython_frames.c");
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+}

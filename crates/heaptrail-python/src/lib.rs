@@ -1,0 +1,123 @@
+//! `heaptrail._native`: the CPython extension.
+//!
+//! * `allocator_hooks`: PyMem hooks on the RAW, MEM and OBJ domains.
+//! * `frames`: frame capture through the per-version C shim (`csrc/cpython_frames.c`).
+//! * `traceback_table`, `trace_store`, `code_registry`: what is recorded per allocation.
+//! * `tracer`: the global tracing state and the operations of the tracemalloc API.
+//! * `trace_table`: core snapshots exposed to Python.
+
+mod allocator_hooks;
+mod code_registry;
+mod errors;
+mod frames;
+mod trace_store;
+mod trace_table;
+mod traceback_table;
+mod tracer;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use trace_table::TraceTable;
+
+/// Starts tracing Python memory allocations, keeping up to `nframe` frames per traceback.
+#[pyfunction]
+#[pyo3(signature = (nframe=1))]
+fn start(py: Python<'_>, nframe: i64) -> PyResult<()> {
+    if !(1..=tracer::MAX_NFRAME as i64).contains(&nframe) {
+        return Err(PyValueError::new_err(format!(
+            "the number of frames must be in range [1; {}]",
+            tracer::MAX_NFRAME
+        )));
+    }
+    tracer::start(py, nframe as usize);
+    Ok(())
+}
+
+/// Stops tracing and clears all traces.
+#[pyfunction]
+fn stop(py: Python<'_>) {
+    tracer::stop(py)
+}
+
+#[pyfunction]
+fn is_tracing() -> bool {
+    tracer::is_tracing()
+}
+
+#[pyfunction]
+fn clear_traces(py: Python<'_>) {
+    tracer::clear(py)
+}
+
+#[pyfunction]
+fn get_traceback_limit() -> usize {
+    tracer::traceback_limit()
+}
+
+#[pyfunction]
+fn get_traced_memory() -> (u64, u64) {
+    tracer::traced_memory()
+}
+
+#[pyfunction]
+fn reset_peak() {
+    tracer::reset_peak()
+}
+
+#[pyfunction]
+fn get_tracemalloc_memory() -> usize {
+    tracer::own_memory()
+}
+
+/// Number of live traced blocks.
+#[pyfunction]
+fn get_trace_count() -> usize {
+    tracer::trace_count()
+}
+
+/// Frames `((filename, lineno), ...)`, most recent first, where `obj` was allocated, or None.
+#[pyfunction]
+fn _get_object_traceback<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    // SAFETY: we hold the GIL and a reference to `obj`.
+    let addr = unsafe { frames::object_block_address(obj.as_ptr()) };
+    let Some(frames) = tracer::block_traceback(py, addr) else { return Ok(None) };
+    let items = frames
+        .iter()
+        .map(|(name, lineno)| (name.as_ref(), *lineno).into_pyobject(py))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(Some(PyTuple::new(py, items)?))
+}
+
+/// The live traces as a `TraceTable` (behaves like stdlib's list of raw trace tuples).
+#[pyfunction]
+fn _get_traces(py: Python<'_>) -> TraceTable {
+    TraceTable::new(tracer::take_snapshot(py).unwrap_or_default())
+}
+
+/// Excludes the calling thread's allocations from tracing (for heaptrail's own threads).
+#[pyfunction]
+#[pyo3(signature = (ignored=true))]
+fn _ignore_current_thread(ignored: bool) {
+    tracer::set_thread_ignored(ignored)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(start, m)?)?;
+    m.add_function(wrap_pyfunction!(stop, m)?)?;
+    m.add_function(wrap_pyfunction!(is_tracing, m)?)?;
+    m.add_function(wrap_pyfunction!(clear_traces, m)?)?;
+    m.add_function(wrap_pyfunction!(get_traceback_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(get_traced_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_peak, m)?)?;
+    m.add_function(wrap_pyfunction!(get_tracemalloc_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(get_trace_count, m)?)?;
+    m.add_function(wrap_pyfunction!(_get_object_traceback, m)?)?;
+    m.add_function(wrap_pyfunction!(_get_traces, m)?)?;
+    m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
+    m.add_class::<TraceTable>()?;
+    m.add("SnapshotFileError", m.py().get_type::<errors::SnapshotFileError>())?;
+    m.add("MAX_NFRAME", tracer::MAX_NFRAME)?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The live-block table: address -> (size, traceback id), plus traced/peak counters.
+//!
+//! This is the structure every allocation and every free touches, so it is kept small: a
+//! trace is 16 bytes in an open-addressing table (8-byte address key, 4-byte size, 4-byte
+//! traceback id). The rare block of 4 GiB or more keeps its real size in a side table.
+
+use crate::traceback_table::TbId;
+use hashbrown::HashMap;
+use rustc_hash::FxBuildHasher;
+
+/// Size stored in a `Packed` when the real size lives in `TraceStore::big_sizes`.
+const BIG: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Packed {
+    size: u32,
+    tb: TbId,
+}
+
+#[derive(Default)]
+pub struct TraceStore {
+    traces: HashMap<usize, Packed, FxBuildHasher>,
+    big_sizes: HashMap<usize, u64, FxBuildHasher>,
+    traced: u64,
+    peak: u64,
+}
+
+impl TraceStore {
+    pub fn len(&self) -> usize {
+        self.traces.len()
+    }
+
+    pub fn add(&mut self, addr: usize, size: usize, tb: TbId) {
+        let size = size as u64;
+        let is_big = size >= BIG as u64;
+        let packed = Packed { size: if is_big { BIG } else { size as u32 }, tb };
+        // A block freed behind our back (e.g. while tracing was paused) may still be listed
+        // under a reused address: replace it, keeping the counters right.
+        if let Some(old) = self.traces.insert(addr, packed) {
+            let old_size = self.take_size(addr, old);
+            self.traced -= old_size.min(self.traced);
+        }
+        if is_big {
+            self.big_sizes.insert(addr, size);
+        }
+        self.traced += size;
+        if self.traced > self.peak {
+            self.peak = self.traced;
+        }
+    }
+
+    /// The size of a trace that is leaving the table.
+    fn take_size(&mut self, addr: usize, p: Packed) -> u64 {
+        if p.size == BIG {
+            self.big_sizes.remove(&addr).unwrap_or(0)
+        } else {
+            p.size as u64
+        }
+    }
+
+    /// Forgets the block at `addr`. Returns false when it was not traced.
+    pub fn remove(&mut self, addr: usize) -> bool {
+        match self.traces.remove(&addr) {
+            Some(p) => {
+                let size = self.take_size(addr, p);
+                self.traced -= size.min(self.traced);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives the block at `addr` a new traceback (an object reused from a free list).
+    pub fn retag(&mut self, addr: usize, tb: TbId) {
+        if let Some(p) = self.traces.get_mut(&addr) {
+            p.tb = tb;
+        }
+    }
+
+    pub fn get(&self, addr: usize) -> Option<(u64, TbId)> {
+        self.traces.get(&addr).map(|p| (self.size_of(addr, *p), p.tb))
+    }
+
+    fn size_of(&self, addr: usize, p: Packed) -> u64 {
+        if p.size == BIG {
+            self.big_sizes.get(&addr).copied().unwrap_or(0)
+        } else {
+            p.size as u64
+        }
+    }
+
+    /// Calls `f(size, traceback)` for every live block.
+    pub fn for_each(&self, mut f: impl FnMut(u64, TbId)) {
+        if self.big_sizes.is_empty() {
+            for p in self.traces.values() {
+                f(p.size as u64, p.tb);
+            }
+        } else {
+            for (&addr, &p) in &self.traces {
+                f(self.size_of(addr, p), p.tb);
+            }
+        }
+    }
+
+    pub fn traced(&self) -> u64 {
+        self.traced
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.peak
+    }
+
+    pub fn reset_peak(&mut self) {
+        self.peak = self.traced;
+    }
+
+    pub fn clear(&mut self) {
+        self.traces = HashMap::default();
+        self.big_sizes = HashMap::default();
+        self.traced = 0;
+        self.peak = 0;
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(usize, Packed)>() + 1;
+        self.traces.capacity() * slot + self.big_sizes.capacity() * 17
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_traced_and_peak() {
+        let mut s = TraceStore::default();
+        s.add(16, 100, 0);
+        s.add(32, 50, 1);
+        assert_eq!((s.traced(), s.peak()), (150, 150));
+        assert!(s.remove(16));
+        assert!(!s.remove(16));
+        assert_eq!((s.traced(), s.peak()), (50, 150));
+        s.reset_peak();
+        assert_eq!(s.peak(), 50);
+        assert_eq!(s.get(32), Some((50, 1)));
+    }
+
+    #[test]
+    fn big_blocks_keep_their_size() {
+        let mut s = TraceStore::default();
+        let big = 5usize << 32;
+        s.add(64, big, 3);
+        assert_eq!(s.get(64), Some((big as u64, 3)));
+        let mut seen = vec![];
+        s.for_each(|size, tb| seen.push((size, tb)));
+        assert_eq!(seen, vec![(big as u64, 3)]);
+        assert!(s.remove(64));
+        assert_eq!(s.traced(), 0);
+    }
+
+    #[test]
+    fn replacing_an_address_keeps_counters_right() {
+        let mut s = TraceStore::default();
+        s.add(16, 100, 0);
+        s.add(16, 10, 1);
+        assert_eq!(s.traced(), 10);
+        assert_eq!(s.len(), 1);
+    }
+}

@@ -1,0 +1,383 @@
+//! `heaptrail._native.TraceTable`: a core [`Snapshot`] seen from Python.
+//!
+//! To Python it looks like the list of raw trace tuples that stdlib `_tracemalloc._get_traces()`
+//! returns — `(domain, size, frames, total_nframe)` with `frames` a tuple of
+//! `(filename, lineno)`, most recent first — but the tuples are built only when asked for, and
+//! grouping, diffing, filtering and file I/O run in Rust on the interned tables.
+
+use heaptrail_core::diff::compare_to;
+use heaptrail_core::filter::{filter_traces, FrameFilter, TraceFilter};
+use heaptrail_core::fnmatch::{normalize_filename, Pattern};
+use heaptrail_core::group::{statistics, KeyFrame, KeyType};
+use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
+use heaptrail_core::{snapshot_file, Snapshot, SnapshotBuilder};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PySlice, PyString, PyTuple};
+use rustc_hash::FxHashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::errors::SnapshotFileError;
+
+#[pyclass(module = "heaptrail._native", frozen, sequence)]
+pub struct TraceTable {
+    snapshot: Arc<Snapshot>,
+    /// Python objects already built, so equal tracebacks are the *same* tuple (as in stdlib).
+    cache: Mutex<PyCache>,
+}
+
+#[derive(Default)]
+struct PyCache {
+    filenames: Vec<Option<Py<PyString>>>,
+    tracebacks: Vec<Option<Py<PyTuple>>>,
+}
+
+impl TraceTable {
+    pub fn new(snapshot: Snapshot) -> Self {
+        TraceTable { snapshot: Arc::new(snapshot), cache: Mutex::new(PyCache::default()) }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    fn filename_obj(&self, py: Python<'_>, cache: &mut PyCache, id: u32) -> Py<PyString> {
+        let s = &self.snapshot;
+        if cache.filenames.len() < s.filenames.len() {
+            cache.filenames.resize_with(s.filenames.len(), || None);
+        }
+        cache.filenames[id as usize]
+            .get_or_insert_with(|| PyString::new(py, &s.filenames[id as usize]).unbind())
+            .clone_ref(py)
+    }
+
+    fn traceback_obj(&self, py: Python<'_>, cache: &mut PyCache, id: u32) -> PyResult<Py<PyTuple>> {
+        let s = &self.snapshot;
+        if cache.tracebacks.len() < s.tracebacks.len() {
+            cache.tracebacks.resize_with(s.tracebacks.len(), || None);
+        }
+        if let Some(t) = &cache.tracebacks[id as usize] {
+            return Ok(t.clone_ref(py));
+        }
+        let mut frames = Vec::with_capacity(s.tracebacks[id as usize].frames.len());
+        for &f in s.tracebacks[id as usize].frames.iter() {
+            let frame = s.frame(f);
+            let name = self.filename_obj(py, cache, frame.filename);
+            frames.push(PyTuple::new(py, [name.into_any(), frame.lineno.into_pyobject(py)?.into_any().unbind()])?);
+        }
+        let t = PyTuple::new(py, frames)?.unbind();
+        cache.tracebacks[id as usize] = Some(t.clone_ref(py));
+        Ok(t)
+    }
+
+    fn raw_trace<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyTuple>> {
+        let trace = self.snapshot.traces[index];
+        let tb = self.snapshot.traceback(trace.traceback);
+        let frames = self.traceback_obj(py, &mut self.cache.lock(), trace.traceback)?;
+        let total: Py<PyAny> = if tb.total_nframe == TOTAL_NFRAME_UNKNOWN {
+            py.None()
+        } else {
+            tb.total_nframe.into_pyobject(py)?.into_any().unbind()
+        };
+        PyTuple::new(
+            py,
+            [
+                trace.domain.into_pyobject(py)?.into_any().unbind(),
+                trace.size.into_pyobject(py)?.into_any().unbind(),
+                frames.into_any(),
+                total,
+            ],
+        )
+    }
+
+    fn normalize_index(&self, index: isize) -> PyResult<usize> {
+        let len = self.snapshot.traces.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if i < 0 || i >= len {
+            return Err(PyIndexError::new_err("trace index out of range"));
+        }
+        Ok(i as usize)
+    }
+}
+
+/// Python tuple `(frames, ...)` for a statistic key: `((filename, lineno), ...)`.
+fn key_frames<'py>(
+    py: Python<'py>,
+    names: &mut FxHashMap<*const u8, Py<PyString>>,
+    frames: &[KeyFrame],
+) -> PyResult<Bound<'py, PyTuple>> {
+    let mut out = Vec::with_capacity(frames.len());
+    for (name, lineno) in frames {
+        let s = names
+            .entry(name.as_ptr())
+            .or_insert_with(|| PyString::new(py, name).unbind())
+            .clone_ref(py);
+        out.push(PyTuple::new(py, [s.into_any(), lineno.into_pyobject(py)?.into_any().unbind()])?);
+    }
+    PyTuple::new(py, out)
+}
+
+fn parse_key_type(key_type: &str, cumulative: bool) -> PyResult<KeyType> {
+    let key: KeyType = key_type.parse().map_err(|e| PyValueError::new_err(format!("{e}")))?;
+    if cumulative && key == KeyType::Traceback {
+        return Err(PyValueError::new_err(
+            "cumulative mode cannot by used with key type 'traceback'",
+        ));
+    }
+    Ok(key)
+}
+
+/// Builds a snapshot from stdlib-style raw traces.
+fn snapshot_from_raw(traces: &Bound<'_, PyAny>, traceback_limit: u32) -> PyResult<Snapshot> {
+    let mut b = SnapshotBuilder::new(traceback_limit);
+    // stdlib interns traceback tuples: converting each distinct tuple object once makes
+    // conversion of a million traces cheap.
+    let mut by_object: FxHashMap<(usize, u32), u32> = FxHashMap::default();
+    // Holds every distinct frames object seen, so its address cannot be reused mid-loop by a
+    // different tuple (the input may be a generator).
+    let mut keep_alive = Vec::new();
+    let mut ids = Vec::new();
+    if let Ok(n) = traces.len() {
+        b.reserve_traces(n);
+    }
+    for (index, item) in traces.try_iter()?.enumerate() {
+        let item = item?;
+        let bad = || PyTypeError::new_err(format!(
+            "trace {index}: expected (domain, size, frames, total_nframe), got {}",
+            item.repr().map(|r| r.to_string()).unwrap_or_default()
+        ));
+        let tuple = item.cast::<PyTuple>().map_err(|_| bad())?;
+        if tuple.len() != 3 && tuple.len() != 4 {
+            return Err(bad());
+        }
+        let domain: u32 = tuple.get_item(0)?.extract().map_err(|_| bad())?;
+        let size: u64 = tuple.get_item(1)?.extract().map_err(|_| bad())?;
+        let frames = tuple.get_item(2)?;
+        let total = if tuple.len() == 4 {
+            let t = tuple.get_item(3)?;
+            if t.is_none() { TOTAL_NFRAME_UNKNOWN } else { t.extract::<u32>().map_err(|_| bad())? }
+        } else {
+            TOTAL_NFRAME_UNKNOWN
+        };
+        let key = (frames.as_ptr() as usize, total);
+        let tb = match by_object.get(&key) {
+            Some(&tb) => tb,
+            None => {
+                ids.clear();
+                for frame in frames.try_iter().map_err(|_| bad())? {
+                    let (name, lineno): (String, u32) = frame?.extract().map_err(|_| bad())?;
+                    let fid = b.intern_filename(&name);
+                    ids.push(b.intern_frame(fid, lineno));
+                }
+                let tb = b.intern_traceback(&ids, total);
+                by_object.insert(key, tb);
+                keep_alive.push(frames);
+                tb
+            }
+        };
+        b.push_trace(domain, size, tb);
+    }
+    drop(keep_alive);
+    Ok(b.finish())
+}
+
+/// Filter specs from the Python shell: `("frame", inclusive, pattern, lineno, all_frames,
+/// domain)` or `("domain", inclusive, domain)`.
+fn parse_filters(specs: &Bound<'_, PyAny>) -> PyResult<Vec<TraceFilter>> {
+    let mut out = Vec::new();
+    for spec in specs.try_iter()? {
+        let spec = spec?;
+        let kind: String = spec.get_item(0)?.extract()?;
+        match kind.as_str() {
+            "frame" => {
+                let (_, inclusive, pattern, lineno, all_frames, domain): (
+                    String,
+                    bool,
+                    String,
+                    Option<i64>,
+                    bool,
+                    Option<u64>,
+                ) = spec.extract()?;
+                out.push(TraceFilter::Frame(FrameFilter {
+                    inclusive,
+                    pattern: Pattern::new(&normalize_filename(&pattern)),
+                    lineno,
+                    all_frames,
+                    domain,
+                }));
+            }
+            "domain" => {
+                let (_, inclusive, domain): (String, bool, u64) = spec.extract()?;
+                out.push(TraceFilter::Domain { inclusive, domain });
+            }
+            other => return Err(PyValueError::new_err(format!("unknown filter kind {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl TraceTable {
+    /// Builds a table from raw stdlib traces: an iterable of `(domain, size, frames,
+    /// total_nframe)` tuples, `frames` being `((filename, lineno), ...)` most recent first.
+    #[staticmethod]
+    #[pyo3(signature = (traces, traceback_limit=1))]
+    fn from_raw(traces: &Bound<'_, PyAny>, traceback_limit: u32) -> PyResult<Self> {
+        Ok(Self::new(snapshot_from_raw(traces, traceback_limit)?))
+    }
+
+    /// Reads a heaptrail snapshot file. Returns `(table, metadata_json)`.
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<(Self, String)> {
+        let (snapshot, metadata) = py
+            .detach(|| snapshot_file::read_file(&path))
+            .map_err(|e| SnapshotFileError::new_err(e.to_string()))?;
+        Ok((Self::new(snapshot), metadata))
+    }
+
+    /// Writes this table (with `traceback_limit`) and the metadata JSON to `path`.
+    fn dump(&self, py: Python<'_>, path: PathBuf, traceback_limit: u32, metadata: &str) -> PyResult<()> {
+        let mut snapshot = (*self.snapshot).clone();
+        snapshot.traceback_limit = traceback_limit;
+        py.detach(|| snapshot_file::write_file(&path, &snapshot, metadata))
+            .map_err(|e| PyOSError::new_err(format!("cannot write snapshot to {}: {e}", path.display())))
+    }
+
+    #[getter]
+    fn traceback_limit(&self) -> u32 {
+        self.snapshot.traceback_limit
+    }
+
+    /// Sum of the sizes of all traces.
+    #[getter]
+    fn total_size(&self) -> u64 {
+        self.snapshot.total_size()
+    }
+
+    fn __len__(&self) -> usize {
+        self.snapshot.traces.len()
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let ind = slice.indices(self.snapshot.traces.len() as isize)?;
+            let mut items = Vec::with_capacity(ind.slicelength);
+            let mut i = ind.start;
+            for _ in 0..ind.slicelength {
+                items.push(self.raw_trace(py, i as usize)?);
+                i += ind.step;
+            }
+            return Ok(PyList::new(py, items)?.into_any());
+        }
+        let i = self.normalize_index(index.extract()?)?;
+        Ok(self.raw_trace(py, i)?.into_any())
+    }
+
+    fn __contains__(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
+        for i in 0..self.snapshot.traces.len() {
+            if self.raw_trace(py, i)?.eq(item)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Equal to another table with the same traces in the same order, or to a list/tuple of
+    /// the same raw trace tuples.
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if let Ok(other) = other.cast::<TraceTable>() {
+            return Ok(same_traces(&self.snapshot, &other.get().snapshot));
+        }
+        let Ok(len) = other.len() else { return Ok(false) };
+        if !(other.is_instance_of::<PyList>() || other.is_instance_of::<PyTuple>()) || len != self.snapshot.traces.len() {
+            return Ok(false);
+        }
+        for (i, item) in other.try_iter()?.enumerate() {
+            if !self.raw_trace(py, i)?.eq(item?)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<heaptrail TraceTable len={}>", self.snapshot.traces.len())
+    }
+
+    /// A copy (tables are immutable, so this shares the data).
+    fn copy(&self) -> Self {
+        TraceTable { snapshot: self.snapshot.clone(), cache: Mutex::new(PyCache::default()) }
+    }
+
+    /// Grouped statistics, sorted like `tracemalloc.Snapshot.statistics`:
+    /// a list of `(frames, size, count)`.
+    #[pyo3(signature = (key_type, cumulative=false))]
+    fn statistics<'py>(&self, py: Python<'py>, key_type: &str, cumulative: bool) -> PyResult<Bound<'py, PyList>> {
+        let key = parse_key_type(key_type, cumulative)?;
+        let snapshot = self.snapshot.clone();
+        let stats = py
+            .detach(|| statistics(&snapshot, key, cumulative))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut names = FxHashMap::default();
+        let mut rows = Vec::with_capacity(stats.len());
+        for s in &stats {
+            let frames = key_frames(py, &mut names, &s.frames)?;
+            rows.push((frames, s.size, s.count).into_pyobject(py)?);
+        }
+        PyList::new(py, rows)
+    }
+
+    /// Differences against an older table, sorted like `tracemalloc.Snapshot.compare_to`:
+    /// a list of `(frames, size, size_diff, count, count_diff)`.
+    #[pyo3(signature = (old, key_type, cumulative=false))]
+    fn compare_to<'py>(
+        &self,
+        py: Python<'py>,
+        old: &Bound<'py, TraceTable>,
+        key_type: &str,
+        cumulative: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let key = parse_key_type(key_type, cumulative)?;
+        let (new_s, old_s) = (self.snapshot.clone(), old.get().snapshot.clone());
+        let diffs = py
+            .detach(|| compare_to(&new_s, &old_s, key, cumulative))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut names = FxHashMap::default();
+        let mut rows = Vec::with_capacity(diffs.len());
+        for d in &diffs {
+            let frames = key_frames(py, &mut names, &d.frames)?;
+            rows.push((frames, d.size, d.size_diff, d.count, d.count_diff).into_pyobject(py)?);
+        }
+        PyList::new(py, rows)
+    }
+
+    /// A new table with only the traces that pass `filters` (see `parse_filters`).
+    fn filter(&self, py: Python<'_>, filters: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let filters = parse_filters(filters)?;
+        let snapshot = self.snapshot.clone();
+        Ok(Self::new(py.detach(|| filter_traces(&snapshot, &filters))))
+    }
+}
+
+fn same_traces(a: &Snapshot, b: &Snapshot) -> bool {
+    if a.traces.len() != b.traces.len() {
+        return false;
+    }
+    // Tables are interned independently: compare through the text of each traceback.
+    let tb_eq = |ta: u32, tb: u32| {
+        let (x, y) = (a.traceback(ta), b.traceback(tb));
+        x.total_nframe == y.total_nframe
+            && x.frames.len() == y.frames.len()
+            && x.frames.iter().zip(y.frames.iter()).all(|(&fa, &fb)| {
+                a.frame(fa).lineno == b.frame(fb).lineno && a.filename(fa) == b.filename(fb)
+            })
+    };
+    let mut memo: FxHashMap<(u32, u32), bool> = FxHashMap::default();
+    a.traces.iter().zip(b.traces.iter()).all(|(x, y)| {
+        x.domain == y.domain
+            && x.size == y.size
+            && *memo.entry((x.traceback, y.traceback)).or_insert_with(|| tb_eq(x.traceback, y.traceback))
+    })
+}

@@ -1,0 +1,121 @@
+"""Differential tests: heaptrail and stdlib tracemalloc trace the same workload at the same
+time (both hooks are chained) and must agree on what is live, line by line."""
+
+import gc
+import sys
+import tracemalloc as std  # the standard library's module
+
+import pytest
+
+import heaptrail
+from workloads import alloc_mix
+
+WORKLOAD = alloc_mix.__file__
+
+
+@pytest.fixture
+def both_tracing():
+    gc.collect()
+    # heaptrail on top of stdlib: each allocation goes heaptrail -> stdlib -> pymalloc, and on
+    # 3.13 heaptrail's reference tracer chains to stdlib's.
+    std.start(1)
+    heaptrail.start(1)
+    yield
+    heaptrail.stop()
+    std.stop()
+
+
+def _by_line(stats, filename):
+    return {(s.traceback[0].lineno): (s.size, s.count)
+            for s in stats if s.traceback[0].filename == filename}
+
+
+def test_live_blocks_per_line_match_stdlib(both_tracing):
+    keep = alloc_mix.run([])
+    ours = heaptrail.take_snapshot().statistics("lineno")
+    theirs = std.take_snapshot().statistics("lineno")
+    ours, theirs = _by_line(ours, WORKLOAD), _by_line(theirs, WORKLOAD)
+    assert len(theirs) >= 8, theirs
+    if sys.version_info >= (3, 13):
+        assert ours == theirs
+    else:
+        # Before 3.13 stdlib re-stamps objects reused from free lists through a private hook
+        # that extensions cannot reach: a handful of small objects keep their first site.
+        for line in set(ours) | set(theirs):
+            (size, count), (std_size, std_count) = ours.get(line, (0, 0)), theirs.get(line, (0, 0))
+            assert abs(count - std_count) <= 2 + std_count // 100, (line, ours, theirs)
+            assert abs(size - std_size) <= 256 + std_size // 100, (line, ours, theirs)
+    del keep
+
+
+def test_object_tracebacks_match_stdlib():
+    gc.collect()
+    std.start(5)
+    heaptrail.start(5)
+    try:
+        keep = alloc_mix.run([])
+        for obj in keep[::97]:
+            assert heaptrail.get_object_traceback(obj) == std.get_object_traceback(obj), obj
+    finally:
+        heaptrail.stop()
+        std.stop()
+
+
+@pytest.mark.parametrize("key", ["lineno", "filename", "traceback"])
+@pytest.mark.parametrize("cumulative", [False, True])
+def test_analysis_matches_stdlib_on_same_traces(key, cumulative):
+    """Same raw traces in, same statistics/diffs out (Rust grouping vs stdlib's Python)."""
+    if key == "traceback" and cumulative:
+        pytest.skip("not a valid combination (both raise ValueError: tested elsewhere)")
+    gc.collect()
+    std.start(6)
+    try:
+        keep = alloc_mix.run([])
+        old = std.take_snapshot()
+        keep += alloc_mix.run([])
+        new = std.take_snapshot()
+    finally:
+        std.stop()
+    h_old, h_new = heaptrail.Snapshot.from_tracemalloc(old), heaptrail.Snapshot.from_tracemalloc(new)
+    assert _plain(h_new.statistics(key, cumulative)) == _plain(new.statistics(key, cumulative))
+    assert _plain(h_new.compare_to(h_old, key, cumulative)) == _plain(new.compare_to(old, key, cumulative))
+    filters = [std.Filter(False, "<frozen importlib._bootstrap>"), std.Filter(True, "*alloc_mix*", all_frames=True)]
+    h_filters = [heaptrail.Filter(False, "<frozen importlib._bootstrap>"), heaptrail.Filter(True, "*alloc_mix*", all_frames=True)]
+    assert list(h_new.filter_traces(h_filters).traces._traces) == list(new.filter_traces(filters).traces._traces)
+
+
+def _plain(stats):
+    """Statistic / StatisticDiff objects of either library as comparable tuples."""
+    out = []
+    for s in stats:
+        frames = tuple((f.filename, f.lineno) for f in s.traceback)
+        out.append((frames,) + tuple(getattr(s, a) for a in ("size", "size_diff", "count", "count_diff") if hasattr(s, a)))
+    return out
+
+
+def test_str_output_matches_stdlib():
+    raw = [(0, 10, (("a.py", 2), ("b.py", 4)), 3), (0, 5000, (("c.py", 9),), 1)] * 3
+    ours, theirs = heaptrail.Snapshot(raw, 2), std.Snapshot(raw, 2)
+    for key in ("lineno", "traceback", "filename"):
+        assert [str(s) for s in ours.statistics(key)] == [str(s) for s in theirs.statistics(key)]
+        assert [repr(s) for s in ours.statistics(key)] == [repr(s) for s in theirs.statistics(key)]
+    assert [str(s) for s in ours.compare_to(heaptrail.Snapshot(raw[:2], 2), "lineno")] == \
+        [str(s) for s in theirs.compare_to(std.Snapshot(raw[:2], 2), "lineno")]
+    assert repr(ours.traces[0]) == repr(theirs.traces[0])
+    assert repr(ours.traces) == repr(theirs.traces)
+
+
+def test_conversion_round_trip_with_stdlib():
+    std.start(3)
+    try:
+        keep = alloc_mix.run([])
+        snap = std.take_snapshot()
+    finally:
+        std.stop()
+    ours = heaptrail.Snapshot.from_tracemalloc(snap)
+    assert len(ours.traces) == len(snap.traces)
+    back = ours.to_tracemalloc()
+    assert type(back) is std.Snapshot
+    assert back.traces._traces == snap.traces._traces
+    assert back.statistics("traceback") == snap.statistics("traceback")
+    del keep

@@ -1,0 +1,209 @@
+"""The tracing engine under conditions a production service creates: many threads, snapshots
+taken concurrently, fork, repeated start/stop, deep stacks, and heaptrail's own work."""
+
+import gc
+import os
+import sys
+import threading
+
+import pytest
+
+import heaptrail
+
+HERE = __file__
+
+
+@pytest.fixture(autouse=True)
+def stopped():
+    heaptrail.stop()
+    yield
+    heaptrail.stop()
+
+
+def lines_of_this_file(snapshot):
+    return {s.traceback[0].lineno: s for s in snapshot.statistics("lineno")
+            if s.traceback[0].filename == HERE}
+
+
+def allocate_here(n):
+    return [bytearray(100) for _ in range(n)]  # ALLOC-LINE
+
+
+ALLOC_LINE = next(i for i, line in enumerate(open(HERE), 1) if "# ALLOC-LINE" in line)
+
+
+def test_traces_what_is_live_and_forgets_what_is_freed():
+    heaptrail.start()
+    data = allocate_here(1000)
+    stat = lines_of_this_file(heaptrail.take_snapshot())[ALLOC_LINE]
+    assert stat.count >= 1000
+    assert stat.size >= 1000 * 100
+    del data
+    gc.collect()
+    assert ALLOC_LINE not in lines_of_this_file(heaptrail.take_snapshot())
+
+
+def test_traced_memory_tracks_a_big_block():
+    heaptrail.start()
+    before, _ = heaptrail.get_traced_memory()
+    block = bytes(10_000_000)
+    during, peak = heaptrail.get_traced_memory()
+    assert during - before >= 10_000_000
+    del block
+    after, peak2 = heaptrail.get_traced_memory()
+    assert during - after >= 10_000_000 - 4096
+    assert peak2 >= peak >= during
+
+
+def test_start_stop_is_repeatable():
+    for nframe in (1, 5, 25, 1, 100):
+        heaptrail.start(nframe)
+        assert heaptrail.is_tracing()
+        assert heaptrail.get_traceback_limit() == nframe
+        data = allocate_here(10)
+        tb = heaptrail.get_object_traceback(data[0])
+        assert tb is not None and tb[-1].lineno == ALLOC_LINE
+        assert len(tb) <= nframe
+        heaptrail.stop()
+        assert not heaptrail.is_tracing()
+        assert heaptrail.get_traced_memory() == (0, 0)
+        assert heaptrail.get_object_traceback(data[0]) is None
+
+
+@pytest.mark.parametrize("nframe", [0, -1, 65536, 2**40])
+def test_bad_frame_limits_are_refused(nframe):
+    with pytest.raises(ValueError, match=r"the number of frames must be in range \[1; 65535\]"):
+        heaptrail.start(nframe)
+    assert not heaptrail.is_tracing()
+
+
+def recurse(depth, n):
+    if depth == 0:
+        return allocate_here(n)
+    return recurse(depth - 1, n)
+
+
+def test_deep_stacks_and_total_depth():
+    heaptrail.start(65535)
+    data = recurse(300, 1)
+    tb = heaptrail.get_object_traceback(data[0])
+    snap = heaptrail.take_snapshot()
+    trace = next(t for t in snap.traces if t.traceback[-1].lineno == ALLOC_LINE and t.traceback[-1].filename == HERE)
+    assert len(tb) > 300
+    assert trace.traceback.total_nframe == len(trace.traceback)
+    heaptrail.start(3)  # lowering the limit while tracing keeps tracing
+    data = recurse(50, 1)
+    snap = heaptrail.take_snapshot()
+    trace = next(t for t in snap.traces if t.traceback[-1].lineno == ALLOC_LINE and len(t.traceback) == 3)
+    assert trace.traceback.total_nframe > 50
+
+
+def test_threads_allocating_while_snapshots_are_taken():
+    heaptrail.start(5)
+    stop = threading.Event()
+    kept = []
+
+    def worker():
+        local = []
+        while not stop.is_set():
+            local.append(allocate_here(20))
+            if len(local) > 50:
+                local.clear()
+        kept.append(len(local))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            snap = heaptrail.take_snapshot()
+            stats = snap.statistics("traceback")
+            assert sum(s.size for s in stats) == sum(t.size for t in snap.traces)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    # Everything the workers dropped is gone from the traces.
+    gc.collect()
+    held = lines_of_this_file(heaptrail.take_snapshot()).get(ALLOC_LINE)
+    assert held is None or held.count <= sum(kept) * 20 + 20
+
+
+def test_threads_starting_and_ending_while_tracing():
+    heaptrail.start(2)
+    for _ in range(5):
+        threads = [threading.Thread(target=allocate_here, args=(50,)) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert heaptrail.take_snapshot().traces  # and nothing crashed
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_keeps_tracing_and_parent_is_unaffected():
+    heaptrail.start(3)
+    stop = threading.Event()
+    busy = threading.Thread(target=lambda: [allocate_here(5) for _ in iter(stop.is_set, True)])
+    busy.start()  # a thread that is likely inside the hooks when we fork
+    try:
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    data = allocate_here(10)
+                    tb = heaptrail.get_object_traceback(data[0])
+                    snap = heaptrail.take_snapshot()
+                    code = 0 if (tb is not None and tb[-1].lineno == ALLOC_LINE and snap.traces) else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        busy.join()
+    assert heaptrail.take_snapshot().traces
+
+
+def test_own_work_is_not_traced():
+    heaptrail.start(25)
+    snaps = [heaptrail.take_snapshot() for _ in range(3)]
+    stats = snaps[-1].statistics("filename")
+    native_files = [s for s in stats if "heaptrail" in s.traceback[0].filename
+                    and "site-packages" in s.traceback[0].filename]
+    # Objects the user holds (the snapshots) are theirs; heaptrail's internal tables never
+    # appear because they live outside Python's allocators.
+    assert all(s.size < 64 * 1024 for s in native_files), native_files
+    assert heaptrail.get_tracemalloc_memory() > 0
+
+
+def test_clear_traces_keeps_tracing():
+    heaptrail.start()
+    data = allocate_here(10)
+    heaptrail.clear_traces()
+    assert heaptrail.get_object_traceback(data[0]) is None
+    assert heaptrail.get_traced_memory() == (0, 0)
+    more = allocate_here(10)
+    assert heaptrail.get_object_traceback(more[0]) is not None
+
+
+def test_take_snapshot_requires_tracing():
+    with pytest.raises(RuntimeError, match="must be tracing"):
+        heaptrail.take_snapshot()
+
+
+def test_coexists_with_stdlib_tracemalloc_started_later():
+    import tracemalloc as std
+    heaptrail.start()
+    std.start()
+    data = allocate_here(100)
+    assert std.get_object_traceback(data[0]) is not None
+    assert heaptrail.get_object_traceback(data[0]) is not None
+    heaptrail.stop()  # stdlib is on top: heaptrail stays in its chain, silent
+    more = allocate_here(100)
+    assert std.get_object_traceback(more[0]) is not None
+    std.stop()
+    heaptrail.start()
+    again = allocate_here(10)
+    assert heaptrail.get_object_traceback(again[0])[-1].lineno == ALLOC_LINE
