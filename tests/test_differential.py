@@ -54,8 +54,17 @@ def test_object_tracebacks_match_stdlib():
     heaptrail.start(5)
     try:
         keep = alloc_mix.run([])
+        compared = 0
         for obj in keep[::97]:
-            assert heaptrail.get_object_traceback(obj) == std.get_object_traceback(obj), obj
+            ours, theirs = heaptrail.get_object_traceback(obj), std.get_object_traceback(obj)
+            if theirs is None:
+                # 3.11's tracemalloc misses instances with a managed __dict__ (it forgets their
+                # pre-header); heaptrail finds them.
+                continue
+            assert ours is not None, obj
+            assert ours._frames == theirs._frames, obj
+            compared += 1
+        assert compared > 20
     finally:
         heaptrail.stop()
         std.stop()

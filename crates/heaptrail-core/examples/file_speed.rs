@@ -32,8 +32,12 @@ pub fn synthetic_snapshot(ntraces: usize, ntracebacks: usize, depth: usize) -> S
     let mut b = SnapshotBuilder::new(depth as u32);
     let files: Vec<_> = (0..400)
         .map(|i| {
-            let pkg = ["site-packages/django", "site-packages/sqlalchemy", "myapp", "lib/python3.12"]
-                [i % 4];
+            let pkg = [
+                "site-packages/django",
+                "site-packages/sqlalchemy",
+                "myapp",
+                "lib/python3.12",
+            ][i % 4];
             b.intern_filename(&format!("/srv/venv/{pkg}/module_{i}.py"))
         })
         .collect();
@@ -91,10 +95,16 @@ fn main() {
         snapshot.filenames.len(),
         t.elapsed()
     );
-    let (enc, bytes) = best_of(5, || encode_to_vec(&snapshot, r#"{"source": "file_speed"}"#));
+    let (enc, bytes) = best_of(5, || {
+        encode_to_vec(&snapshot, r#"{"source": "file_speed"}"#)
+    });
     let (dec, decoded) = best_of(5, || decode(&bytes).expect("decodes"));
     assert_eq!(decoded.0, snapshot);
-    println!("file size: {} bytes ({:.2} bytes/trace)", bytes.len(), bytes.len() as f64 / 1e6);
+    println!(
+        "file size: {} bytes ({:.2} bytes/trace)",
+        bytes.len(),
+        bytes.len() as f64 / 1e6
+    );
     println!("encode: {:.1} ms (best of 5)", enc.as_secs_f64() * 1e3);
     println!("decode: {:.1} ms (best of 5)", dec.as_secs_f64() * 1e3);
 }

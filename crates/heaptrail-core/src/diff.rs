@@ -9,7 +9,7 @@
 //! [`KeySpace`](crate::group) that merges filenames and frames by text; equal keys then have
 //! equal ids and the join is a hash lookup on small integer slices.
 
-use crate::group::{compare_keys, group_by, AnalysisError, Group, KeyFrame, KeySpace, KeyType};
+use crate::group::{compare_keys, group_by, AnalysisError, Groups, KeyFrame, KeySpace, KeyType};
 use crate::model::Snapshot;
 use rustc_hash::FxHashMap;
 
@@ -33,45 +33,99 @@ pub fn compare_to(
     let mut space = KeySpace::default();
     let new_groups = group_by(&mut space, new, key, cumulative)?;
     let old_groups = group_by(&mut space, old, key, cumulative)?;
-
-    let old_index: FxHashMap<&[u32], usize> =
-        old_groups.iter().enumerate().map(|(i, g)| (&*g.key, i)).collect();
-    let mut old_matched = vec![false; old_groups.len()];
+    let old_index = JoinIndex::new(&old_groups, key, space.frame_count());
+    let mut old_matched = vec![false; old_groups.list.len()];
 
     // (key, size, size_diff, count, count_diff), keys still as ids for cheap sorting.
-    let mut rows: Vec<(&Group, u64, i64, u64, i64)> =
-        Vec::with_capacity(new_groups.len() + old_groups.len());
-    for g in &new_groups {
-        let (old_size, old_count) = match old_index.get(&*g.key) {
-            Some(&i) => {
+    type Row<'a> = (&'a [u32], u64, i64, u64, i64);
+    let mut rows: Vec<Row> = Vec::with_capacity(new_groups.list.len() + old_groups.list.len());
+    for g in &new_groups.list {
+        let k = new_groups.key(g);
+        let (old_size, old_count) = match old_index.get(k) {
+            Some(i) => {
                 old_matched[i] = true;
-                (old_groups[i].size, old_groups[i].count)
+                (old_groups.list[i].size, old_groups.list[i].count)
             }
             None => (0, 0),
         };
-        rows.push((g, g.size, signed_diff(g.size, old_size), g.count, signed_diff(g.count, old_count)));
+        rows.push((
+            k,
+            g.size,
+            signed_diff(g.size, old_size),
+            g.count,
+            signed_diff(g.count, old_count),
+        ));
     }
-    for (g, _) in old_groups.iter().zip(&old_matched).filter(|(_, &m)| !m) {
-        rows.push((g, 0, signed_diff(0, g.size), 0, signed_diff(0, g.count)));
+    for (g, _) in old_groups
+        .list
+        .iter()
+        .zip(&old_matched)
+        .filter(|(_, &m)| !m)
+    {
+        rows.push((
+            old_groups.key(g),
+            0,
+            signed_diff(0, g.size),
+            0,
+            signed_diff(0, g.count),
+        ));
     }
 
     let order = space.frame_order();
+    let sort_key = |r: &Row| (r.2.unsigned_abs(), r.1, r.4.unsigned_abs(), r.3);
     rows.sort_unstable_by(|a, b| {
-        let sort_key = |r: &(&Group, u64, i64, u64, i64)| {
-            (r.2.unsigned_abs(), r.1, r.4.unsigned_abs(), r.3)
-        };
-        sort_key(b).cmp(&sort_key(a)).then_with(|| compare_keys(&order, &b.0.key, &a.0.key))
+        sort_key(b)
+            .cmp(&sort_key(a))
+            .then_with(|| compare_keys(&order, b.0, a.0))
     });
     Ok(rows
         .into_iter()
-        .map(|(g, size, size_diff, count, count_diff)| StatisticDiff {
-            frames: space.key_frames(&g.key),
+        .map(|(k, size, size_diff, count, count_diff)| StatisticDiff {
+            frames: space.key_frames(k),
             size,
             size_diff,
             count,
             count_diff,
         })
         .collect())
+}
+
+/// Finds the old group with a given key. Single-frame keys (`lineno`, `filename`) are one key
+/// frame id, so a dense vector beats hashing; traceback keys are hashed as slices.
+enum JoinIndex<'g> {
+    Dense(Vec<u32>),
+    Hashed(FxHashMap<&'g [u32], usize>),
+}
+
+impl<'g> JoinIndex<'g> {
+    fn new(groups: &'g Groups, key: KeyType, frame_count: usize) -> Self {
+        if key == KeyType::Traceback {
+            JoinIndex::Hashed(
+                groups
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (groups.key(g), i))
+                    .collect(),
+            )
+        } else {
+            let mut dense = vec![u32::MAX; frame_count];
+            for (i, g) in groups.list.iter().enumerate() {
+                dense[groups.key(g)[0] as usize] = i as u32;
+            }
+            JoinIndex::Dense(dense)
+        }
+    }
+
+    fn get(&self, key: &[u32]) -> Option<usize> {
+        match self {
+            JoinIndex::Dense(d) => match d[key[0] as usize] {
+                u32::MAX => None,
+                i => Some(i as usize),
+            },
+            JoinIndex::Hashed(h) => h.get(key).copied(),
+        }
+    }
 }
 
 /// `a - b` as a signed number. Python ints do not overflow; totals beyond `i64` are not a
@@ -86,8 +140,20 @@ mod tests {
     use super::*;
     use crate::test_fixtures::{create_snapshots, frames, snapshot_from_raw};
 
-    fn sd(f: &[(&str, u32)], size: u64, size_diff: i64, count: u64, count_diff: i64) -> StatisticDiff {
-        StatisticDiff { frames: frames(f), size, size_diff, count, count_diff }
+    fn sd(
+        f: &[(&str, u32)],
+        size: u64,
+        size_diff: i64,
+        count: u64,
+        count_diff: i64,
+    ) -> StatisticDiff {
+        StatisticDiff {
+            frames: frames(f),
+            size,
+            size_diff,
+            count,
+            count_diff,
+        }
     }
 
     // TestSnapshot.test_snapshot_group_by_line (compare_to part)
@@ -166,7 +232,10 @@ mod tests {
         let new = snapshot_from_raw(&[(0, 9, &[("y.py", 2)], 1), (0, 1, &[("x.py", 1)], 1)], 1);
         assert_eq!(
             compare_to(&new, &old, KeyType::Lineno, false).unwrap(),
-            vec![sd(&[("y.py", 2)], 9, 4, 1, 0), sd(&[("x.py", 1)], 1, 0, 1, 0)]
+            vec![
+                sd(&[("y.py", 2)], 9, 4, 1, 0),
+                sd(&[("x.py", 1)], 1, 0, 1, 0)
+            ]
         );
         // Comparing a snapshot with itself: all differences are zero.
         let same = compare_to(&new, &new, KeyType::Traceback, false).unwrap();

@@ -61,7 +61,13 @@ impl FrameFilter {
         domain: Option<u64>,
     ) -> Self {
         let pattern = Pattern::new(&normalize_filename(filename_pattern));
-        FrameFilter { inclusive, pattern, lineno, all_frames, domain }
+        FrameFilter {
+            inclusive,
+            pattern,
+            lineno,
+            all_frames,
+            domain,
+        }
     }
 
     /// `Filter._match_frame_impl`: does this frame match the pattern and line, ignoring
@@ -78,7 +84,10 @@ impl FrameFilter {
     /// `Filter._match_traceback` on `(filename, lineno)` frames given most recent first. An empty
     /// traceback counts as the single frame `("<unknown>", 0)` (see the module docs).
     pub fn match_traceback<'a>(&self, frames: impl IntoIterator<Item = (&'a str, i64)>) -> bool {
-        let mut hits = frames.into_iter().map(|(f, l)| self.frame_matches(f, l)).peekable();
+        let mut hits = frames
+            .into_iter()
+            .map(|(f, l)| self.frame_matches(f, l))
+            .peekable();
         if hits.peek().is_none() {
             return self.verdict(std::iter::once(self.frame_matches(UNKNOWN_FILENAME, 0)));
         }
@@ -86,7 +95,10 @@ impl FrameFilter {
     }
 
     fn line_matches(&self, lineno: i64) -> bool {
-        self.lineno.map_or(true, |want| want == lineno)
+        match self.lineno {
+            None => true,
+            Some(want) => want == lineno,
+        }
     }
 
     /// Turns per-frame hits (most recent first, at least one) into the filter's answer for the
@@ -94,7 +106,11 @@ impl FrameFilter {
     /// `not inclusive` otherwise; without it, `first_hit XOR not inclusive`. Both are
     /// `hit == inclusive`.
     fn verdict(&self, mut hits: impl Iterator<Item = bool>) -> bool {
-        let hit = if self.all_frames { hits.any(|h| h) } else { hits.next().unwrap_or(false) };
+        let hit = if self.all_frames {
+            hits.any(|h| h)
+        } else {
+            hits.next().unwrap_or(false)
+        };
         hit == self.inclusive
     }
 }
@@ -107,6 +123,8 @@ const YES: u8 = 2;
 /// A [`FrameFilter`] bound to one snapshot, remembering its answers per filename and traceback.
 struct BoundFrameFilter<'f> {
     filter: &'f FrameFilter,
+    /// The filter's `domain` as a domain class (see [`DomainClasses`]).
+    domain_class: Option<usize>,
     /// Pattern result per filename id.
     file_hit: Vec<u8>,
     /// `_match_traceback` result per traceback id.
@@ -114,20 +132,16 @@ struct BoundFrameFilter<'f> {
 }
 
 impl<'f> BoundFrameFilter<'f> {
-    fn new(filter: &'f FrameFilter, snapshot: &Snapshot) -> Self {
-        BoundFrameFilter {
-            filter,
-            file_hit: vec![UNKNOWN; snapshot.filenames.len()],
-            traceback_verdict: vec![UNKNOWN; snapshot.tracebacks.len()],
-        }
-    }
-
     fn frame_hit(&mut self, snapshot: &Snapshot, frame: FrameId) -> bool {
         let frame = snapshot.frame(frame);
         let memo = &mut self.file_hit[frame.filename as usize];
         if *memo == UNKNOWN {
             let name = &snapshot.filenames[frame.filename as usize];
-            *memo = if self.filter.pattern.matches(&normalize_filename(name)) { YES } else { NO };
+            *memo = if self.filter.pattern.matches(&normalize_filename(name)) {
+                YES
+            } else {
+                NO
+            };
         }
         *memo == YES && self.filter.line_matches(i64::from(frame.lineno))
     }
@@ -148,41 +162,107 @@ impl<'f> BoundFrameFilter<'f> {
         answer
     }
 
-    /// `Filter._match(trace)`.
-    fn matches(&mut self, snapshot: &Snapshot, trace: &Trace) -> bool {
-        let res = self.traceback_matches(snapshot, trace.traceback);
-        match self.filter.domain {
+    /// `Filter._match(trace)` for a trace of traceback `id` whose domain is in `class`.
+    fn matches(&mut self, snapshot: &Snapshot, id: TracebackId, class: usize) -> bool {
+        let res = self.traceback_matches(snapshot, id);
+        match self.domain_class {
             None => res,
-            Some(d) if self.filter.inclusive => res && u64::from(trace.domain) == d,
-            Some(d) => res || u64::from(trace.domain) != d,
+            Some(d) if self.filter.inclusive => res && class == d,
+            Some(d) => res || class != d,
         }
     }
 }
 
 enum BoundFilter<'f> {
     Frame(BoundFrameFilter<'f>),
-    Domain { inclusive: bool, domain: u64 },
+    Domain { inclusive: bool, class: usize },
 }
 
 impl BoundFilter<'_> {
-    fn matches(&mut self, snapshot: &Snapshot, trace: &Trace) -> bool {
+    fn matches(&mut self, snapshot: &Snapshot, id: TracebackId, class: usize) -> bool {
         match self {
-            BoundFilter::Frame(f) => f.matches(snapshot, trace),
+            BoundFilter::Frame(f) => f.matches(snapshot, id, class),
             // `DomainFilter._match`: `(domain == self.domain) ^ (not self.inclusive)`.
-            BoundFilter::Domain { inclusive, domain } => {
-                (u64::from(trace.domain) == *domain) == *inclusive
-            }
+            BoundFilter::Domain {
+                inclusive,
+                class: d,
+            } => (class == *d) == *inclusive,
         }
     }
 }
 
-fn bind<'f>(filter: &'f TraceFilter, snapshot: &Snapshot) -> BoundFilter<'f> {
-    match filter {
-        TraceFilter::Frame(ff) => BoundFilter::Frame(BoundFrameFilter::new(ff, snapshot)),
-        TraceFilter::Domain { inclusive, domain } => {
-            BoundFilter::Domain { inclusive: *inclusive, domain: *domain }
+/// Filters only ever test a domain for equality with the few domains they name, so a trace's
+/// domain matters only through its *class*: the index of the named domain it equals, or
+/// `len()` for "none of them". A trace's fate is then a function of (traceback, class), which
+/// is small enough to memoize densely.
+struct DomainClasses(Vec<u64>);
+
+impl DomainClasses {
+    fn new(filters: &[TraceFilter]) -> Self {
+        let mut named = Vec::new();
+        for f in filters {
+            let d = match f {
+                TraceFilter::Frame(ff) => ff.domain,
+                TraceFilter::Domain { domain, .. } => Some(*domain),
+            };
+            if let Some(d) = d {
+                if !named.contains(&d) {
+                    named.push(d);
+                }
+            }
         }
+        DomainClasses(named)
     }
+
+    fn count(&self) -> usize {
+        self.0.len() + 1
+    }
+
+    fn class_of(&self, domain: u64) -> usize {
+        self.0
+            .iter()
+            .position(|&d| d == domain)
+            .unwrap_or(self.0.len())
+    }
+}
+
+fn bind<'f>(
+    filter: &'f TraceFilter,
+    snapshot: &Snapshot,
+    classes: &DomainClasses,
+) -> BoundFilter<'f> {
+    match filter {
+        TraceFilter::Frame(ff) => BoundFilter::Frame(BoundFrameFilter {
+            filter: ff,
+            domain_class: ff.domain.map(|d| classes.class_of(d)),
+            file_hit: vec![UNKNOWN; snapshot.filenames.len()],
+            traceback_verdict: vec![UNKNOWN; snapshot.tracebacks.len()],
+        }),
+        TraceFilter::Domain { inclusive, domain } => BoundFilter::Domain {
+            inclusive: *inclusive,
+            class: classes.class_of(*domain),
+        },
+    }
+}
+
+/// The traces for which `keep` is true, in order. Whether a trace is kept is as good as random
+/// to the branch predictor, so every trace is written and the write position only advances
+/// for kept ones (branch-free), then the tail is cut off.
+fn compact(traces: &[Trace], mut keep: impl FnMut(&Trace) -> bool) -> Vec<Trace> {
+    let blank = Trace {
+        domain: 0,
+        size: 0,
+        traceback: 0,
+    };
+    let mut out = vec![blank; traces.len()];
+    let mut n = 0;
+    for t in traces {
+        out[n] = *t;
+        n += usize::from(keep(t));
+    }
+    out.truncate(n);
+    out.shrink_to_fit();
+    out
 }
 
 /// `Snapshot.filter_traces(filters)`: a new snapshot with the traces that pass, in their original
@@ -200,29 +280,43 @@ pub fn filter_traces(snapshot: &Snapshot, filters: &[TraceFilter]) -> Snapshot {
         out.traces = snapshot.traces.clone();
         return out;
     }
-    let mut include: Vec<BoundFilter> =
-        filters.iter().filter(|f| f.inclusive()).map(|f| bind(f, snapshot)).collect();
-    let mut exclude: Vec<BoundFilter> =
-        filters.iter().filter(|f| !f.inclusive()).map(|f| bind(f, snapshot)).collect();
+    let classes = DomainClasses::new(filters);
+    let bind_all = |inclusive: bool| -> Vec<BoundFilter> {
+        filters
+            .iter()
+            .filter(|f| f.inclusive() == inclusive)
+            .map(|f| bind(f, snapshot, &classes))
+            .collect()
+    };
+    let (mut include, mut exclude) = (bind_all(true), bind_all(false));
 
-    out.traces = snapshot
-        .traces
-        .iter()
-        .filter(|t| {
-            (include.is_empty() || include.iter_mut().any(|f| f.matches(snapshot, t)))
-                && exclude.iter_mut().all(|f| f.matches(snapshot, t))
-        })
-        .copied()
-        .collect();
+    // `Snapshot._filter_trace`, memoized per (traceback, domain class).
+    let width = classes.count();
+    let mut keep = vec![UNKNOWN; snapshot.tracebacks.len() * width];
+    let mut decide = |id: TracebackId, class: usize| {
+        (include.is_empty() || include.iter_mut().any(|f| f.matches(snapshot, id, class)))
+            && exclude.iter_mut().all(|f| f.matches(snapshot, id, class))
+    };
+    out.traces = compact(&snapshot.traces, |t| {
+        let class = classes.class_of(u64::from(t.domain));
+        let slot = &mut keep[t.traceback as usize * width + class];
+        if *slot == UNKNOWN {
+            *slot = if decide(t.traceback, class) { YES } else { NO };
+        }
+        *slot == YES
+    });
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{create_snapshots, raw_traces, snapshot_from_raw, A5B, AB, B1, UNKNOWN as UNK};
+    use crate::test_fixtures::{
+        create_snapshots, raw_traces, snapshot_from_raw, OwnedRawTrace, RawTrace, A5B, AB, B1,
+        UNKNOWN as UNK,
+    };
 
-    fn raw(list: &[(u32, u64, &[(&str, u32)], u32)]) -> Vec<(u32, u64, Vec<(String, u32)>, u32)> {
+    fn raw(list: &[RawTrace]) -> Vec<OwnedRawTrace> {
         raw_traces(&snapshot_from_raw(list, 2))
     }
 
@@ -242,14 +336,25 @@ mod tests {
         let snapshot3 = filter_traces(&snapshot, &[filter1]);
         assert_eq!(
             raw_traces(&snapshot3),
-            raw(&[(0, 10, AB, 3), (0, 10, AB, 3), (0, 10, AB, 3), (1, 2, A5B, 3), (3, 7, UNK, 1)])
+            raw(&[
+                (0, 10, AB, 3),
+                (0, 10, AB, 3),
+                (0, 10, AB, 3),
+                (1, 2, A5B, 3),
+                (3, 7, UNK, 1)
+            ])
         );
         assert_eq!(snapshot, original);
 
         let snapshot4 = filter_traces(&snapshot3, &[filter2, filter3]);
         assert_eq!(
             raw_traces(&snapshot4),
-            raw(&[(0, 10, AB, 3), (0, 10, AB, 3), (0, 10, AB, 3), (1, 2, A5B, 3)])
+            raw(&[
+                (0, 10, AB, 3),
+                (0, 10, AB, 3),
+                (0, 10, AB, 3),
+                (1, 2, A5B, 3)
+            ])
         );
 
         let snapshot5 = filter_traces(&snapshot, &[]);
@@ -262,24 +367,47 @@ mod tests {
         let (snapshot, _) = create_snapshots();
         let filter1 = TraceFilter::Frame(FrameFilter::new(false, "a.py", None, false, Some(1)));
         let filter2 = TraceFilter::Frame(FrameFilter::new(true, "a.py", None, false, Some(1)));
-        let expected =
-            raw(&[(0, 10, AB, 3), (0, 10, AB, 3), (0, 10, AB, 3), (2, 66, B1, 1), (3, 7, UNK, 1)]);
+        let expected = raw(&[
+            (0, 10, AB, 3),
+            (0, 10, AB, 3),
+            (0, 10, AB, 3),
+            (2, 66, B1, 1),
+            (3, 7, UNK, 1),
+        ]);
         assert_eq!(raw_traces(&filter_traces(&snapshot, &[filter1])), expected);
         // (The stdlib test means to check the inclusive filter here but re-runs filter1.)
-        assert_eq!(raw_traces(&filter_traces(&snapshot, &[filter2])), raw(&[(1, 2, A5B, 3)]));
+        assert_eq!(
+            raw_traces(&filter_traces(&snapshot, &[filter2])),
+            raw(&[(1, 2, A5B, 3)])
+        );
     }
 
     // TestSnapshot.test_filter_traces_domain_filter
     #[test]
     fn stdlib_filter_traces_domain_filter() {
         let (snapshot, _) = create_snapshots();
-        let filter1 = TraceFilter::Domain { inclusive: false, domain: 3 };
-        let filter2 = TraceFilter::Domain { inclusive: true, domain: 3 };
+        let filter1 = TraceFilter::Domain {
+            inclusive: false,
+            domain: 3,
+        };
+        let filter2 = TraceFilter::Domain {
+            inclusive: true,
+            domain: 3,
+        };
         assert_eq!(
             raw_traces(&filter_traces(&snapshot, &[filter1])),
-            raw(&[(0, 10, AB, 3), (0, 10, AB, 3), (0, 10, AB, 3), (1, 2, A5B, 3), (2, 66, B1, 1)])
+            raw(&[
+                (0, 10, AB, 3),
+                (0, 10, AB, 3),
+                (0, 10, AB, 3),
+                (1, 2, A5B, 3),
+                (2, 66, B1, 1)
+            ])
         );
-        assert_eq!(raw_traces(&filter_traces(&snapshot, &[filter2])), raw(&[(3, 7, UNK, 1)]));
+        assert_eq!(
+            raw_traces(&filter_traces(&snapshot, &[filter2])),
+            raw(&[(3, 7, UNK, 1)])
+        );
     }
 
     // TestFilters.test_filter_attributes (the parts that exist on the Rust side)
@@ -313,10 +441,22 @@ mod tests {
         let (t, x) = (true, false);
         check(ff(true, "abc"), [t, t, t, x, x, x]);
         check(ff(false, "abc"), [x, x, x, t, t, t]);
-        check(FrameFilter::new(true, "abc", Some(5), false, None), [x, t, x, x, x, x]);
-        check(FrameFilter::new(false, "abc", Some(5), false, None), [t, x, t, t, t, t]);
-        check(FrameFilter::new(true, "abc", Some(0), false, None), [t, x, x, x, x, x]);
-        check(FrameFilter::new(false, "abc", Some(0), false, None), [x, t, t, t, t, t]);
+        check(
+            FrameFilter::new(true, "abc", Some(5), false, None),
+            [x, t, x, x, x, x],
+        );
+        check(
+            FrameFilter::new(false, "abc", Some(5), false, None),
+            [t, x, t, t, t, t],
+        );
+        check(
+            FrameFilter::new(true, "abc", Some(0), false, None),
+            [t, x, x, x, x, x],
+        );
+        check(
+            FrameFilter::new(false, "abc", Some(0), false, None),
+            [x, t, t, t, t, t],
+        );
     }
 
     // TestFilters.test_filter_match_filename
@@ -357,13 +497,19 @@ mod tests {
                 .iter()
                 .map(|tb| f.match_traceback(tb.iter().map(|&(n, l)| (n, i64::from(l)))))
                 .collect();
-            assert_eq!(got, expected, "{pattern} inclusive={inclusive} all={all_frames}");
+            assert_eq!(
+                got, expected,
+                "{pattern} inclusive={inclusive} all={all_frames}"
+            );
             // The snapshot path (memoized per traceback) must agree.
             let kept = filter_traces(&snapshot, &[TraceFilter::Frame(f)]);
             let kept_ids: Vec<u32> = kept.traces.iter().map(|t| t.traceback).collect();
             let want_ids: Vec<u32> = (0..4u32).filter(|&i| expected[i as usize]).collect();
             // A single filter decides alone, whether it includes or excludes.
-            assert_eq!(kept_ids, want_ids, "{pattern} inclusive={inclusive} all={all_frames}");
+            assert_eq!(
+                kept_ids, want_ids,
+                "{pattern} inclusive={inclusive} all={all_frames}"
+            );
         }
     }
 
@@ -382,21 +528,38 @@ mod tests {
         // Include a.py or domain 2, exclude domain 0.
         let filters = [
             TraceFilter::Frame(ff(true, "a.py")),
-            TraceFilter::Domain { inclusive: true, domain: 2 },
-            TraceFilter::Domain { inclusive: false, domain: 0 },
+            TraceFilter::Domain {
+                inclusive: true,
+                domain: 2,
+            },
+            TraceFilter::Domain {
+                inclusive: false,
+                domain: 0,
+            },
         ];
         assert_eq!(
             raw_traces(&filter_traces(&snapshot, &filters)),
             raw(&[(1, 2, A5B, 3), (2, 66, B1, 1)])
         );
         // Exclusive frame filter restricted to a domain only excludes within that domain.
-        let filters = [TraceFilter::Frame(FrameFilter::new(false, "*", None, true, Some(0)))];
+        let filters = [TraceFilter::Frame(FrameFilter::new(
+            false,
+            "*",
+            None,
+            true,
+            Some(0),
+        ))];
         assert_eq!(
             raw_traces(&filter_traces(&snapshot, &filters)),
             raw(&[(1, 2, A5B, 3), (2, 66, B1, 1), (3, 7, UNK, 1)])
         );
         // `.pyc` frames match `.py` patterns.
         let pyc = snapshot_from_raw(&[(0, 1, &[("m.pyc", 1)], 1)], 1);
-        assert_eq!(filter_traces(&pyc, &[TraceFilter::Frame(ff(true, "m.py"))]).traces.len(), 1);
+        assert_eq!(
+            filter_traces(&pyc, &[TraceFilter::Frame(ff(true, "m.py"))])
+                .traces
+                .len(),
+            1
+        );
     }
 }

@@ -101,7 +101,11 @@ impl Pattern {
             }
         }
         let literal = tokens.iter().all(|t| matches!(t, Token::Char(_)));
-        Pattern { source: pattern.to_owned(), tokens, literal }
+        Pattern {
+            source: pattern.to_owned(),
+            tokens,
+            literal,
+        }
     }
 
     /// The text the pattern was built from.
@@ -116,7 +120,7 @@ impl Pattern {
         }
         let toks = &self.tokens;
         let (mut t, mut s) = (0usize, 0usize); // token index, byte offset in `name`
-        // Most recent star: (token after it, byte offset where its match currently ends).
+                                               // Most recent star: (token after it, byte offset where its match currently ends).
         let mut star: Option<(usize, usize)> = None;
         loop {
             if t < toks.len() {
@@ -239,7 +243,12 @@ fn range_chunks_to_body(pat: &[char], mut i: usize, j: usize) -> Vec<BodyTok> {
 fn set_token_from_body(body: &[BodyTok]) -> Token {
     match body {
         // Everything was dropped: `(?!)`, matches nothing.
-        [] => return Token::Set(CharSet { negated: false, ranges: Vec::new() }),
+        [] => {
+            return Token::Set(CharSet {
+                negated: false,
+                ranges: Vec::new(),
+            })
+        }
         // Only the negation is left: Python emits `.`, any character.
         [BodyTok::Lit('!')] => return Token::AnyChar,
         _ => {}
@@ -391,7 +400,7 @@ mod tests {
         assert!(m("-", "[a-]"));
         assert!(m("a", "[a-]"));
         assert!(!m("b", "[a-]"));
-        assert!(m("-", "[!-a]") == false);
+        assert!(!m("-", "[!-a]"));
         assert!(m("b", "[!-a]"));
         // `]` first is a member.
         assert!(m("]", "[]]"));
@@ -411,7 +420,7 @@ mod tests {
         assert!(m("a", "[^a]"));
         assert!(!m("b", "[^a]"));
         assert!(m("\\", r"[\]"));
-        assert!(m("\\", r"[\-x]") && m("-", r"[\-x]") == false);
+        assert!(m("\\", r"[\-x]") && !m("-", r"[\-x]"));
         assert!(m("&", "[&&a]") && m("|", "[|~]") && m("~", "[|~]"));
         assert!(m("é", "[à-ü]"));
     }

@@ -25,6 +25,7 @@ use crate::filter::UNKNOWN_FILENAME;
 use crate::model::{Filename, FilenameId, FrameId, Snapshot};
 use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::str::FromStr;
 
@@ -92,14 +93,19 @@ pub fn statistics(
     let mut space = KeySpace::default();
     let mut groups = group_by(&mut space, snapshot, key, cumulative)?;
     let order = space.frame_order();
-    groups.sort_unstable_by(|a, b| {
+    let mut list = std::mem::take(&mut groups.list);
+    list.sort_unstable_by(|a, b| {
         (b.size, b.count)
             .cmp(&(a.size, a.count))
-            .then_with(|| compare_keys(&order, &b.key, &a.key))
+            .then_with(|| compare_keys(&order, groups.key(b), groups.key(a)))
     });
-    Ok(groups
-        .into_iter()
-        .map(|g| Statistic { frames: space.key_frames(&g.key), size: g.size, count: g.count })
+    Ok(list
+        .iter()
+        .map(|g| Statistic {
+            frames: space.key_frames(groups.key(g)),
+            size: g.size,
+            count: g.count,
+        })
         .collect())
 }
 
@@ -136,6 +142,11 @@ impl KeySpace {
         })
     }
 
+    /// Number of key frames interned so far (key frame ids are below this).
+    pub(crate) fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
     /// The output form of a key.
     pub(crate) fn key_frames(&self, key: &[u32]) -> Vec<KeyFrame> {
         key.iter()
@@ -170,11 +181,26 @@ pub(crate) fn compare_keys(order: &[u64], a: &[u32], b: &[u32]) -> Ordering {
     a.iter().rev().map(rank).cmp(b.iter().rev().map(rank))
 }
 
-/// One group: its key (key frame ids of a [`KeySpace`], most recent first) and totals.
+/// One group: where its key lies in [`Groups::arena`], and its totals.
+#[derive(Clone, Copy)]
 pub(crate) struct Group {
-    pub key: Box<[u32]>,
+    start: u32,
+    len: u32,
     pub size: u64,
     pub count: u64,
+}
+
+/// The groups of one snapshot. Keys (key frame ids of a [`KeySpace`], most recent first) live
+/// in one flat arena so that tens of thousands of groups cost no allocation each.
+pub(crate) struct Groups {
+    arena: Vec<u32>,
+    pub list: Vec<Group>,
+}
+
+impl Groups {
+    pub(crate) fn key(&self, g: &Group) -> &[u32] {
+        &self.arena[g.start as usize..][..g.len as usize]
+    }
 }
 
 /// Translates one snapshot's ids into a [`KeySpace`], lazily: only frames that end up in a key
@@ -233,7 +259,7 @@ pub(crate) fn group_by(
     snapshot: &Snapshot,
     key: KeyType,
     cumulative: bool,
-) -> Result<Vec<Group>, AnalysisError> {
+) -> Result<Groups, AnalysisError> {
     if cumulative && key == KeyType::Traceback {
         return Err(AnalysisError::CumulativeWithTraceback);
     }
@@ -244,33 +270,54 @@ pub(crate) fn group_by(
         acc.0 += t.size;
         acc.1 += 1;
     }
-    let used = per_traceback.iter().enumerate().filter(|(_, &(_, count))| count > 0);
+    let used = per_traceback
+        .iter()
+        .enumerate()
+        .filter(|(_, &(_, count))| count > 0);
 
     let mut keys = SnapshotKeys::new(snapshot);
-    let mut groups = Vec::new();
+    let mut arena = Vec::new();
+    let mut list = Vec::new();
     if key == KeyType::Traceback {
-        // Pass 2: merge tracebacks with identical frames (by text).
-        let mut index: FxHashMap<Box<[u32]>, usize> = FxHashMap::default();
-        let mut scratch = Vec::new();
+        // Pass 2: translate each used traceback into the arena...
         for (tb, &(size, count)) in used {
-            scratch.clear();
+            let start = arena.len() as u32;
             for &f in snapshot.tracebacks[tb].frames.iter() {
-                scratch.push(keys.frame(space, f, key));
+                arena.push(keys.frame(space, f, key));
             }
-            match index.get(scratch.as_slice()) {
-                Some(&g) => {
-                    let g: &mut Group = &mut groups[g];
-                    g.size += size;
-                    g.count += count;
+            let len = arena.len() as u32 - start;
+            list.push(Group {
+                start,
+                len,
+                size,
+                count,
+            });
+        }
+        // ...then merge the ones with identical frames (by text). Duplicates are rare (same
+        // frames, different `total_nframe`, or duplicated table entries); their arena slots stay
+        // behind unused.
+        let groups = Groups { arena, list };
+        let mut first: FxHashMap<&[u32], usize> = FxHashMap::default();
+        first.reserve(groups.list.len());
+        let mut merged: Vec<Group> = Vec::with_capacity(groups.list.len());
+        for g in &groups.list {
+            match first.entry(groups.key(g)) {
+                Entry::Occupied(e) => {
+                    let m = &mut merged[*e.get()];
+                    m.size += g.size;
+                    m.count += g.count;
                 }
-                None => {
-                    let k: Box<[u32]> = scratch.as_slice().into();
-                    index.insert(k.clone(), groups.len());
-                    groups.push(Group { key: k, size, count });
+                Entry::Vacant(e) => {
+                    e.insert(merged.len());
+                    merged.push(*g);
                 }
             }
         }
-        return Ok(groups);
+        drop(first);
+        return Ok(Groups {
+            arena: groups.arena,
+            list: merged,
+        });
     }
 
     // Pass 2 for single-frame keys: accumulate per key frame id in a dense vector.
@@ -299,10 +346,16 @@ pub(crate) fn group_by(
             add(&mut acc, keys.frame(space, frames[0], key), size, count);
         }
     }
-    groups.extend(acc.iter().enumerate().filter(|(_, &(_, count))| count > 0).map(
-        |(k, &(size, count))| Group { key: Box::new([k as u32]), size, count },
-    ));
-    Ok(groups)
+    for (k, &(size, count)) in acc.iter().enumerate().filter(|(_, &(_, count))| count > 0) {
+        list.push(Group {
+            start: arena.len() as u32,
+            len: 1,
+            size,
+            count,
+        });
+        arena.push(k as u32);
+    }
+    Ok(Groups { arena, list })
 }
 
 /// Python's `repr()` of a `str`, for error messages: single quotes unless the text contains a
@@ -311,7 +364,11 @@ pub(crate) fn group_by(
 /// separators, common format characters and private-use characters are escaped; unassigned code
 /// points, which Python also escapes, are not recognized.)
 pub fn py_repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -358,10 +415,14 @@ fn is_printable_non_ascii(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{create_snapshots, frames, snapshot_from_raw};
+    use crate::test_fixtures::{create_snapshots, frames, snapshot_from_raw, RawTrace};
 
     fn stat(f: &[(&str, u32)], size: u64, count: u64) -> Statistic {
-        Statistic { frames: frames(f), size, count }
+        Statistic {
+            frames: frames(f),
+            size,
+            count,
+        }
     }
 
     fn lineno(name: &str, line: u32) -> Vec<(&str, u32)> {
@@ -405,7 +466,10 @@ mod tests {
         );
         assert_eq!(
             statistics(&snapshot2, KeyType::Filename, false).unwrap(),
-            vec![stat(&lineno("a.py", 0), 5032, 5), stat(&lineno("c.py", 0), 400, 1)]
+            vec![
+                stat(&lineno("a.py", 0), 5032, 5),
+                stat(&lineno("c.py", 0), 400, 1)
+            ]
         );
     }
 
@@ -426,10 +490,17 @@ mod tests {
         );
         assert_eq!(
             statistics(&snapshot2, KeyType::Traceback, false).unwrap(),
-            vec![stat(&tb2, 5002, 2), stat(&[("c.py", 578)], 400, 1), stat(&tb1, 30, 3)]
+            vec![
+                stat(&tb2, 5002, 2),
+                stat(&[("c.py", 578)], 400, 1),
+                stat(&tb1, 30, 3)
+            ]
         );
         let err = statistics(&snapshot, KeyType::Traceback, true).unwrap_err();
-        assert_eq!(err.to_string(), "cumulative mode cannot by used with key type 'traceback'");
+        assert_eq!(
+            err.to_string(),
+            "cumulative mode cannot by used with key type 'traceback'"
+        );
     }
 
     // TestSnapshot.test_snapshot_group_by_cumulative
@@ -466,7 +537,10 @@ mod tests {
         assert_eq!(msg("Lineno"), "unknown key_type: 'Lineno'");
         assert_eq!(msg("it's"), "unknown key_type: \"it's\"");
         assert_eq!(msg("'\""), r#"unknown key_type: '\'"'"#);
-        assert_eq!(msg("a\\b\n\x01é\u{a0}"), r"unknown key_type: 'a\\b\n\x01é\xa0'");
+        assert_eq!(
+            msg("a\\b\n\x01é\u{a0}"),
+            r"unknown key_type: 'a\\b\n\x01é\xa0'"
+        );
     }
 
     #[test]
@@ -475,7 +549,10 @@ mod tests {
         let s = snapshot_from_raw(&[(0, 10, &[("x.py", 1), ("x.py", 1), ("x.py", 2)], 3)], 5);
         assert_eq!(
             statistics(&s, KeyType::Lineno, true).unwrap(),
-            vec![stat(&lineno("x.py", 1), 20, 2), stat(&lineno("x.py", 2), 10, 1)]
+            vec![
+                stat(&lineno("x.py", 1), 20, 2),
+                stat(&lineno("x.py", 2), 10, 1)
+            ]
         );
         assert_eq!(
             statistics(&s, KeyType::Filename, true).unwrap(),
@@ -488,7 +565,10 @@ mod tests {
         let f: &[(&str, u32)] = &[("a.py", 1)];
         let s = snapshot_from_raw(&[(0, 1, f, 1), (0, 2, f, 7)], 5);
         assert_eq!(s.tracebacks.len(), 2);
-        assert_eq!(statistics(&s, KeyType::Traceback, false).unwrap(), vec![stat(f, 3, 2)]);
+        assert_eq!(
+            statistics(&s, KeyType::Traceback, false).unwrap(),
+            vec![stat(f, 3, 2)]
+        );
     }
 
     #[test]
@@ -496,15 +576,21 @@ mod tests {
         // A hand-built snapshot whose filename table holds "a.py" twice.
         let mut s = snapshot_from_raw(&[(0, 1, &[("a.py", 1)], 1), (0, 2, &[("b.py", 1)], 1)], 1);
         s.filenames[1] = "a.py".into();
-        assert_eq!(statistics(&s, KeyType::Lineno, false).unwrap(), vec![stat(&[("a.py", 1)], 3, 2)]);
-        assert_eq!(statistics(&s, KeyType::Traceback, false).unwrap(), vec![stat(&[("a.py", 1)], 3, 2)]);
+        assert_eq!(
+            statistics(&s, KeyType::Lineno, false).unwrap(),
+            vec![stat(&[("a.py", 1)], 3, 2)]
+        );
+        assert_eq!(
+            statistics(&s, KeyType::Traceback, false).unwrap(),
+            vec![stat(&[("a.py", 1)], 3, 2)]
+        );
     }
 
     #[test]
     fn ties_break_on_traceback_oldest_frame_first() {
         // Same size and count everywhere: order is by traceback, descending, compared oldest
         // frame first; a shorter prefix is smaller.
-        let raw: &[(u32, u64, &[(&str, u32)], u32)] = &[
+        let raw: &[RawTrace] = &[
             (0, 5, &[("z.py", 1), ("a.py", 9)], 2), // oldest a.py:9
             (0, 5, &[("a.py", 1), ("b.py", 1)], 2), // oldest b.py:1
             (0, 5, &[("b.py", 1)], 1),              // prefix of the one above
@@ -551,14 +637,22 @@ mod tests {
         let mut s = snapshot_from_raw(&[(0, 0, &[("a.py", 1)], 1)], 1);
         // A table entry that no trace uses must not produce a group.
         s.filenames.push("unused.py".into());
-        s.frames.push(crate::model::Frame { filename: 1, lineno: 3 });
-        s.tracebacks.push(crate::model::Traceback { frames: Box::new([1]), total_nframe: 1 });
+        s.frames.push(crate::model::Frame {
+            filename: 1,
+            lineno: 3,
+        });
+        s.tracebacks.push(crate::model::Traceback {
+            frames: Box::new([1]),
+            total_nframe: 1,
+        });
         assert!(s.validate().is_ok());
         for key in [KeyType::Lineno, KeyType::Filename, KeyType::Traceback] {
             let st = statistics(&s, key, false).unwrap();
             assert_eq!(st.len(), 1, "{key:?}");
             assert_eq!((st[0].size, st[0].count), (0, 1));
         }
-        assert!(statistics(&Snapshot::default(), KeyType::Lineno, true).unwrap().is_empty());
+        assert!(statistics(&Snapshot::default(), KeyType::Lineno, true)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -22,8 +22,11 @@ pub(crate) fn snapshot_from_raw(raw: &[RawTrace], traceback_limit: u32) -> Snaps
     b.finish()
 }
 
+/// An owned [`RawTrace`].
+pub(crate) type OwnedRawTrace = (u32, u64, Vec<(String, u32)>, u32);
+
 /// Turns a snapshot back into raw traces, for comparing with the stdlib's expected lists.
-pub(crate) fn raw_traces(s: &Snapshot) -> Vec<(u32, u64, Vec<(String, u32)>, u32)> {
+pub(crate) fn raw_traces(s: &Snapshot) -> Vec<OwnedRawTrace> {
     s.traces
         .iter()
         .map(|t| {

@@ -4,8 +4,8 @@ mod snapshot_file_support;
 
 use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
 use heaptrail_core::snapshot_file::{
-    decode, encode, encode_to_vec, read_file, sniff, write_file, FileKind, FormatError,
-    HEADER_LEN, MAX_BODY_LEN,
+    decode, encode, encode_to_vec, read_file, sniff, write_file, FileKind, FormatError, HEADER_LEN,
+    MAX_BODY_LEN,
 };
 use heaptrail_core::{Frame, Snapshot, SnapshotBuilder, Trace, Traceback};
 use snapshot_file_support::*;
@@ -37,7 +37,13 @@ fn round_trips_empty_snapshot() {
 fn round_trips_small_snapshot_and_unicode() {
     round_trip(&small_snapshot(), r#"{"note": "héllo ☃ 🐍"}"#);
     let mut b = SnapshotBuilder::new(25);
-    for name in ["", "/usr/lib/python3.12/json/__init__.py", "名前.py", "🐍/\u{0}nul.py", "e\u{301}.py"] {
+    for name in [
+        "",
+        "/usr/lib/python3.12/json/__init__.py",
+        "名前.py",
+        "🐍/\u{0}nul.py",
+        "e\u{301}.py",
+    ] {
         let f = b.intern_filename(name);
         let fr = b.intern_frame(f, 1);
         let tb = b.intern_traceback(&[fr], 1);
@@ -52,20 +58,53 @@ fn round_trips_extreme_values() {
         filenames: vec!["x".into(), "y".into()],
         // Line numbers jumping up and down across the whole u32 range exercise the deltas.
         frames: vec![
-            Frame { filename: 1, lineno: u32::MAX },
-            Frame { filename: 0, lineno: 0 },
-            Frame { filename: 1, lineno: u32::MAX },
-            Frame { filename: 1, lineno: 1 },
+            Frame {
+                filename: 1,
+                lineno: u32::MAX,
+            },
+            Frame {
+                filename: 0,
+                lineno: 0,
+            },
+            Frame {
+                filename: 1,
+                lineno: u32::MAX,
+            },
+            Frame {
+                filename: 1,
+                lineno: 1,
+            },
         ],
         tracebacks: vec![
-            Traceback { frames: vec![0, 1, 2, 3].into(), total_nframe: TOTAL_NFRAME_UNKNOWN },
-            Traceback { frames: vec![].into(), total_nframe: 0 },
-            Traceback { frames: vec![3, 3].into(), total_nframe: u32::MAX - 1 },
+            Traceback {
+                frames: vec![0, 1, 2, 3].into(),
+                total_nframe: TOTAL_NFRAME_UNKNOWN,
+            },
+            Traceback {
+                frames: vec![].into(),
+                total_nframe: 0,
+            },
+            Traceback {
+                frames: vec![3, 3].into(),
+                total_nframe: u32::MAX - 1,
+            },
         ],
         traces: vec![
-            Trace { domain: u32::MAX, size: u64::MAX, traceback: 2 },
-            Trace { domain: 0, size: u64::MAX - 1, traceback: 0 },
-            Trace { domain: 1, size: 0, traceback: 1 },
+            Trace {
+                domain: u32::MAX,
+                size: u64::MAX,
+                traceback: 2,
+            },
+            Trace {
+                domain: 0,
+                size: u64::MAX - 1,
+                traceback: 0,
+            },
+            Trace {
+                domain: 1,
+                size: 0,
+                traceback: 1,
+            },
         ],
         traceback_limit: u32::MAX,
     };
@@ -75,8 +114,12 @@ fn round_trips_extreme_values() {
 #[test]
 fn round_trips_many_traces() {
     let mut b = SnapshotBuilder::new(10);
-    let files: Vec<_> = (0..50).map(|i| b.intern_filename(&format!("/srv/app/mod{i}.py"))).collect();
-    let frames: Vec<_> = (0..500u32).map(|i| b.intern_frame(files[(i % 50) as usize], i * 3)).collect();
+    let files: Vec<_> = (0..50)
+        .map(|i| b.intern_filename(&format!("/srv/app/mod{i}.py")))
+        .collect();
+    let frames: Vec<_> = (0..500u32)
+        .map(|i| b.intern_frame(files[(i % 50) as usize], i * 3))
+        .collect();
     let tbs: Vec<_> = (0..200usize)
         .map(|i| {
             let ids: Vec<_> = (0..10).map(|d| frames[(i * 7 + d * 13) % 500]).collect();
@@ -84,7 +127,11 @@ fn round_trips_many_traces() {
         })
         .collect();
     for i in 0..20_000u64 {
-        b.push_trace((i % 3) as u32, 16 + (i * 2654435761) % 4096, tbs[(i as usize * 31) % 200]);
+        b.push_trace(
+            (i % 3) as u32,
+            16 + (i * 2654435761) % 4096,
+            tbs[(i as usize * 31) % 200],
+        );
     }
     round_trip(&b.finish(), "{\"k\": 1}");
 }
@@ -98,7 +145,9 @@ fn every_truncation_is_reported_as_truncated() {
             e => panic!("prefix of {len} bytes: expected Truncated, got {e:?}"),
         }
     }
-    assert!(err(&[]).to_string().starts_with("truncated snapshot file: "));
+    assert!(err(&[])
+        .to_string()
+        .starts_with("truncated snapshot file: "));
 }
 
 #[test]
@@ -115,7 +164,10 @@ fn every_bit_flip_is_detected() {
         for bit in 0..8 {
             let mut bad = bytes.clone();
             bad[i] ^= 1 << bit;
-            assert!(decode(&bad).is_err(), "flip of bit {bit} of byte {i} went unnoticed");
+            assert!(
+                decode(&bad).is_err(),
+                "flip of bit {bit} of byte {i} went unnoticed"
+            );
         }
     }
     let mut bad = bytes.clone();
@@ -123,7 +175,10 @@ fn every_bit_flip_is_detected() {
     assert!(err(&bad).to_string().contains("checksum mismatch"));
     let mut bad = bytes.clone();
     bad[20] ^= 1; // body length: covered by the header checksum
-    assert_eq!(err(&bad).to_string(), "corrupt snapshot file: checksum mismatch (header)");
+    assert_eq!(
+        err(&bad).to_string(),
+        "corrupt snapshot file: checksum mismatch (header)"
+    );
 }
 
 #[test]
@@ -134,7 +189,10 @@ fn body_checksum_is_checked_after_inflating() {
     f.body_crc ^= 1;
     let mut file = f.header();
     file.extend_from_slice(&compressed);
-    assert_eq!(err(&file).to_string(), "corrupt snapshot file: checksum mismatch (body)");
+    assert_eq!(
+        err(&file).to_string(),
+        "corrupt snapshot file: checksum mismatch (body)"
+    );
 }
 
 #[test]
@@ -158,7 +216,13 @@ fn declared_length_bombs_fail_before_allocating() {
     f.body_len = MAX_BODY_LEN + 1;
     let mut file = f.header();
     file.extend_from_slice(&compressed);
-    assert!(matches!(err(&file), FormatError::BodyTooLarge { limit: MAX_BODY_LEN, .. }));
+    assert!(matches!(
+        err(&file),
+        FormatError::BodyTooLarge {
+            limit: MAX_BODY_LEN,
+            ..
+        }
+    ));
     f.body_len = MAX_BODY_LEN;
     let mut file = f.header();
     file.extend_from_slice(&compressed);
@@ -175,7 +239,11 @@ fn a_real_deflate_bomb_stops_at_the_declared_length() {
     f.body_len = 1000;
     let mut file = f.header();
     file.extend_from_slice(&compressed);
-    assert!(err(&file).to_string().contains("inflates to more than"), "{}", err(&file));
+    assert!(
+        err(&file).to_string().contains("inflates to more than"),
+        "{}",
+        err(&file)
+    );
 }
 
 #[test]
@@ -203,7 +271,10 @@ fn wrong_version_and_unknown_flags() {
     f.flags = 4;
     let mut file = f.header();
     file.extend_from_slice(&compressed);
-    assert!(matches!(err(&file), FormatError::UnsupportedFlags { flags: 4 }));
+    assert!(matches!(
+        err(&file),
+        FormatError::UnsupportedFlags { flags: 4 }
+    ));
 }
 
 #[test]
@@ -216,12 +287,18 @@ fn pickles_are_recognised_and_refused() {
     assert_eq!(sniff(b"\x80"), FileKind::Unknown);
     assert_eq!(sniff(b"\x80\x09"), FileKind::Unknown);
     assert_eq!(sniff(b"hello"), FileKind::Unknown);
-    assert_eq!(sniff(&encode_to_vec(&small_snapshot(), "")), FileKind::Heaptrail);
+    assert_eq!(
+        sniff(&encode_to_vec(&small_snapshot(), "")),
+        FileKind::Heaptrail
+    );
     let e = err(pickle);
     assert!(matches!(e, FormatError::Pickle));
     assert!(e.to_string().starts_with("this looks like a Python pickle"));
     assert!(matches!(err(b"\x80\x04"), FormatError::Pickle));
-    assert_eq!(err(b"GIF89a....").to_string(), "not a heaptrail snapshot file (bad magic)");
+    assert_eq!(
+        err(b"GIF89a....").to_string(),
+        "not a heaptrail snapshot file (bad magic)"
+    );
     assert!(matches!(err(b"HEAPX"), FormatError::BadMagic));
     assert!(matches!(err(b"HEAP"), FormatError::Truncated { .. }));
 }
@@ -245,10 +322,15 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
     );
     *body.last_mut().unwrap() = 9;
     let (s, meta) = decode(&wrap_body(&body)).unwrap();
-    assert_eq!((s.traces.len(), s.tracebacks.len(), meta.as_str()), (13, 10, ""));
+    assert_eq!(
+        (s.traces.len(), s.tracebacks.len(), meta.as_str()),
+        (13, 10, "")
+    );
 
     body.push(0);
-    assert!(err(&wrap_body(&body)).to_string().contains("unexpected data after the traces"));
+    assert!(err(&wrap_body(&body))
+        .to_string()
+        .contains("unexpected data after the traces"));
 
     // Counts that the remaining bytes cannot hold: refused without allocating.
     for count in [u64::MAX, 1 << 60, 1 << 40, 1000] {
@@ -256,7 +338,10 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
         leb(&mut b, count);
         b.extend([0; 16]);
         let msg = err(&wrap_body(&b)).to_string();
-        assert!(msg.contains("filename count: count is larger than"), "{msg}");
+        assert!(
+            msg.contains("filename count: count is larger than"),
+            "{msg}"
+        );
     }
     // A frame pointing at a missing filename; a traceback at a missing frame.
     let msg = err(&wrap_body(&[1, 0, 1, 1, b'a', 1, 4, 0])).to_string();
@@ -272,7 +357,9 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
     let mut b = vec![1, 0, 0, 0, 1];
     leb(&mut b, 1 << 33);
     b.extend([0, 0]);
-    assert!(err(&wrap_body(&b)).to_string().contains("total_nframe out of range"));
+    assert!(err(&wrap_body(&b))
+        .to_string()
+        .contains("total_nframe out of range"));
     // An empty body.
     assert!(matches!(err(&wrap_body(&[])), FormatError::Corrupt { .. }));
 }
@@ -280,7 +367,11 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
 #[test]
 fn encoder_refuses_invalid_snapshots() {
     let mut s = Snapshot::default();
-    s.traces.push(Trace { domain: 0, size: 1, traceback: 0 });
+    s.traces.push(Trace {
+        domain: 0,
+        size: 1,
+        traceback: 0,
+    });
     let e = encode(&s, "", Vec::new()).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("trace 0 points at traceback 0 of 0"));
@@ -295,8 +386,15 @@ fn files_round_trip_atomically() {
     write_file(&path, &s, "first").unwrap();
     write_file(&path, &s, "second").unwrap(); // replaces
     assert_eq!(read_file(&path).unwrap(), (s.clone(), "second".to_string()));
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("snap.heaptrail")], "no temp files left");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("snap.heaptrail")],
+        "no temp files left"
+    );
 
     // Big unrelated files fail from their first bytes; pickles are named.
     std::fs::write(&path, b"\x80\x04\x95 pickle pickle").unwrap();
@@ -307,7 +405,10 @@ fn files_round_trip_atomically() {
     assert!(matches!(read_file(&path), Err(FormatError::Corrupt { .. })));
     f.truncate(f.len() - 8);
     std::fs::write(&path, &f).unwrap();
-    assert!(matches!(read_file(&path), Err(FormatError::Truncated { .. })));
+    assert!(matches!(
+        read_file(&path),
+        Err(FormatError::Truncated { .. })
+    ));
 
     let missing = dir.join("missing.heaptrail");
     let e = read_file(&missing).unwrap_err();

@@ -21,20 +21,29 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
     let num64 = prop_oneof![0..5000u64, any::<u64>(), Just(u64::MAX)];
     let frames = prop::collection::vec((any::<prop::sample::Index>(), num32.clone()), 1..8);
     let tbs = prop::collection::vec(
-        (prop::collection::vec(any::<prop::sample::Index>(), 0..6), num32.clone()),
+        (
+            prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            num32.clone(),
+        ),
         1..6,
     );
     let traces = prop::collection::vec((num32.clone(), num64, any::<prop::sample::Index>()), 0..30);
     (names, frames, tbs, traces, num32).prop_map(|(names, frames, tbs, traces, limit)| {
         let mut b = SnapshotBuilder::new(limit);
         let files: Vec<_> = names.iter().map(|n| b.intern_filename(n)).collect();
-        let frames: Vec<_> =
-            frames.iter().map(|(f, line)| b.intern_frame(*f.get(&files), *line)).collect();
+        let frames: Vec<_> = frames
+            .iter()
+            .map(|(f, line)| b.intern_frame(*f.get(&files), *line))
+            .collect();
         let tbs: Vec<_> = tbs
             .iter()
             .map(|(ids, total)| {
                 let ids: Vec<_> = ids.iter().map(|i| *i.get(&frames)).collect();
-                let total = if total % 7 == 3 { TOTAL_NFRAME_UNKNOWN } else { *total };
+                let total = if total % 7 == 3 {
+                    TOTAL_NFRAME_UNKNOWN
+                } else {
+                    *total
+                };
                 b.intern_traceback(&ids, total)
             })
             .collect();
@@ -101,9 +110,14 @@ fn apply(buf: &mut Vec<u8>, m: &Mutation) {
 /// Decoding must not panic; whatever it accepts must be internally consistent.
 fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
     if let Ok((s, _)) = decode(bytes) {
-        prop_assert!(s.validate().is_ok(), "decoded an invalid snapshot: {:?}", s.validate());
+        prop_assert!(
+            s.validate().is_ok(),
+            "decoded an invalid snapshot: {:?}",
+            s.validate()
+        );
         // And re-encoding it must reproduce an equal snapshot.
-        let again = decode(&encode_to_vec(&s, "")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let again =
+            decode(&encode_to_vec(&s, "")).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(again.0, s);
     }
     Ok(())

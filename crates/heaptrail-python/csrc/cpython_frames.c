@@ -44,8 +44,18 @@ ht_top_frame(PyThreadState *tstate)
 #endif
 }
 
+static PyInterpreterState *ht_main_interpreter = NULL;
+
+/* Called once with the GIL held, before the hooks are installed. */
+void
+ht_init(void)
+{
+    ht_main_interpreter = PyInterpreterState_Main();
+}
+
 /*
- * The thread state of the calling thread, and whether this thread holds the GIL.
+ * The thread state of the calling thread, and whether this thread holds the GIL of the main
+ * interpreter (only then are the tracer's tables, guarded by that GIL, accessed directly).
  * Returns NULL when the thread has no thread state (e.g. during thread teardown).
  */
 PyThreadState *
@@ -55,21 +65,21 @@ ht_current_thread_state(int *holds_gil)
     /* 3.13: the attached thread state of *this* thread, NULL when detached. */
     PyThreadState *cur = PyThreadState_GetUnchecked();
     if (cur != NULL) {
-        *holds_gil = 1;
+        *holds_gil = cur->interp == ht_main_interpreter;
         return cur;
     }
 #elif PY_VERSION_HEX >= 0x030C0000
     /* 3.12: same, a thread-local read. */
     PyThreadState *cur = _PyThreadState_UncheckedGet();
     if (cur != NULL) {
-        *holds_gil = 1;
+        *holds_gil = cur->interp == ht_main_interpreter;
         return cur;
     }
 #else
     /* 3.11: the "current" thread state is the GIL holder, which may be another thread. */
     PyThreadState *cur = _PyThreadState_UncheckedGet();
     if (cur != NULL && cur->thread_id == PyThread_get_thread_ident()) {
-        *holds_gil = 1;
+        *holds_gil = cur->interp == ht_main_interpreter;
         return cur;
     }
 #endif
@@ -78,35 +88,81 @@ ht_current_thread_state(int *holds_gil)
     return PyGILState_GetThisThreadState();
 }
 
-/*
- * Copies up to `max_frames` complete frames of `tstate`'s stack, most recent first, into `out`
- * and stores the depth of the whole stack (complete frames only, saturated at 65535, like
- * tracemalloc's total_nframe) in `*total`. Returns the number of frames written.
- *
- * Incomplete frames (a call still in its prologue, or a C-stack entry frame) are skipped as
- * CPython's own tracemalloc does: their code is not running yet.
- */
+/* Complete frames from `frame` to the bottom of the stack, saturated at 65535. */
 int
-ht_capture_frames(PyThreadState *tstate, ht_raw_frame *out, int max_frames, int *total)
+ht_count_frames(struct _PyInterpreterFrame *frame)
 {
-    int n = 0;
     int depth = 0;
-    _PyInterpreterFrame *frame = ht_top_frame(tstate);
-    for (; frame != NULL; frame = frame->previous) {
-        if (_PyFrame_IsIncomplete(frame)) {
-            continue;
-        }
-        if (n < max_frames) {
-            out[n].code = HT_FRAME_CODE(frame);
-            out[n].lasti = _PyInterpreterFrame_LASTI(frame);
-            n++;
-        }
-        if (depth < 65535) {
+    for (; frame != NULL && depth < 65535; frame = frame->previous) {
+        if (!_PyFrame_IsIncomplete(frame)) {
             depth++;
         }
     }
-    *total = depth;
+    return depth;
+}
+
+/*
+ * Copies up to `max_frames` complete frames of `tstate`'s stack, most recent first, into `out`
+ * and returns how many it wrote. Incomplete frames (a call still in its prologue, or a C-stack
+ * entry frame) are skipped, as CPython's own tracemalloc does: their code is not running yet.
+ *
+ * The depth of the rest of the stack (tracemalloc's total_nframe) is the expensive part of a
+ * capture at deep stacks, so it is not walked here:
+ *  - 3.12+: `*total` receives the interpreter's own count of Python frames running on this
+ *    thread (the recursion counter), and `*rest` NULL;
+ *  - 3.11: that counter also counts C recursion, so `*total` receives the frames copied and
+ *    `*rest` the first frame not copied; the caller adds ht_count_frames(*rest), memoised.
+ */
+int
+ht_capture_frames(PyThreadState *tstate, ht_raw_frame *out, int max_frames, int *total,
+                  struct _PyInterpreterFrame **rest)
+{
+    int n = 0;
+    _PyInterpreterFrame *frame = ht_top_frame(tstate);
+    for (; frame != NULL && n < max_frames; frame = frame->previous) {
+        if (_PyFrame_IsIncomplete(frame)) {
+            continue;
+        }
+        out[n].code = HT_FRAME_CODE(frame);
+        out[n].lasti = _PyInterpreterFrame_LASTI(frame);
+        n++;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    int running = tstate->py_recursion_limit - tstate->py_recursion_remaining;
+    /* The counter includes a frame still in its prologue, which the copy above skipped. */
+    *total = running < n ? n : (running > 65535 ? 65535 : running);
+    *rest = NULL;
+#else
+    *total = n;
+    *rest = frame;
+#endif
     return n;
+}
+
+/* The next frame up the stack (towards the bottom): used to validate memoised depths. */
+struct _PyInterpreterFrame *
+ht_frame_previous(struct _PyInterpreterFrame *frame)
+{
+    return frame->previous;
+}
+
+void *
+ht_frame_code(struct _PyInterpreterFrame *frame)
+{
+    return HT_FRAME_CODE(frame);
+}
+
+/* (walked depth, depth the interpreter reports) of the calling thread, for tests. */
+void
+ht_stack_depths(int *walked, int *reported)
+{
+    PyThreadState *tstate = PyThreadState_Get();
+    *walked = ht_count_frames(ht_top_frame(tstate));
+#if PY_VERSION_HEX >= 0x030C0000
+    *reported = tstate->py_recursion_limit - tstate->py_recursion_remaining;
+#else
+    *reported = -1;
+#endif
 }
 
 /* The line of instruction index `lasti` in `code`, 0 if unknown (as tracemalloc reports it). */

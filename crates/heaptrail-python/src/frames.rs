@@ -5,7 +5,7 @@
 //! is done later, once per distinct frame, when a snapshot is taken (see `code_registry.rs`).
 
 use pyo3::ffi;
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_void};
 
 /// One captured frame. Layout shared with `ht_raw_frame` in the C shim.
 #[repr(C)]
@@ -25,44 +25,100 @@ impl RawFrame {
     pub const UNKNOWN: RawFrame = RawFrame { code: std::ptr::null_mut(), lasti: 0 };
 }
 
+/// Opaque `_PyInterpreterFrame *`.
+pub type InterpreterFrame = *mut c_void;
+
 extern "C" {
+    fn ht_init();
     fn ht_current_thread_state(holds_gil: *mut c_int) -> *mut ffi::PyThreadState;
     fn ht_capture_frames(
         tstate: *mut ffi::PyThreadState,
         out: *mut RawFrame,
         max_frames: c_int,
         total: *mut c_int,
+        rest: *mut InterpreterFrame,
     ) -> c_int;
+    fn ht_count_frames(frame: InterpreterFrame) -> c_int;
+    fn ht_frame_previous(frame: InterpreterFrame) -> InterpreterFrame;
+    fn ht_frame_code(frame: InterpreterFrame) -> *mut c_void;
+    fn ht_stack_depths(walked: *mut c_int, reported: *mut c_int);
     fn ht_code_lineno(code: *mut ffi::PyCodeObject, lasti: c_int) -> c_int;
     fn ht_object_block_address(obj: *mut ffi::PyObject) -> usize;
+}
+
+/// Prepares the shim (records the main interpreter). Call with the GIL held.
+pub fn init() {
+    // SAFETY: reads the runtime's main interpreter pointer; the caller holds the GIL.
+    unsafe { ht_init() }
+}
+
+/// The calling thread as the hooks see it.
+#[derive(Clone, Copy)]
+pub struct CurrentThread {
+    /// Its thread state; null when it has none (a C thread, thread teardown).
+    pub tstate: *mut ffi::PyThreadState,
+    /// Whether it holds the main interpreter's GIL.
+    pub holds_gil: bool,
+}
+
+/// Which thread is calling, and whether it holds the GIL. Never allocates or locks.
+pub fn current_thread() -> CurrentThread {
+    let mut holds_gil: c_int = 0;
+    // SAFETY: the shim only reads thread-state pointers of the calling thread.
+    let tstate = unsafe { ht_current_thread_state(&mut holds_gil) };
+    CurrentThread { tstate, holds_gil: holds_gil != 0 }
 }
 
 /// What one capture saw.
 pub struct Capture {
     /// Number of frames written to the buffer.
     pub nframe: usize,
-    /// Depth of the whole stack (saturated at 65535).
-    pub total_nframe: u16,
-    /// Whether this thread holds the GIL (only then may new code objects be referenced).
-    pub holds_gil: bool,
+    /// Depth of the stack, complete once `rest` is accounted for.
+    pub total_nframe: u32,
+    /// First frame not copied, whose depth the caller must add (3.11), or null.
+    pub rest: InterpreterFrame,
 }
 
-/// Captures the calling thread's stack, most recent frame first, into `buf` (its length is
-/// the frame limit). Safe to call from any allocator hook: it never allocates, locks or
-/// touches a reference count.
-pub fn capture_current(buf: &mut [RawFrame]) -> Capture {
-    let mut holds_gil: c_int = 0;
-    // SAFETY: the shim only reads thread-state pointers of the calling thread.
-    let tstate = unsafe { ht_current_thread_state(&mut holds_gil) };
-    if tstate.is_null() {
-        return Capture { nframe: 0, total_nframe: 0, holds_gil: false };
+/// Copies the thread's stack, most recent frame first, into `buf` (its length is the frame
+/// limit). Never allocates, locks or touches a reference count.
+///
+/// # Safety
+/// `thread` comes from [`current_thread`] on the calling thread: only this thread pushes and
+/// pops its frames, so the chain is stable while it is walked.
+pub unsafe fn capture(thread: CurrentThread, buf: &mut [RawFrame]) -> Capture {
+    if thread.tstate.is_null() {
+        return Capture { nframe: 0, total_nframe: 0, rest: std::ptr::null_mut() };
     }
     let mut total: c_int = 0;
+    let mut rest: InterpreterFrame = std::ptr::null_mut();
     let max = buf.len().min(c_int::MAX as usize) as c_int;
-    // SAFETY: `tstate` belongs to the calling thread, whose frames only this thread pushes and
-    // pops, so the chain is stable while we walk it; `buf` has room for `max` frames.
-    let n = unsafe { ht_capture_frames(tstate, buf.as_mut_ptr(), max, &mut total) };
-    Capture { nframe: n as usize, total_nframe: total as u16, holds_gil: holds_gil != 0 }
+    let n = ht_capture_frames(thread.tstate, buf.as_mut_ptr(), max, &mut total, &mut rest);
+    Capture { nframe: n as usize, total_nframe: total as u32, rest }
+}
+
+/// Complete frames from `frame` to the bottom of its stack (saturated at 65535).
+///
+/// # Safety
+/// `frame` is a live frame of the calling thread (the `rest` of a capture just made).
+pub unsafe fn count_frames(frame: InterpreterFrame) -> u32 {
+    ht_count_frames(frame) as u32
+}
+
+/// `(frame->previous, code of frame)`: what identifies a frame's position in its stack.
+///
+/// # Safety
+/// As for [`count_frames`].
+pub unsafe fn frame_identity(frame: InterpreterFrame) -> (usize, usize) {
+    (ht_frame_previous(frame) as usize, ht_frame_code(frame) as usize)
+}
+
+/// `(walked, reported)`: the calling thread's stack depth counted frame by frame, and as the
+/// interpreter's recursion counter reports it (-1 before 3.12). GIL required.
+pub fn stack_depths() -> (i32, i32) {
+    let (mut walked, mut reported) = (0, 0);
+    // SAFETY: the caller holds the GIL, so the thread has a current thread state.
+    unsafe { ht_stack_depths(&mut walked, &mut reported) };
+    (walked, reported)
 }
 
 /// Line number of a captured frame. Caller must hold the GIL and a reference to the code.

@@ -56,24 +56,24 @@ fn get_traceback_limit() -> usize {
 }
 
 #[pyfunction]
-fn get_traced_memory() -> (u64, u64) {
-    tracer::traced_memory()
+fn get_traced_memory(py: Python<'_>) -> (u64, u64) {
+    tracer::traced_memory(py)
 }
 
 #[pyfunction]
-fn reset_peak() {
-    tracer::reset_peak()
+fn reset_peak(py: Python<'_>) {
+    tracer::reset_peak(py)
 }
 
 #[pyfunction]
-fn get_tracemalloc_memory() -> usize {
-    tracer::own_memory()
+fn get_tracemalloc_memory(py: Python<'_>) -> usize {
+    tracer::own_memory(py)
 }
 
 /// Number of live traced blocks.
 #[pyfunction]
-fn get_trace_count() -> usize {
-    tracer::trace_count()
+fn get_trace_count(py: Python<'_>) -> usize {
+    tracer::trace_count(py)
 }
 
 /// Frames `((filename, lineno), ...)`, most recent first, where `obj` was allocated, or None.
@@ -93,6 +93,12 @@ fn _get_object_traceback<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyRes
 #[pyfunction]
 fn _get_traces(py: Python<'_>) -> TraceTable {
     TraceTable::new(tracer::take_snapshot(py).unwrap_or_default())
+}
+
+/// `(walked, reported)` depth of the calling thread's stack (tests of the depth shortcut).
+#[pyfunction]
+fn _stack_depths() -> (i32, i32) {
+    frames::stack_depths()
 }
 
 /// Excludes the calling thread's allocations from tracing (for heaptrail's own threads).
@@ -116,6 +122,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_get_object_traceback, m)?)?;
     m.add_function(wrap_pyfunction!(_get_traces, m)?)?;
     m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
+    m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_class::<TraceTable>()?;
     m.add("SnapshotFileError", m.py().get_type::<errors::SnapshotFileError>())?;
     m.add("MAX_NFRAME", tracer::MAX_NFRAME)?;

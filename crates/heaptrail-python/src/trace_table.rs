@@ -231,9 +231,15 @@ impl TraceTable {
     /// Reads a heaptrail snapshot file. Returns `(table, metadata_json)`.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<(Self, String)> {
-        let (snapshot, metadata) = py
-            .detach(|| snapshot_file::read_file(&path))
-            .map_err(|e| SnapshotFileError::new_err(e.to_string()))?;
+        let (snapshot, metadata) = py.detach(|| snapshot_file::read_file(&path)).map_err(|e| match e {
+            // OSError(errno, strerror, filename) becomes FileNotFoundError etc., as open() does.
+            snapshot_file::FormatError::Io { path, source } => PyOSError::new_err((
+                source.raw_os_error().unwrap_or(0),
+                source.to_string(),
+                path.display().to_string(),
+            )),
+            other => SnapshotFileError::new_err(other.to_string()),
+        })?;
         Ok((Self::new(snapshot), metadata))
     }
 

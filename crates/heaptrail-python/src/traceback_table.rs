@@ -22,8 +22,18 @@ pub struct TracebackTable {
     frames: Vec<RawFrame>,
     entries: Vec<Entry>,
     index: HashTable<TbId>,
-    /// The last traceback interned: allocation-heavy loops hit the same site over and over.
-    last: Option<TbId>,
+    /// Recently found tracebacks, by a cheap key (innermost frame, depth): a hot loop
+    /// allocates from a handful of sites over and over, and checking one candidate is much
+    /// cheaper than hashing a whole traceback.
+    recent: Vec<TbId>,
+}
+
+const RECENT_SLOTS: usize = 512;
+
+fn recent_slot(frames: &[RawFrame], total_nframe: u16) -> usize {
+    let (code, lasti) = frames.first().map_or((0, 0), |f| (f.code as usize, f.lasti as usize));
+    let mixed = (code >> 4) ^ lasti.wrapping_mul(0x9E37_79B9) ^ ((total_nframe as usize) << 7) ^ frames.len();
+    mixed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 7 & (RECENT_SLOTS - 1)
 }
 
 fn hash_traceback(frames: &[RawFrame], total_nframe: u16) -> u64 {
@@ -57,18 +67,21 @@ impl TracebackTable {
 
     /// Returns the id of an existing equal traceback, if any.
     pub fn find(&mut self, frames: &[RawFrame], total_nframe: u16) -> Option<TbId> {
-        if let Some(last) = self.last {
-            if self.matches(last, frames, total_nframe) {
-                return Some(last);
-            }
+        if self.recent.is_empty() {
+            self.recent = vec![TbId::MAX; RECENT_SLOTS];
+        }
+        let slot = recent_slot(frames, total_nframe);
+        let candidate = self.recent[slot];
+        if candidate != TbId::MAX && self.matches(candidate, frames, total_nframe) {
+            return Some(candidate);
         }
         let hash = hash_traceback(frames, total_nframe);
         let found = self
             .index
             .find(hash, |&id| self.entries[id as usize].hash == hash && self.matches(id, frames, total_nframe))
             .copied();
-        if found.is_some() {
-            self.last = found;
+        if let Some(id) = found {
+            self.recent[slot] = id;
         }
         found
     }
@@ -86,7 +99,9 @@ impl TracebackTable {
         self.frames.extend_from_slice(frames);
         let entries = &self.entries;
         self.index.insert_unique(hash, id, |&i| entries[i as usize].hash);
-        self.last = Some(id);
+        if !self.recent.is_empty() {
+            self.recent[recent_slot(frames, total_nframe)] = id;
+        }
         id
     }
 
@@ -99,6 +114,7 @@ impl TracebackTable {
         self.frames.capacity() * std::mem::size_of::<RawFrame>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.index.capacity() * (std::mem::size_of::<TbId>() + 1)
+            + self.recent.capacity() * std::mem::size_of::<TbId>()
     }
 }
 

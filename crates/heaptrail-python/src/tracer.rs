@@ -1,13 +1,21 @@
 //! The tracer: global tracing state shared by the allocator hooks and the Python API.
 //!
-//! Locking: one mutex guards the trace store, the traceback table and the code registry.
-//! Hooks take it for a few hundred nanoseconds at most; nothing that can call back into
-//! Python's allocators runs while it is held (Rust's own allocations use the system `malloc`,
-//! which is not hooked), so a hook can never deadlock on it.
+//! Synchronisation, chosen for the hot path:
+//! * The tables (trace store, traceback table, code registry) are touched **only by threads
+//!   holding the main interpreter's GIL** — every MEM/OBJ allocation, most RAW ones and all
+//!   API calls. The GIL already serialises those threads, so they take no lock of their own:
+//!   an allocation costs no atomic read-modify-write at all.
+//! * A RAW allocation or free made without the GIL (a thread that released it, thread
+//!   teardown) is queued in [`PENDING`] under a small mutex; the next GIL holder applies the
+//!   queue before it touches the tables. A free is queued before the block is released and an
+//!   allocation after it is obtained, so queued and direct operations on one address are
+//!   always applied in the order they happened.
+//! * Nothing that can call back into Python's allocators runs while the tables are borrowed
+//!   (Rust's own allocations use the system `malloc`, which is not hooked).
 
 use crate::allocator_hooks;
 use crate::code_registry::{self, CodeRegistry, LineResolver};
-use crate::frames::{capture_current, RawFrame};
+use crate::frames::{self, CurrentThread, RawFrame};
 use crate::trace_store::TraceStore;
 use crate::traceback_table::{TbId, TracebackTable};
 use heaptrail_core::{Filename, Snapshot, SnapshotBuilder};
@@ -15,7 +23,7 @@ use parking_lot::lock_api::RawMutex as _;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 
@@ -25,23 +33,74 @@ pub const MAX_NFRAME: usize = 65535;
 static TRACING: AtomicBool = AtomicBool::new(false);
 /// `get_traceback_limit()`: kept after `stop()`, like tracemalloc.
 static NFRAME: AtomicUsize = AtomicUsize::new(1);
-static STATE: Mutex<Option<Tracer>> = Mutex::new(None);
-/// Only used with the GIL held (snapshots, tracebacks of objects).
-static RESOLVER: Mutex<Option<LineResolver>> = Mutex::new(None);
+
+/// State accessed only with the main interpreter's GIL held.
+struct GilGuarded<T>(UnsafeCell<T>);
+// SAFETY: every access goes through `with_tracer`/`RESOLVER` users that hold the GIL, which
+// serialises them.
+unsafe impl<T> Sync for GilGuarded<T> {}
+
+static TRACER: GilGuarded<Option<Tracer>> = GilGuarded(UnsafeCell::new(None));
+/// Line-number cache, also GIL-only (used when snapshots are taken).
+static RESOLVER: GilGuarded<Option<LineResolver>> = GilGuarded(UnsafeCell::new(None));
+
+/// Operations made without the GIL, waiting for the next GIL holder.
+static PENDING: Mutex<Vec<PendingOp>> = Mutex::new(Vec::new());
+static HAS_PENDING: AtomicBool = AtomicBool::new(false);
+
+enum PendingOp {
+    Alloc { addr: usize, size: usize, frames: Box<[RawFrame]>, total: u32 },
+    Free { addr: usize },
+}
+
+struct Local {
+    /// Set while a thread does heaptrail's own work: its allocations are not traced.
+    busy: Cell<bool>,
+    /// The block this thread allocated last: a new object in it needs no re-stamping.
+    last_alloc: Cell<usize>,
+}
 
 thread_local! {
-    /// Set while a thread does heaptrail's own work: its allocations are not traced.
-    static BUSY: Cell<bool> = const { Cell::new(false) };
-    /// The block this thread allocated last: a new object in it needs no re-stamping.
-    static LAST_ALLOC: Cell<usize> = const { Cell::new(0) };
+    static LOCAL: Local = const { Local { busy: Cell::new(false), last_alloc: Cell::new(0) } };
+}
+
+/// Runs `f` on the tracer's tables, first applying operations queued without the GIL.
+///
+/// # Safety
+/// The calling thread holds the main interpreter's GIL, and `f` does not call into Python
+/// (which could re-enter the hooks while the tables are borrowed).
+unsafe fn with_tracer<R>(f: impl FnOnce(&mut Tracer) -> R) -> Option<R> {
+    let tracer = (*TRACER.0.get()).as_mut()?;
+    if HAS_PENDING.load(Ordering::Acquire) {
+        tracer.apply_pending();
+    }
+    Some(f(tracer))
+}
+
+/// # Safety
+/// GIL held; no other reference to the resolver is alive.
+unsafe fn resolver() -> &'static mut LineResolver {
+    (*RESOLVER.0.get()).get_or_insert_with(LineResolver::default)
+}
+
+/// Memo of stack depths below a frame (3.11 only, where the interpreter keeps no count).
+const DEPTH_MEMO_SIZE: usize = 4096;
+
+#[derive(Clone, Copy, Default)]
+struct DepthMemo {
+    frame: usize,
+    previous: usize,
+    code: usize,
+    depth: u32,
 }
 
 struct Tracer {
     store: TraceStore,
     tracebacks: TracebackTable,
     codes: CodeRegistry,
-    /// Capture buffer, `nframe` long; only used under the lock.
+    /// Capture buffer, `nframe` long.
     scratch: Vec<RawFrame>,
+    depth_memo: Vec<DepthMemo>,
 }
 
 impl Tracer {
@@ -51,31 +110,66 @@ impl Tracer {
             tracebacks: TracebackTable::default(),
             codes: CodeRegistry::default(),
             scratch: vec![RawFrame::UNKNOWN; nframe],
+            depth_memo: Vec::new(),
         }
     }
 
-    /// Captures the calling thread's stack and interns it.
-    fn capture(&mut self) -> TbId {
-        let cap = capture_current(&mut self.scratch);
-        let (mut n, mut total) = (cap.nframe, cap.total_nframe);
+    /// Depth of the stack from `rest` down, memoised by the frame's address, its caller and
+    /// its code: a frame's callers cannot change while it runs, so while those three match,
+    /// the depth below it does too (a frame reused at the same address, with the same code
+    /// and the same caller address, is the one case that can fool it, and only by a count).
+    ///
+    /// # Safety
+    /// `rest` is a live frame of the calling thread.
+    unsafe fn depth_below(&mut self, rest: frames::InterpreterFrame) -> u32 {
+        if self.depth_memo.is_empty() {
+            self.depth_memo = vec![DepthMemo::default(); DEPTH_MEMO_SIZE];
+        }
+        let (previous, code) = frames::frame_identity(rest);
+        let slot = &mut self.depth_memo[(rest as usize >> 4) % DEPTH_MEMO_SIZE];
+        if slot.frame == rest as usize && slot.previous == previous && slot.code == code {
+            return slot.depth;
+        }
+        let depth = frames::count_frames(rest);
+        *slot = DepthMemo { frame: rest as usize, previous, code, depth };
+        depth
+    }
+
+    /// Captures the calling thread's stack (it holds the GIL) and interns it.
+    fn capture(&mut self, thread: CurrentThread) -> TbId {
+        // SAFETY: `thread` is the calling thread (see `frames::capture`).
+        let cap = unsafe { frames::capture(thread, &mut self.scratch) };
+        let mut total = cap.total_nframe;
+        if !cap.rest.is_null() {
+            // SAFETY: `rest` is a frame of this thread's stack, just walked.
+            total = (total + unsafe { self.depth_below(cap.rest) }).min(MAX_NFRAME as u32);
+        }
+        let n = cap.nframe;
+        self.intern(n, total, true)
+    }
+
+    /// Interns the first `n` frames of `scratch`. `may_hold`: the GIL holder captured them
+    /// from its own live stack, so their code objects are alive and may be referenced.
+    fn intern(&mut self, mut n: usize, mut total: u32, may_hold: bool) -> TbId {
         if n == 0 {
             // No Python frame (a C thread, thread teardown): tracemalloc's "<unknown>:0".
             self.scratch[0] = RawFrame::UNKNOWN;
             n = 1;
             total = 1;
         }
+        let total = total.min(u16::MAX as u32) as u16;
         let frames = &mut self.scratch[..n];
         if let Some(id) = self.tracebacks.find(frames, total) {
             return id;
         }
-        if cap.holds_gil {
+        if may_hold {
             for f in frames.iter() {
                 // SAFETY: GIL held; the code object is alive on this thread's stack.
                 unsafe { self.codes.hold(f.code) };
             }
         } else {
-            // Without the GIL no new reference can be taken: frames whose code object is not
-            // held already are reported as "<unknown>".
+            // Frames captured without the GIL: their code objects may have died since, so
+            // only those already held can be named; the others become "<unknown>".
             for f in frames.iter_mut() {
                 if !self.codes.is_held(f.code) {
                     *f = RawFrame::UNKNOWN;
@@ -88,16 +182,54 @@ impl Tracer {
         self.tracebacks.insert_new(frames, total)
     }
 
+    fn apply_pending(&mut self) {
+        let ops = {
+            let mut pending = PENDING.lock();
+            HAS_PENDING.store(false, Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
+        for op in ops {
+            match op {
+                PendingOp::Alloc { addr, size, frames, total } => {
+                    let n = frames.len().min(self.scratch.len());
+                    self.scratch[..n].copy_from_slice(&frames[..n]);
+                    let tb = self.intern(n, total, false);
+                    self.store.add(addr, size, tb);
+                }
+                PendingOp::Free { addr } => {
+                    self.store.remove(addr);
+                }
+            }
+        }
+    }
+
     fn heap_bytes(&self) -> usize {
         self.store.heap_bytes()
             + self.tracebacks.heap_bytes()
             + self.codes.heap_bytes()
-            + self.scratch.capacity() * std::mem::size_of::<RawFrame>()
+            + (self.scratch.capacity() * std::mem::size_of::<RawFrame>())
+            + self.depth_memo.capacity() * std::mem::size_of::<DepthMemo>()
     }
 }
 
-fn busy() -> bool {
-    BUSY.with(|b| b.get())
+fn queue(op: PendingOp) {
+    let mut pending = PENDING.lock();
+    pending.push(op);
+    HAS_PENDING.store(true, Ordering::Release);
+}
+
+/// Captures the stack of a thread that does not hold the GIL into a new buffer.
+fn capture_without_gil(thread: CurrentThread) -> (Box<[RawFrame]>, u32) {
+    let mut buf = vec![RawFrame::UNKNOWN; NFRAME.load(Ordering::Relaxed)];
+    // SAFETY: `thread` is the calling thread.
+    let cap = unsafe { frames::capture(thread, &mut buf) };
+    let mut total = cap.total_nframe;
+    if !cap.rest.is_null() {
+        // SAFETY: a frame of this thread's own stack.
+        total += unsafe { frames::count_frames(cap.rest) };
+    }
+    buf.truncate(cap.nframe);
+    (buf.into_boxed_slice(), total)
 }
 
 /// Marks the current thread as doing heaptrail's own work until dropped.
@@ -105,79 +237,100 @@ pub struct OwnWork(bool);
 
 impl OwnWork {
     pub fn begin() -> Self {
-        OwnWork(BUSY.with(|b| b.replace(true)))
+        OwnWork(LOCAL.with(|l| l.busy.replace(true)))
     }
 }
 
 impl Drop for OwnWork {
     fn drop(&mut self) {
-        BUSY.with(|b| b.set(self.0));
+        LOCAL.with(|l| l.busy.set(self.0));
     }
 }
 
 /// Excludes (or re-includes) every allocation of the calling thread, e.g. heaptrail's own
 /// background threads.
 pub fn set_thread_ignored(ignored: bool) {
-    BUSY.with(|b| b.set(ignored));
+    LOCAL.with(|l| l.busy.set(ignored));
 }
 
 // ---- called by the allocator hooks -------------------------------------------------------
 
 pub fn on_alloc(addr: usize, size: usize) {
-    if !TRACING.load(Ordering::Relaxed) || busy() {
-        return;
-    }
-    LAST_ALLOC.with(|l| l.set(addr));
-    if let Some(t) = STATE.lock().as_mut() {
-        let tb = t.capture();
-        t.store.add(addr, size, tb);
-    }
-}
-
-/// A new object was initialised in `block` (3.13+ reference tracer). When it came from a free
-/// list, no allocation happened: re-stamp the block with the current traceback, as
-/// tracemalloc does, so the object is blamed on the line that created it.
-#[allow(dead_code)] // only called on 3.13+
-pub fn on_new_object(block: usize) {
-    if !TRACING.load(Ordering::Relaxed) || busy() || LAST_ALLOC.with(|l| l.get()) == block {
-        return;
-    }
-    if let Some(t) = STATE.lock().as_mut() {
-        if t.store.get(block).is_some() {
-            let tb = t.capture();
-            t.store.retag(block, tb);
-        }
-    }
-}
-
-pub fn on_realloc(old: usize, new: usize, size: usize) {
     if !TRACING.load(Ordering::Relaxed) {
         return;
     }
-    let untraced = busy();
-    if let Some(t) = STATE.lock().as_mut() {
-        if old != 0 {
-            t.store.remove(old);
-        }
-        if !untraced {
-            LAST_ALLOC.with(|l| l.set(new));
-            let tb = t.capture();
-            t.store.add(new, size, tb);
-        }
+    let skip = LOCAL.with(|l| {
+        l.last_alloc.set(addr);
+        l.busy.get()
+    });
+    if skip {
+        return;
+    }
+    let thread = frames::current_thread();
+    if thread.holds_gil {
+        // SAFETY: GIL held; the closure stays in Rust.
+        unsafe {
+            with_tracer(|t| {
+                let tb = t.capture(thread);
+                t.store.add(addr, size, tb);
+            })
+        };
+    } else {
+        let (frames, total) = capture_without_gil(thread);
+        queue(PendingOp::Alloc { addr, size, frames, total });
     }
 }
 
+/// Called after the real realloc. (Without the GIL, the old address is queued as freed only
+/// now, so a racing allocation that reuses it at once could lose its trace: rare, RAW only.)
+pub fn on_realloc(old: usize, new: usize, size: usize) {
+    if old != 0 {
+        on_free(old);
+    }
+    on_alloc(new, size);
+}
+
+/// Called *before* the block is released (see the module comment).
 pub fn on_free(addr: usize) {
     // Frees are honoured even on ignored threads: a freed block must never stay listed.
     if !TRACING.load(Ordering::Relaxed) {
         return;
     }
-    if let Some(t) = STATE.lock().as_mut() {
-        t.store.remove(addr);
+    if frames::current_thread().holds_gil {
+        // SAFETY: GIL held; the closure stays in Rust.
+        unsafe { with_tracer(|t| t.store.remove(addr)) };
+    } else {
+        queue(PendingOp::Free { addr });
     }
 }
 
-// ---- the Python API's operations (GIL held) ------------------------------------------------
+/// A new object was initialised in `block` (3.13+ reference tracer, GIL held). When it came
+/// from a free list, no allocation happened: re-stamp the block with the current traceback,
+/// as tracemalloc does, so the object is blamed on the line that created it.
+#[allow(dead_code)] // only called on 3.13+
+pub fn on_new_object(block: usize) {
+    if !TRACING.load(Ordering::Relaxed) {
+        return;
+    }
+    if LOCAL.with(|l| l.busy.get() || l.last_alloc.get() == block) {
+        return;
+    }
+    let thread = frames::current_thread();
+    if !thread.holds_gil {
+        return;
+    }
+    // SAFETY: GIL held; the closure stays in Rust.
+    unsafe {
+        with_tracer(|t| {
+            if t.store.get(block).is_some() {
+                let tb = t.capture(thread);
+                t.store.retag(block, tb);
+            }
+        })
+    };
+}
+
+// ---- the Python API's operations (GIL held: they take `Python<'_>`) -------------------------
 
 pub fn is_tracing() -> bool {
     TRACING.load(Ordering::Relaxed)
@@ -191,17 +344,19 @@ pub fn traceback_limit() -> usize {
 /// limit changes (as with tracemalloc).
 pub fn start(_py: Python<'_>, nframe: usize) {
     register_fork_handlers();
+    frames::init();
     let _own = OwnWork::begin();
     NFRAME.store(nframe, Ordering::Relaxed);
-    {
-        let mut state = STATE.lock();
-        match state.as_mut() {
+    // SAFETY: GIL held; no Python call while the slot is borrowed.
+    unsafe {
+        let slot = &mut *TRACER.0.get();
+        match slot.as_mut() {
             Some(t) => t.scratch.resize(nframe, RawFrame::UNKNOWN),
-            None => *state = Some(Tracer::new(nframe)),
+            None => *slot = Some(Tracer::new(nframe)),
         }
     }
     if !TRACING.load(Ordering::Relaxed) {
-        // SAFETY: GIL held (we have `_py`), hooks not installed by us while not tracing.
+        // SAFETY: GIL held, hooks not installed by us while not tracing.
         unsafe { allocator_hooks::install() };
         TRACING.store(true, Ordering::Relaxed);
     }
@@ -220,43 +375,47 @@ pub fn stop(py: Python<'_>) {
 /// Forgets every trace (tracing continues).
 pub fn clear(py: Python<'_>) {
     let _own = OwnWork::begin();
-    let codes = match STATE.lock().as_mut() {
-        Some(t) => {
+    // SAFETY: GIL held; the closure stays in Rust.
+    let codes = unsafe {
+        with_tracer(|t| {
             t.store.clear();
             t.tracebacks.clear();
+            t.depth_memo.clear();
             t.codes.take()
-        }
-        None => Vec::new(),
-    };
-    if let Some(r) = RESOLVER.lock().as_mut() {
-        r.clear();
+        })
     }
-    // Outside the lock: dropping a code object frees memory through the hooks.
+    .unwrap_or_default();
+    PENDING.lock().clear();
+    // SAFETY: GIL held.
+    unsafe { resolver().clear() };
+    // After the tables are released: dropping a code object frees memory through the hooks.
     code_registry::release(py, codes);
 }
 
 /// `(traced, peak)` in bytes.
-pub fn traced_memory() -> (u64, u64) {
-    match STATE.lock().as_ref() {
-        Some(t) if is_tracing() => (t.store.traced(), t.store.peak()),
-        _ => (0, 0),
+pub fn traced_memory(_py: Python<'_>) -> (u64, u64) {
+    if !is_tracing() {
+        return (0, 0);
     }
+    // SAFETY: GIL held.
+    unsafe { with_tracer(|t| (t.store.traced(), t.store.peak())) }.unwrap_or((0, 0))
 }
 
-pub fn reset_peak() {
-    if let Some(t) = STATE.lock().as_mut() {
-        t.store.reset_peak();
-    }
+pub fn reset_peak(_py: Python<'_>) {
+    // SAFETY: GIL held.
+    unsafe { with_tracer(|t| t.store.reset_peak()) };
 }
 
 /// Bytes heaptrail itself uses to store traces.
-pub fn own_memory() -> usize {
-    STATE.lock().as_ref().map_or(0, Tracer::heap_bytes)
+pub fn own_memory(_py: Python<'_>) -> usize {
+    // SAFETY: GIL held.
+    unsafe { with_tracer(|t| t.heap_bytes()) }.unwrap_or(0)
 }
 
 /// Number of live traces.
-pub fn trace_count() -> usize {
-    STATE.lock().as_ref().map_or(0, |t| t.store.len())
+pub fn trace_count(_py: Python<'_>) -> usize {
+    // SAFETY: GIL held.
+    unsafe { with_tracer(|t| t.store.len()) }.unwrap_or(0)
 }
 
 /// The traceback (most recent frame first) of the block at `addr`, if traced.
@@ -265,16 +424,13 @@ pub fn block_traceback(py: Python<'_>, addr: usize) -> Option<Vec<(Filename, u32
         return None;
     }
     let _own = OwnWork::begin();
-    let frames: Vec<RawFrame> = {
-        let state = STATE.lock();
-        let t = state.as_ref()?;
-        let (_, tb) = t.store.get(addr)?;
-        t.tracebacks.frames(tb).to_vec()
-    };
-    let mut resolver = RESOLVER.lock();
-    let resolver = resolver.get_or_insert_with(LineResolver::default);
-    // SAFETY: the frames come from the traceback table, whose code objects the registry holds
-    // until `clear`, which needs the GIL we hold.
+    // SAFETY: GIL held; the closure stays in Rust.
+    let frames: Vec<RawFrame> = unsafe {
+        with_tracer(|t| t.store.get(addr).map(|(_, tb)| t.tracebacks.frames(tb).to_vec()))
+    }??;
+    // SAFETY: GIL held; the frames' code objects are held by the registry until `clear`,
+    // which needs the GIL we hold.
+    let resolver = unsafe { resolver() };
     Some(frames.into_iter().map(|f| unsafe { resolver.resolve(py, f) }).collect())
 }
 
@@ -284,28 +440,30 @@ pub fn take_snapshot(py: Python<'_>) -> Option<Snapshot> {
         return None;
     }
     let _own = OwnWork::begin();
-    // 1. Under the lock, only copy: (size, compact traceback id) per trace, and the frames of
-    //    the tracebacks that live traces use.
-    let (sizes, tracebacks, limit) = {
-        let state = STATE.lock();
-        let t = state.as_ref()?;
-        let mut compact: Vec<u32> = vec![u32::MAX; t.tracebacks.len()];
-        let mut used: Vec<(Vec<RawFrame>, u16)> = Vec::new();
-        let mut sizes: Vec<(u64, u32)> = Vec::with_capacity(t.store.len());
-        t.store.for_each(|size, tb| {
-            let slot = &mut compact[tb as usize];
-            if *slot == u32::MAX {
-                *slot = used.len() as u32;
-                used.push((t.tracebacks.frames(tb).to_vec(), t.tracebacks.total_nframe(tb)));
-            }
-            sizes.push((size, *slot));
-        });
-        (sizes, used, traceback_limit())
-    };
-    // 2. Outside the lock (allocations go on meanwhile): resolve each distinct frame once.
-    let mut builder = SnapshotBuilder::new(limit as u32);
-    let mut resolver = RESOLVER.lock();
-    let resolver = resolver.get_or_insert_with(LineResolver::default);
+    // 1. Copy only: (size, compact traceback id) per trace, and the frames of the tracebacks
+    //    that live traces use.
+    // SAFETY: GIL held; the closure stays in Rust.
+    let (sizes, tracebacks) = unsafe {
+        with_tracer(|t| {
+            let mut compact: Vec<u32> = vec![u32::MAX; t.tracebacks.len()];
+            let mut used: Vec<(Vec<RawFrame>, u16)> = Vec::new();
+            let mut sizes: Vec<(u64, u32)> = Vec::with_capacity(t.store.len());
+            t.store.for_each(|size, tb| {
+                let slot = &mut compact[tb as usize];
+                if *slot == u32::MAX {
+                    *slot = used.len() as u32;
+                    used.push((t.tracebacks.frames(tb).to_vec(), t.tracebacks.total_nframe(tb)));
+                }
+                sizes.push((size, *slot));
+            });
+            (sizes, used)
+        })
+    }?;
+    // 2. Resolve each distinct frame once (this calls into Python, so the tables are not
+    //    borrowed any more).
+    let mut builder = SnapshotBuilder::new(traceback_limit() as u32);
+    // SAFETY: GIL held; resolution only reads code objects the registry holds.
+    let resolver = unsafe { resolver() };
     let mut frame_ids: FxHashMap<RawFrame, u32> = FxHashMap::default();
     let mut tb_ids = Vec::with_capacity(tracebacks.len());
     let mut ids = Vec::new();
@@ -336,18 +494,19 @@ pub fn take_snapshot(py: Python<'_>) -> Option<Snapshot> {
 
 // ---- fork -------------------------------------------------------------------------------
 
-/// The store's lock is taken around `fork()` so the child never inherits it held by a thread
-/// that does not exist there.
+/// The pending queue's lock is taken around `fork()` so the child never inherits it held by
+/// a thread that does not exist there. (The GIL-guarded tables need nothing: `os.fork()`
+/// runs with the GIL held.)
 fn register_fork_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         extern "C" fn prepare() {
             // SAFETY: paired with the unlock in `after`, on the same thread.
-            unsafe { STATE.raw().lock() };
+            unsafe { PENDING.raw().lock() };
         }
         extern "C" fn after() {
             // SAFETY: `prepare` locked it on this thread (the child has only this thread).
-            unsafe { STATE.force_unlock() };
+            unsafe { PENDING.force_unlock() };
         }
         // SAFETY: registering plain functions that only touch our own static.
         unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };

@@ -21,11 +21,15 @@ pub(crate) struct Header {
 }
 
 fn truncated(detail: impl Into<String>) -> FormatError {
-    FormatError::Truncated { detail: detail.into() }
+    FormatError::Truncated {
+        detail: detail.into(),
+    }
 }
 
 fn corrupt(detail: impl Into<String>) -> FormatError {
-    FormatError::Corrupt { detail: detail.into() }
+    FormatError::Corrupt {
+        detail: detail.into(),
+    }
 }
 
 /// Checks the fixed header at the start of `bytes` (which may hold more than the header).
@@ -44,8 +48,16 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
         None if !MAGIC.starts_with(bytes) => return Err(not_ours()),
         _ => {}
     }
-    let short = || truncated(format!("the file ends inside the {HEADER_LEN}-byte header, after {} bytes", bytes.len()));
-    let version = bytes.get(8..10).and_then(|v| <[u8; 2]>::try_from(v).ok()).ok_or_else(short)?;
+    let short = || {
+        truncated(format!(
+            "the file ends inside the {HEADER_LEN}-byte header, after {} bytes",
+            bytes.len()
+        ))
+    };
+    let version = bytes
+        .get(8..10)
+        .and_then(|v| <[u8; 2]>::try_from(v).ok())
+        .ok_or_else(short)?;
     let version = u16::from_le_bytes(version);
     if version != FORMAT_VERSION {
         return Err(FormatError::UnsupportedVersion { found: version });
@@ -68,9 +80,15 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
         compressed_len: u64::from_le_bytes(field(h, 24)),
     };
     // Refuse a decompression bomb before allocating or inflating anything.
-    let possible = header.compressed_len.saturating_mul(MAX_DEFLATE_RATIO).min(MAX_BODY_LEN);
+    let possible = header
+        .compressed_len
+        .saturating_mul(MAX_DEFLATE_RATIO)
+        .min(MAX_BODY_LEN);
     if header.body_len > possible {
-        return Err(FormatError::BodyTooLarge { declared: header.body_len, limit: possible });
+        return Err(FormatError::BodyTooLarge {
+            declared: header.body_len,
+            limit: possible,
+        });
     }
     Ok(header)
 }
@@ -104,7 +122,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Snapshot, String), FormatError> {
     let mut crc = Crc::new();
     crc.update(compressed);
     if crc.sum() != header.compressed_crc {
-        return Err(FormatError::ChecksumMismatch { part: "compressed body" });
+        return Err(FormatError::ChecksumMismatch {
+            part: "compressed body",
+        });
     }
     let body = inflate(compressed, &header)?;
     parse_body(&body).map_err(corrupt)
@@ -120,7 +140,10 @@ fn inflate(compressed: &[u8], header: &Header) -> Result<Vec<u8>, FormatError> {
     })?;
     let mut body = Vec::with_capacity(expected.min(64 << 20));
     let mut z = DeflateDecoder::new(compressed);
-    (&mut z).take(header.body_len).read_to_end(&mut body).map_err(damaged)?;
+    (&mut z)
+        .take(header.body_len)
+        .read_to_end(&mut body)
+        .map_err(damaged)?;
     if body.len() != expected {
         return Err(corrupt(format!(
             "the body inflates to {} bytes but the header declares {expected}",
@@ -134,7 +157,9 @@ fn inflate(compressed: &[u8], header: &Header) -> Result<Vec<u8>, FormatError> {
         )));
     }
     if !z.get_ref().is_empty() {
-        return Err(corrupt("unexpected data after the end of the compressed stream"));
+        return Err(corrupt(
+            "unexpected data after the end of the compressed stream",
+        ));
     }
     let mut crc = Crc::new();
     crc.update(&body);
@@ -152,7 +177,9 @@ fn at<T>(r: Result<T, &'static str>, what: impl FnOnce() -> String) -> Result<T,
 fn string(c: &mut Cursor<'_>) -> Result<String, &'static str> {
     let len = c.count(1)?;
     let bytes = c.bytes(len)?;
-    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| "text is not valid UTF-8")
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| "text is not valid UTF-8")
 }
 
 /// Parses the inflated body. Reaching this point means the checksum matched, so an error here
@@ -173,9 +200,18 @@ fn parse_body(body: &[u8]) -> Result<(Snapshot, String), String> {
     let tracebacks = parse_tracebacks(c, frames.len())?;
     let traces = parse_traces(c, tracebacks.len())?;
     if c.remaining() != 0 {
-        return Err(format!("{} bytes of unexpected data after the traces", c.remaining()));
+        return Err(format!(
+            "{} bytes of unexpected data after the traces",
+            c.remaining()
+        ));
     }
-    let snapshot = Snapshot { filenames, frames, tracebacks, traces, traceback_limit };
+    let snapshot = Snapshot {
+        filenames,
+        frames,
+        tracebacks,
+        traces,
+        traceback_limit,
+    };
     Ok((snapshot, metadata))
 }
 
@@ -186,9 +222,14 @@ fn parse_frames(c: &mut Cursor<'_>, nfiles: usize) -> Result<Vec<Frame>, String>
     let mut prev = 0i64;
     for i in 0..n {
         let v = at(c.u64(), || format!("frame {i}"))?;
-        let id = prev.checked_add(unzigzag(v)).ok_or_else(|| format!("frame {i}: bad filename delta"))?;
+        let id = prev
+            .checked_add(unzigzag(v))
+            .ok_or_else(|| format!("frame {i}: bad filename delta"))?;
         match u32::try_from(id) {
-            Ok(f) if (f as usize) < nfiles => frames.push(Frame { filename: f, lineno: 0 }),
+            Ok(f) if (f as usize) < nfiles => frames.push(Frame {
+                filename: f,
+                lineno: 0,
+            }),
             _ => return Err(format!("frame {i} points at filename {id} of {nfiles}")),
         }
         prev = id;
@@ -226,7 +267,9 @@ fn parse_tracebacks(c: &mut Cursor<'_>, nframes: usize) -> Result<Vec<Traceback>
         all_ids = all_ids
             .checked_add(len)
             .filter(|&total| total <= c.remaining())
-            .ok_or_else(|| format!("traceback {i}: more frames than the rest of the body could hold"))?;
+            .ok_or_else(|| {
+                format!("traceback {i}: more frames than the rest of the body could hold")
+            })?;
         lens.push(len);
     }
     let mut tracebacks = Vec::with_capacity(n);
@@ -239,7 +282,10 @@ fn parse_tracebacks(c: &mut Cursor<'_>, nframes: usize) -> Result<Vec<Traceback>
             }
             ids.push(id);
         }
-        tracebacks.push(Traceback { frames: ids.into_boxed_slice(), total_nframe });
+        tracebacks.push(Traceback {
+            frames: ids.into_boxed_slice(),
+            total_nframe,
+        });
     }
     Ok(tracebacks)
 }
@@ -250,7 +296,11 @@ fn parse_traces(c: &mut Cursor<'_>, ntracebacks: usize) -> Result<Vec<Trace>, St
     let mut traces = Vec::with_capacity(n);
     for i in 0..n {
         let domain = at(c.u32(), || format!("domain of trace {i}"))?;
-        traces.push(Trace { domain, size: 0, traceback: 0 });
+        traces.push(Trace {
+            domain,
+            size: 0,
+            traceback: 0,
+        });
     }
     for (i, t) in traces.iter_mut().enumerate() {
         t.size = at(c.u64(), || format!("size of trace {i}"))?;
@@ -258,7 +308,9 @@ fn parse_traces(c: &mut Cursor<'_>, ntracebacks: usize) -> Result<Vec<Trace>, St
     for (i, t) in traces.iter_mut().enumerate() {
         let tb = at(c.u32(), || format!("traceback of trace {i}"))?;
         if tb as usize >= ntracebacks {
-            return Err(format!("trace {i} points at traceback {tb} of {ntracebacks}"));
+            return Err(format!(
+                "trace {i} points at traceback {tb} of {ntracebacks}"
+            ));
         }
         t.traceback = tb;
     }

@@ -38,7 +38,10 @@ pub fn encode_to_vec(snapshot: &Snapshot, metadata: &str) -> Vec<u8> {
 /// The whole file (header + compressed body), or `InvalidInput` for an invalid snapshot.
 pub(crate) fn encode_checked(snapshot: &Snapshot, metadata: &str) -> io::Result<Vec<u8>> {
     snapshot.validate().map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("invalid snapshot: {e}"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid snapshot: {e}"),
+        )
     })?;
     let body = encode_body(snapshot, metadata);
     let mut crc = Crc::new();

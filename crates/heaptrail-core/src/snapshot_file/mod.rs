@@ -164,7 +164,10 @@ impl std::error::Error for FormatError {
 /// under the real name (a reader sees the old file or the new one).
 pub fn write_file(path: &Path, snapshot: &Snapshot, metadata: &str) -> io::Result<()> {
     let with_path = |e: io::Error| {
-        io::Error::new(e.kind(), format!("cannot write snapshot file {}: {e}", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!("cannot write snapshot file {}: {e}", path.display()),
+        )
     };
     // Encode first: an invalid snapshot must not even create the temporary file.
     let bytes = encode::encode_checked(snapshot, metadata)?;
@@ -173,7 +176,10 @@ pub fn write_file(path: &Path, snapshot: &Snapshot, metadata: &str) -> io::Resul
         _ => Path::new("."),
     };
     let name = path.file_name().ok_or_else(|| {
-        with_path(io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))
+        with_path(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ))
     })?;
     let (tmp_path, mut file) = create_temp(dir, name).map_err(with_path)?;
     let result = file
@@ -199,7 +205,11 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, fs::F
         tmp_name.push(name);
         tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
         let tmp = dir.join(tmp_name);
-        match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
             Err(e) => return Err(e),
@@ -211,10 +221,16 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, fs::F
 /// Reads and decodes a snapshot file. Only the header and the compressed body it declares are
 /// read, so pointing this at a huge unrelated file fails fast instead of reading all of it.
 pub fn read_file(path: &Path) -> Result<(Snapshot, String), FormatError> {
-    let io_err = |source| FormatError::Io { path: path.to_owned(), source };
+    let io_err = |source| FormatError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = fs::File::open(path).map_err(io_err)?;
     let mut bytes = Vec::with_capacity(HEADER_LEN);
-    (&mut file).take(HEADER_LEN as u64).read_to_end(&mut bytes).map_err(io_err)?;
+    (&mut file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
     let header = decode::parse_header(&bytes)?;
     // One byte more than declared, so trailing data is still reported as such by `decode`.
     let want = header.compressed_len.saturating_add(1);

@@ -72,7 +72,9 @@ pub fn wrap_body(body: &[u8]) -> Vec<u8> {
 /// The inflated body of a valid file.
 pub fn unwrap_body(file: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
-    DeflateDecoder::new(&file[HEADER_LEN..]).read_to_end(&mut body).unwrap();
+    DeflateDecoder::new(&file[HEADER_LEN..])
+        .read_to_end(&mut body)
+        .unwrap();
     body
 }
 
