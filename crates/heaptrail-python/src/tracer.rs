@@ -312,7 +312,10 @@ pub fn on_new_object(block: usize) {
     if !TRACING.load(Ordering::Relaxed) {
         return;
     }
-    if LOCAL.with(|l| l.busy.get() || l.last_alloc.get() == block) {
+    // The object just allocated in `block` is already stamped. Forget the match, so that the
+    // next object in the same block — reused from a free list, no allocation — is re-stamped.
+    let (just_allocated, own_work) = LOCAL.with(|l| (l.last_alloc.replace(0) == block, l.busy.get()));
+    if just_allocated {
         return;
     }
     let thread = frames::current_thread();
@@ -323,8 +326,13 @@ pub fn on_new_object(block: usize) {
     unsafe {
         with_tracer(|t| {
             if t.store.get(block).is_some() {
-                let tb = t.capture(thread);
-                t.store.retag(block, tb);
+                if own_work {
+                    // heaptrail's own object now lives there: like its allocations, untraced.
+                    t.store.remove(block);
+                } else {
+                    let tb = t.capture(thread);
+                    t.store.retag(block, tb);
+                }
             }
         })
     };
