@@ -207,3 +207,57 @@ def test_coexists_with_stdlib_tracemalloc_started_later():
     heaptrail.start()
     again = allocate_here(10)
     assert heaptrail.get_object_traceback(again[0])[-1].lineno == ALLOC_LINE
+
+
+def allocate_with_depth():
+    depth = heaptrail._native._stack_depths()[0]
+    block = bytearray(64)  # DEPTH-LINE
+    return block, depth
+
+
+DEPTH_LINE = next(i for i, line in enumerate(open(HERE), 1) if "# DEPTH-LINE" in line)
+
+
+def at_depth(d):
+    return at_depth(d - 1) if d else allocate_with_depth()
+
+
+def test_total_nframe_is_the_real_stack_depth():
+    """total_nframe is not walked frame by frame on every allocation (3.12+ reads the
+    interpreter's frame counter, 3.11 memoises the depth below the captured frames): check
+    it against a full walk, at many depths, twice each so memoised answers are checked too."""
+    heaptrail.start(3)
+    kept = [at_depth(d) for d in (0, 1, 5, 40, 5, 0, 40, 200)]
+    kept += [at_depth(d) for d in (0, 1, 5, 40, 5, 0, 40, 200)]
+    expected = {depth for _, depth in kept}
+    traces = [t for t in heaptrail.take_snapshot().traces
+              if t.traceback[-1].filename == HERE and t.traceback[-1].lineno == DEPTH_LINE]
+    assert {t.traceback.total_nframe for t in traces} == expected
+    assert len(traces) == 2 * len(kept)  # the bytearray object and its buffer
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11 has no Python frame counter")
+def test_interpreter_frame_counter_matches_a_walk():
+    import asyncio
+    depths = heaptrail._native._stack_depths
+
+    def gen():
+        yield depths()
+        yield from (x for x in [depths()])
+
+    async def coro():
+        await asyncio.sleep(0)
+        return depths()
+
+    def thrown():
+        try:
+            yield 1
+        except ValueError:
+            yield depths()
+
+    g = thrown()
+    next(g)
+    samples = [depths(), *gen(), asyncio.run(coro()), g.throw(ValueError),
+               sorted([2, 1], key=lambda x: depths())[0] if False else depths()]
+    for walked, reported in samples:
+        assert walked == reported
