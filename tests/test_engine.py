@@ -141,6 +141,7 @@ def test_threads_starting_and_ending_while_tracing():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_child_keeps_tracing_and_parent_is_unaffected():
     heaptrail.start(3)
     stop = threading.Event()
