@@ -1,5 +1,6 @@
 """`heaptrail run` on real programs: the bundled leaky service, forked workers, bad input."""
 
+import json
 import os
 import re
 import subprocess
@@ -17,18 +18,21 @@ def run(*args, timeout=120):
     return subprocess.run([*HEAPTRAIL, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_reports_the_leaking_line_of_the_example_service():
-    out = run("run", "--warmup", "1", "--top", "3", "--", sys.executable, str(SERVICE), "--seconds", "4")
+def test_reports_the_leaking_line_of_the_example_service(tmp_path):
+    report = tmp_path / "leaks.jsonl"
+    out = run("run", "--interval", "0.5", "--report", str(report), "--",
+              sys.executable, str(SERVICE), "--seconds", "6")
     assert out.returncode == 0, out.stderr
-    report = out.stderr
-    ranked = re.findall(r"#(\d) (\S+):(\d+): size=", report)
-    assert ranked, report
-    first = ranked[0]
-    assert first[1] == str(SERVICE) and first[2] == "37", report  # body = json.dumps(...)
-    flagged = {(name, int(line)) for _, name, line in ranked}
-    # Neither the warm-up catalogue nor the per-request churn is reported.
-    assert (str(SERVICE), 29) not in flagged and (str(SERVICE), 36) not in flagged, report
-    assert "/s]" in report and "traceback of #1" in report
+    summary = out.stderr
+    leaks = set(re.findall(r"LEAK at (\S+):(\d+): ", summary))
+    assert (str(SERVICE), "37") in leaks, summary  # body = json.dumps(...): the cached responses
+    assert "held by __main__._rendered_orders (dict" in summary
+    assert "/s (confidence" in summary and "process verdict: python-growth" in summary
+    # Neither the warm-up catalogue nor the per-request churn is ever flagged.
+    windows = [json.loads(line) for line in report.read_text().splitlines()]
+    flagged = {s["lineno"] for w in windows for s in w["sites"]
+               if s["verdict"] in ("leak", "suspect") and s["filename"] == str(SERVICE)}
+    assert not flagged & {29, 30, 36}, flagged
 
 
 def test_report_file_and_forked_workers(tmp_path):
@@ -40,21 +44,25 @@ def test_report_file_and_forked_workers(tmp_path):
         "for _ in range(2):\n"
         "    pid = os.fork()\n"
         "    if pid == 0:\n"
-        "        time.sleep(0.3)\n"
-        "        for i in range(20000):\n"
-        "            leak.append(str(i) * 10)  # worker leak\n"
+        "        deadline = time.monotonic() + 4\n"
+        "        while time.monotonic() < deadline:\n"
+        "            leak.extend(str(i) * 10 for i in range(500))  # worker leak\n"
+        "            time.sleep(0.01)\n"
         "        raise SystemExit(0)\n"
         "    pids.append(pid)\n"
         "for pid in pids:\n"
         "    os.waitpid(pid, 0)\n")
-    report = tmp_path / "report.txt"
-    out = run("run", "--warmup", "0.1", "--report", str(report), "--", sys.executable, str(script))
+    report = tmp_path / "report.jsonl"
+    out = run("run", "--interval", "0.25", "--report", str(report), "--", sys.executable, str(script))
     assert out.returncode == 0, out.stderr
-    worker_reports = sorted(tmp_path.glob("report.txt.*"))
+    worker_reports = sorted(tmp_path.glob("report.jsonl.*"))
     assert len(worker_reports) == 2, list(tmp_path.iterdir())
     for path in worker_reports:
-        text = path.read_text()
-        assert f"prefork.py:9: size=" in text, text
+        windows = [json.loads(line) for line in path.read_text().splitlines()]
+        pid = int(path.suffix[1:])
+        assert {w["pid"] for w in windows} == {pid}
+        assert any(s["verdict"] == "leak" and s["lineno"] == 9 and s["filename"] == str(script)
+                   for w in windows for s in w["sites"]), path
     assert report.exists()
 
 
@@ -64,6 +72,10 @@ def test_missing_command_and_bad_options():
     assert out.returncode == 127 and "command not found" in out.stderr
     out = run("run", "--nframe", "0", "--", sys.executable, "-c", "pass")
     assert out.returncode == 2 and "1..65535" in out.stderr
+    out = run("run", "--interval", "0", "--", sys.executable, "-c", "pass")
+    assert out.returncode == 2 and "must be > 0" in out.stderr
+    out = run("run", "--prometheus", "localhost:http", "--", sys.executable, "-c", "pass")
+    assert out.returncode == 2 and "HOST:PORT" in out.stderr
     out = run("--help")
     assert out.returncode == 0 and "run" in out.stdout
 

@@ -32,6 +32,7 @@ from ._native import (
 )
 from ._snapshot import Snapshot, SnapshotFileError, _Traces
 from ._stdlib import load_tracemalloc_dump
+from ._watcher import Watcher, watch
 
 __all__ = [
     # the tracemalloc API
@@ -40,7 +41,7 @@ __all__ = [
     "get_traced_memory", "get_tracemalloc_memory", "is_tracing", "reset_peak", "start", "stop",
     "take_snapshot",
     # heaptrail's additions
-    "SnapshotFileError", "get_trace_count", "load_tracemalloc_dump",
+    "SnapshotFileError", "Watcher", "get_trace_count", "load_tracemalloc_dump", "watch",
 ]
 
 __version__ = "0.1.0"

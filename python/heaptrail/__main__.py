@@ -25,10 +25,10 @@ def _nframe(text):
     return value
 
 
-def _seconds(text):
+def _positive_seconds(text):
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
     return value
 
 
@@ -41,25 +41,33 @@ def build_parser():
 
     run = commands.add_parser(
         "run",
-        help="run a command with heaptrail tracing every Python process it starts",
+        help="run a command with heaptrail's leak watcher in every Python process it starts",
         description=(
-            "Run CMD with heaptrail tracing inside every Python process it starts (the "
-            "command itself, its subprocesses, forked workers). Each process takes a baseline "
-            "snapshot once the warm-up is over and, when it exits, reports the lines whose "
-            "live memory grew since then, biggest first, with their growth rate and the "
-            "traceback of the biggest grower. Settings reach the processes through HEAPTRAIL_* "
-            "environment variables."),
-        epilog="example: heaptrail run -- python examples/leaky_service.py",
+            "Run CMD with heaptrail's leak watcher inside every Python process it starts (the "
+            "command itself, its Python subprocesses, forked workers). Every INTERVAL seconds "
+            "each process snapshots its live memory, follows each allocation site in your code "
+            "over time and classifies it (leak, suspect, warming-up, plateau, fixed). New leaks "
+            "are logged as they are found; at exit each process prints its verdicts with the "
+            "leaking lines, their growth rates and what holds the memory. Settings reach the "
+            "processes through HEAPTRAIL_* environment variables."),
+        epilog="example: heaptrail run --interval 2 --report leaks.jsonl -- python app.py",
     )
+    run.add_argument("--interval", type=_positive_seconds, default=Settings.interval, metavar="SECONDS",
+                     help=f"seconds between two windows (default {Settings.interval:g})")
+    run.add_argument("--report", default="", metavar="FILE",
+                     help="append one JSON object per window to FILE (JSON Lines, schema "
+                          "heaptrail.watch/1); forked workers write FILE.<pid>")
+    run.add_argument("--prometheus", default="", metavar="HOST:PORT",
+                     help="serve Prometheus metrics there (a bare PORT binds 127.0.0.1)")
     run.add_argument("--nframe", type=_nframe, default=Settings.nframe,
                      help=f"frames kept per traceback, 1..65535 (default {Settings.nframe})")
-    run.add_argument("--warmup", type=_seconds, default=Settings.warmup, metavar="SECONDS",
-                     help=f"seconds before the baseline snapshot (default {Settings.warmup:g})")
     run.add_argument("--top", type=_positive_int, default=Settings.top, metavar="N",
-                     help=f"growing lines to report (default {Settings.top})")
-    run.add_argument("--report", default="", metavar="FILE",
-                     help="append reports to FILE instead of standard error "
-                          "(forked workers write FILE.<pid>)")
+                     help=f"sites listed per window besides leaks and suspects (default {Settings.top})")
+    run.add_argument("--include", default="", metavar="PATTERNS",
+                     help="comma-separated fnmatch patterns of files that are your code even if "
+                          "installed as a package")
+    run.add_argument("--exclude", default="", metavar="PATTERNS",
+                     help="comma-separated fnmatch patterns of files never to blame")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                      help="the command to run, after --")
     return parser
@@ -74,8 +82,14 @@ def run_command(args):
     if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
         print(f"heaptrail run: command not found: {cmd[0]}", file=sys.stderr)
         return 127
-    settings = Settings(nframe=args.nframe, warmup=args.warmup, top=args.top,
-                        report=os.path.abspath(args.report) if args.report else "")
+    try:
+        settings = Settings(interval=args.interval, nframe=args.nframe, top=args.top,
+                            report=os.path.abspath(args.report) if args.report else "",
+                            prometheus=args.prometheus, include=args.include, exclude=args.exclude)
+        settings.check()
+    except ValueError as exc:
+        print(f"heaptrail run: {exc}", file=sys.stderr)
+        return 2
     env = dict(os.environ)
     env.update(settings.to_environment())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP, env.get("PYTHONPATH")]))

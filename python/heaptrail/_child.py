@@ -1,81 +1,85 @@
-"""What heaptrail does inside a process started by `heaptrail run`: trace from start-up, take
-a baseline snapshot once warm-up is over, and at exit report the lines whose live memory grew
-since the baseline, with the traceback of the biggest grower."""
+"""What heaptrail does inside each Python process started by `heaptrail run`: watch for leaks
+from start-up (settings from HEAPTRAIL_* variables), log verdict changes as they happen, and
+print a summary of the verdicts when the process exits. A forked worker gets a watcher of its
+own, writing its report to FILE.<pid>."""
 
 import atexit
+import logging
 import os
 import sys
-import threading
-import time
 
-from . import _native, is_tracing, start, take_snapshot
 from ._classes import _format_size
 from ._settings import Settings
+from ._watcher import watch
 
 _state = {}
 
 
 def start_from_environment():
     settings = Settings.from_environment()
-    start(settings.nframe)
-    _state.update(settings=settings, started=time.monotonic(), pid=os.getpid(),
-                  first_pid=os.getpid())
-    threading.Thread(target=_take_baseline, name="heaptrail-baseline", daemon=True).start()
-    atexit.register(_report_at_exit)
+    _log_to_stderr()
+    _state.update(watcher=watch(), pid=os.getpid(), settings=settings)
+    atexit.register(_summary_at_exit)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_restart_in_child)
 
 
+def _log_to_stderr():
+    log = logging.getLogger("heaptrail")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def _restart_in_child():
-    # A forked worker inherits the traces but not the baseline thread: start over.
-    _state.update(started=time.monotonic(), pid=os.getpid(), baseline=None)
-    threading.Thread(target=_take_baseline, name="heaptrail-baseline", daemon=True).start()
-
-
-def _take_baseline():
-    _native._ignore_current_thread(True)  # heaptrail's own thread: its objects are not traced
-    time.sleep(_state["settings"].warmup)
-    if is_tracing():
-        _state["baseline"] = (time.monotonic(), take_snapshot())
-
-
-def _report_at_exit():
-    if not is_tracing() or os.getpid() != _state.get("pid"):
-        return
+    # The parent's watcher thread does not exist in the child: start a fresh one, with its
+    # own report file, and forget the parent's verdict history.
     settings = _state["settings"]
-    lines = _growth_report(settings)
-    text = "\n".join(lines) + "\n"
-    if settings.report:
-        # Forked workers write next to the parent's report, suffixed with their pid.
-        path = settings.report if os.getpid() == _state["first_pid"] else f"{settings.report}.{os.getpid()}"
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stderr.write(text)
+    report = f"{settings.report}.{os.getpid()}" if settings.report else None
+    _state.update(watcher=watch(report=report), pid=os.getpid())
 
 
-def _growth_report(settings):
+def _summary_at_exit():
+    watcher = _state.get("watcher")
+    if watcher is None or os.getpid() != _state.get("pid"):
+        return
+    report = watcher.check_now() or watcher.report
+    watcher.stop()
+    sys.stderr.write("\n".join(summary_lines(report, len(watcher.history))) + "\n")
+
+
+def summary_lines(report, windows):
+    """The verdicts of the last window, as a person wants to read them at exit."""
     pid = os.getpid()
-    baseline = _state.get("baseline")
-    now = time.monotonic()
-    final = take_snapshot()
-    traced, peak = _native.get_traced_memory()
-    head = (f"heaptrail [pid {pid}]: traced {_format_size(traced, False)} live "
-            f"(peak {_format_size(peak, False)}) in {_native.get_trace_count()} blocks")
-    if baseline is None:
-        return [head, f"heaptrail [pid {pid}]: exited before the {settings.warmup:g} s warm-up "
-                      f"ended; no growth to report"]
-    since, base = baseline
-    seconds = max(now - since, 1e-9)
-    growers = [d for d in final.compare_to(base, "lineno") if d.size_diff > 0][: settings.top]
-    lines = [head, f"heaptrail [pid {pid}]: top {len(growers)} growing lines over the last "
-                   f"{seconds:.1f} s (after {settings.warmup:g} s warm-up):"]
-    for rank, d in enumerate(growers, 1):
-        lines.append(f"  #{rank} {d}  [{_format_size(d.size_diff / seconds, True)}/s]")
-    if growers:
-        biggest = growers[0].traceback[0]
-        full = [t for t in final.traces if t.traceback[-1] == biggest]
-        if full:
-            lines.append("  traceback of #1 (most recent call last):")
-            lines.extend("  " + line for line in full[0].traceback.format())
+    if report is None:
+        return [f"heaptrail [pid {pid}]: no window was taken"]
+    lines = [f"heaptrail [pid {pid}]: {windows} windows of {report['interval']:g} s; traced "
+             f"{_format_size(report['traced_bytes'], False)}, RSS {_format_size(report['rss_bytes'], False)}; "
+             f"process verdict: {report['process_verdict']}"]
+    flagged = [s for s in report["sites"] if s["verdict"] in ("leak", "suspect", "fixed")]
+    for site in flagged:
+        where = f"heaptrail [pid {pid}]: {site['verdict'].upper()} at {site['filename']}:{site['lineno']}: "
+        if site["verdict"] == "fixed":
+            lines.append(f"{where}was leaking, now flat at {_format_size(site['size'], False)} "
+                         f"in {site['count']} blocks")
+            continue
+        lines.append(f"{where}{_format_size(site['size'], False)} live in {site['count']} blocks, growing "
+                     f"{_format_size(site['bytes_per_second'], True)}/s (confidence {site['confidence']:.2f})")
+        if site.get("held_by"):
+            lines.append(f"    held by {site['held_by']}")
+        if site["verdict"] == "leak" and site["traceback"]:
+            lines.append("    allocated at (most recent call first):")
+            lines.extend(f"      {f}:{n}" for f, n in site["traceback"][:8])
+    if not any(s["verdict"] == "leak" for s in flagged):
+        lines.append(f"heaptrail [pid {pid}]: no leak found")
+    counts = {}
+    for site in report["sites"]:
+        if site["verdict"] not in ("leak", "suspect", "fixed"):
+            counts[site["verdict"]] = counts.get(site["verdict"], 0) + 1
+    if counts:
+        lines.append(f"heaptrail [pid {pid}]: other sites shown: " +
+                     ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
     return lines

@@ -1,24 +1,29 @@
-"""heaptrail's settings for a traced process, read from HEAPTRAIL_* environment variables
-(how `heaptrail run` configures the processes it starts)."""
+"""Settings of the leak watcher, also read from HEAPTRAIL_* environment variables (how
+`heaptrail run` configures the processes it starts; `watch()` reads them too)."""
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 PREFIX = "HEAPTRAIL_"
 
 
 @dataclass(frozen=True)
 class Settings:
-    nframe: int = 10          # HEAPTRAIL_NFRAME: frames kept per traceback
-    warmup: float = 2.0       # HEAPTRAIL_WARMUP: seconds before the baseline snapshot
-    top: int = 5              # HEAPTRAIL_TOP: growing lines shown in the report
-    report: str = ""          # HEAPTRAIL_REPORT: write the report here instead of stderr
+    interval: float = 60.0    # HEAPTRAIL_INTERVAL: seconds between two windows
+    nframe: int = 16          # HEAPTRAIL_NFRAME: frames kept per traceback
+    report: str = ""          # HEAPTRAIL_REPORT: JSON Lines report file ("" = none)
+    prometheus: str = ""      # HEAPTRAIL_PROMETHEUS: HOST:PORT of a metrics endpoint ("" = off)
+    top: int = 20             # HEAPTRAIL_TOP: sites listed per window (leaks always are)
+    include: str = ""         # HEAPTRAIL_INCLUDE: comma-separated fnmatch patterns of user files
+    exclude: str = ""         # HEAPTRAIL_EXCLUDE: comma-separated patterns of files never blamed
 
     def to_environment(self):
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_environment(cls, environ=os.environ):
+    def from_environment(cls, environ=None, **overrides):
+        """Defaults, then HEAPTRAIL_* variables, then explicit `overrides` (not None)."""
+        environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
             raw = environ.get(PREFIX + f.name.upper())
@@ -29,14 +34,34 @@ class Settings:
             except ValueError:
                 raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid "
                                  f"{type(f.default).__name__}") from None
-        settings = cls(**values)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = replace(cls(), **values)
         settings.check()
         return settings
+
+    def patterns(self, name):
+        return [p.strip() for p in getattr(self, name).split(",") if p.strip()]
+
+    def prometheus_address(self):
+        """(host, port) of the metrics endpoint, or None."""
+        if not self.prometheus:
+            return None
+        host, sep, port = self.prometheus.rpartition(":")
+        if not sep:
+            host, port = "127.0.0.1", self.prometheus
+        try:
+            port = int(port)
+        except ValueError:
+            port = -1
+        if not 0 <= port <= 65535:
+            raise ValueError(f"prometheus must be HOST:PORT or PORT, not {self.prometheus!r}")
+        return (host or "127.0.0.1", port)
 
     def check(self):
         if not 1 <= self.nframe <= 65535:
             raise ValueError(f"nframe must be in 1..65535, not {self.nframe}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0 seconds, not {self.warmup}")
+        if not self.interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, not {self.interval}")
         if self.top < 1:
             raise ValueError(f"top must be >= 1, not {self.top}")
+        self.prometheus_address()

@@ -5,6 +5,7 @@
 //! * [`filter`]: `Filter` / `DomainFilter` evaluation (`Snapshot.filter_traces`).
 //! * [`group`]: `Snapshot.statistics` (group by traceback, line or file; cumulative or not).
 //! * [`diff`]: `Snapshot.compare_to`.
+//! * [`sites`]: live memory per allocation site in the user's code (the watcher's unit).
 //! * [`size_format`]: sizes written like the standard library (`"4.9 KiB"`).
 //! * [`snapshot_file`]: the versioned, compact, hostile-input-safe snapshot file format.
 
@@ -14,7 +15,9 @@ pub mod fnmatch;
 pub mod group;
 pub mod model;
 pub mod size_format;
+pub mod sites;
 pub mod snapshot_file;
+pub mod trend;
 
 #[cfg(test)]
 mod test_fixtures;

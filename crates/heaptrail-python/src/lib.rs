@@ -10,10 +10,12 @@ mod allocator_hooks;
 mod code_registry;
 mod errors;
 mod frames;
+mod retainers;
 mod trace_store;
 mod trace_table;
 mod traceback_table;
 mod tracer;
+mod trend_detector;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -101,6 +103,14 @@ fn _stack_depths() -> (i32, i32) {
     frames::stack_depths()
 }
 
+/// The objects holding the most references to live blocks allocated through
+/// `filename:lineno`: a list of `(object, references)`, most first.
+#[pyfunction]
+#[pyo3(signature = (filename, lineno, limit=3))]
+fn _find_holders<'py>(py: Python<'py>, filename: &str, lineno: u32, limit: usize) -> PyResult<Vec<(Bound<'py, PyAny>, usize)>> {
+    retainers::find_holders(py, filename, lineno, limit)
+}
+
 /// Excludes the calling thread's allocations from tracing (for heaptrail's own threads).
 #[pyfunction]
 #[pyo3(signature = (ignored=true))]
@@ -123,7 +133,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_get_traces, m)?)?;
     m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
     m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
+    m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
     m.add_class::<TraceTable>()?;
+    m.add_class::<trend_detector::TrendDetector>()?;
     m.add("SnapshotFileError", m.py().get_type::<errors::SnapshotFileError>())?;
     m.add("MAX_NFRAME", tracer::MAX_NFRAME)?;
     Ok(())

@@ -102,6 +102,13 @@ impl TraceStore {
         }
     }
 
+    /// Calls `f(address, traceback)` for every live block.
+    pub fn for_each_block(&self, mut f: impl FnMut(usize, TbId)) {
+        for (&addr, p) in &self.traces {
+            f(addr, p.tb);
+        }
+    }
+
     pub fn traced(&self) -> u64 {
         self.traced
     }

@@ -10,6 +10,7 @@ use heaptrail_core::filter::{filter_traces, FrameFilter, TraceFilter};
 use heaptrail_core::fnmatch::{normalize_filename, Pattern};
 use heaptrail_core::group::{statistics, KeyFrame, KeyType};
 use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
+use heaptrail_core::sites::{site_statistics, SiteRules};
 use heaptrail_core::{snapshot_file, Snapshot, SnapshotBuilder};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
@@ -355,6 +356,32 @@ impl TraceTable {
         for d in &diffs {
             let frames = key_frames(py, &mut names, &d.frames)?;
             rows.push((frames, d.size, d.size_diff, d.count, d.count_diff).into_pyobject(py)?);
+        }
+        PyList::new(py, rows)
+    }
+
+    /// Live memory per site in the user's code (see `heaptrail_core::sites`), biggest first:
+    /// a list of `(key, filename, lineno, size, count, frames)`, `frames` being the biggest
+    /// traceback at the site, most recent first. Patterns use fnmatch syntax.
+    #[pyo3(signature = (library=vec![], include=vec![], exclude=vec![], limit=None))]
+    fn sites<'py>(
+        &self,
+        py: Python<'py>,
+        library: Vec<String>,
+        include: Vec<String>,
+        exclude: Vec<String>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let compile = |v: &[String]| v.iter().map(|p| Pattern::new(&normalize_filename(p))).collect();
+        let rules = SiteRules { library: compile(&library), include: compile(&include), exclude: compile(&exclude) };
+        let snapshot = self.snapshot.clone();
+        let mut sites = py.detach(|| site_statistics(&snapshot, &rules));
+        sites.truncate(limit.unwrap_or(usize::MAX));
+        let mut cache = self.cache.lock();
+        let mut rows = Vec::with_capacity(sites.len());
+        for s in &sites {
+            let frames = self.traceback_obj(py, &mut cache, s.traceback)?;
+            rows.push((s.key, &*s.filename, s.lineno, s.size, s.count, frames).into_pyobject(py)?);
         }
         PyList::new(py, rows)
     }

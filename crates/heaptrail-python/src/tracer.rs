@@ -442,6 +442,38 @@ pub fn block_traceback(py: Python<'_>, addr: usize) -> Option<Vec<(Filename, u32
     Some(frames.into_iter().map(|f| unsafe { resolver.resolve(py, f) }).collect())
 }
 
+/// Addresses of the live blocks whose traceback passes through `filename:lineno`.
+pub fn blocks_through(py: Python<'_>, filename: &str, lineno: u32) -> rustc_hash::FxHashSet<usize> {
+    let _own = OwnWork::begin();
+    // SAFETY: GIL held; the closure stays in Rust.
+    let tracebacks: Vec<Vec<RawFrame>> =
+        unsafe { with_tracer(|t| (0..t.tracebacks.len() as u32).map(|id| t.tracebacks.frames(id).to_vec()).collect()) }
+            .unwrap_or_default();
+    // SAFETY: GIL held; the frames' code objects are held by the registry.
+    let resolver = unsafe { resolver() };
+    let matching: Vec<bool> = tracebacks
+        .iter()
+        .map(|frames| {
+            frames.iter().any(|f| {
+                let (name, line) = unsafe { resolver.resolve(py, *f) };
+                line == lineno && &*name == filename
+            })
+        })
+        .collect();
+    let mut blocks = rustc_hash::FxHashSet::default();
+    // SAFETY: GIL held; the closure stays in Rust.
+    unsafe {
+        with_tracer(|t| {
+            t.store.for_each_block(|addr, tb| {
+                if matching.get(tb as usize).copied().unwrap_or(false) {
+                    blocks.insert(addr);
+                }
+            })
+        })
+    };
+    blocks
+}
+
 /// A snapshot of every live trace, with line numbers resolved. `None` when not tracing.
 pub fn take_snapshot(py: Python<'_>) -> Option<Snapshot> {
     if !is_tracing() {

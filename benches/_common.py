@@ -1,0 +1,170 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself).
+
+Every measured configuration runs in a fresh child process of the same interpreter
+(``sys.executable``): the script re-runs itself with ``--child CONFIG_JSON`` and the child prints
+one ``BENCH-RESULT {...}`` line. Parents repeat children, take medians, print an aligned table
+(stdout) and optionally JSON (``--json FILE``; ``--json -`` puts JSON alone on stdout and the
+table on stderr).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+class ChildTimeout(Exception):
+    pass
+
+
+def parser(description, repeat=5):
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=repeat, metavar="N",
+                   help=f"fresh child processes per configuration; median and min are "
+                        f"reported (default {repeat})")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: a small workload, 1 repeat (takes seconds)")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the results as JSON to FILE ('-': JSON on stdout, the "
+                        "table on stderr)")
+    p.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
+    return p
+
+
+def child_env():
+    env = dict(os.environ)
+    env.pop("PYTHONTRACEMALLOC", None)   # no interpreter-started tracer in any child
+    env["PYTHONHASHSEED"] = "0"           # same dict/str layouts in every run
+    return env
+
+
+def run_child(script, config, timeout=None):
+    """Run ``script --child config`` with this interpreter; return the child's result dict."""
+    cmd = [sys.executable, os.path.abspath(script), "--child", json.dumps(config)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=child_env())
+    except subprocess.TimeoutExpired:
+        raise ChildTimeout(f"child {config} exceeded {timeout} s") from None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX) and proc.returncode == 0:
+            return json.loads(line[len(RESULT_PREFIX):])
+    raise RuntimeError(f"child {config} failed (exit {proc.returncode}):\n"
+                       f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+
+
+def child_result(result):
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def import_tracer(name):
+    """The tracer module a child measures: 'stdlib' -> tracemalloc, 'heaptrail' -> heaptrail."""
+    if name == "stdlib":
+        import tracemalloc
+        return tracemalloc
+    if name == "heaptrail":
+        import heaptrail
+        return heaptrail
+    raise ValueError(name)
+
+
+def progress(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def summary(values):
+    """median and min of a list of numbers (None if empty)."""
+    if not values:
+        return {"median": None, "min": None, "runs": []}
+    return {"median": statistics.median(values), "min": min(values), "runs": list(values)}
+
+
+def environment():
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": load,
+        "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def header(env, title):
+    """The report's first lines; call it after the runs (it records the load average then)."""
+    try:
+        env["loadavg_at_end"] = os.getloadavg()
+    except OSError:
+        env["loadavg_at_end"] = None
+    start, end = env["loadavg_at_start"], env["loadavg_at_end"]
+    load = f", load average {start[0]:.2f} at start, {end[0]:.2f} at end" if start and end else ""
+    lines = [title,
+             f"Python {env['python']} ({env['implementation']}) on {env['platform']}, "
+             f"{env['cpus']} CPUs{load}",
+             f"command: {env['command']}"]
+    return "\n".join(lines)
+
+
+def table(headers, rows, align=None):
+    """An aligned text table; ``align`` is a string of 'l'/'r' per column (default: first
+    column left, the others right)."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def fmt(row):
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                         for c, w, a in zip(row, widths, align)).rstrip()
+
+    out = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [fmt(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def emit(args, text, data):
+    """Print the report; write JSON if asked."""
+    if args.json == "-":
+        print(text, file=sys.stderr)
+        print(json.dumps(data, indent=2))
+        return
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        print(f"\nJSON written to {args.json}")
+
+
+def _unit(s):
+    return (1e6, "us", 0) if s < 1e-3 else (1e3, "ms", 1) if s < 1 else (1, "s", 2)
+
+
+def fmt_seconds(s):
+    if s is None:
+        return "-"
+    scale, unit, digits = _unit(s)
+    return f"{s * scale:.{digits}f} {unit}"
+
+
+def fmt_median_min(median, minimum):
+    """'12.3 ms (11.9)': the median, and the minimum in the same unit."""
+    scale, unit, digits = _unit(median)
+    return f"{median * scale:.{digits}f} {unit} ({minimum * scale:.{digits}f})"
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"

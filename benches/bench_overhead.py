@@ -1,0 +1,133 @@
+"""Tracing overhead: an allocation-heavy loop, untraced vs stdlib tracemalloc vs heaptrail.
+
+What it measures: wall time of one loop run 30 frames deep (plain recursion to depth 30, then the
+loop), in a fresh child process per run. Each iteration creates a small list, a dict, an
+instance of a small class and strings; one of each iteration's objects graph is appended to a
+bounded list (trimmed by half when it reaches 10,000 entries), so blocks are both kept alive for
+a while and freed, and the rest are freed at once. Tracing starts before the timer, so the time
+covers allocation hooks, frame capture and trace bookkeeping — the cost a traced program pays.
+Run at nframe 1, 10 and 25 (the loop is deeper than 25 frames, so every traceback is full).
+
+Why: heaptrail promises to be cheap enough to leave on; DESIGN.md's targets are <= 1.5x untraced
+at nframe=1 and <= 2.5x at nframe=25 (stdlib tracemalloc: 8-12x and 36-62x on this machine).
+Ratios are median traced time / median untraced time from the same invocation.
+"""
+
+import json
+import sys
+import time
+
+import _common
+
+DEPTH = 30
+NFRAMES = (1, 10, 25)
+TARGETS = {1: 1.5, 25: 2.5}       # heaptrail / untraced, from DESIGN.md
+REFERENCE = {1: "8-12x", 25: "36-62x"}  # stdlib on this machine, from DESIGN.md
+
+
+class Item:
+    def __init__(self, name, payload):
+        self.name = name
+        self.payload = payload
+
+
+def loop(iterations):
+    kept = []
+    for i in range(iterations):
+        values = [i, i + 1, i + 2]                   # list (+ item array)
+        record = {"id": i, "values": values}         # dict
+        name = "item-" + str(i)                      # two strs, one freed at once
+        item = Item(name, record)                    # instance (+ its attribute storage)
+        label = f"{name}:{len(values)}"              # str, freed at the next iteration
+        kept.append(item)
+        if len(kept) >= 10_000:
+            del kept[:5_000]                         # frees the oldest half
+    return len(kept) + len(label)
+
+
+def descend(depth, iterations):
+    if depth > 1:
+        return descend(depth - 1, iterations)
+    return loop(iterations)
+
+
+def child(config):
+    tracer = None
+    if config["tracer"] != "untraced":
+        tracer = _common.import_tracer(config["tracer"])
+        tracer.start(config["nframe"])
+    t0 = time.perf_counter()
+    descend(DEPTH, config["iterations"])
+    elapsed = time.perf_counter() - t0
+    limit = None
+    if tracer is not None:
+        limit = tracer.get_traceback_limit()  # sanity: the limit really was applied
+        tracer.stop()
+    return {"seconds": elapsed, "traceback_limit": limit}
+
+
+def main():
+    p = _common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--iterations", type=int, default=200_000,
+                   help="loop iterations per run (default 200000, about 0.3 s untraced)")
+    p.add_argument("--nframe", type=int, nargs="+", default=list(NFRAMES),
+                   help="traceback limits to measure (default 1 10 25)")
+    args = p.parse_args()
+    if args.child:
+        _common.child_result(child(json.loads(args.child)))
+        return
+    if args.quick:
+        args.iterations, args.repeat = min(args.iterations, 20_000), 1
+
+    env = _common.environment()
+    configs = [("untraced", None)] + [(t, n) for n in args.nframe for t in ("stdlib", "heaptrail")]
+    times = {c: [] for c in configs}
+    for rep in range(args.repeat):  # interleaved, so slow drifts hit every configuration alike
+        for tracer, nframe in configs:
+            _common.progress(f"run {rep + 1}/{args.repeat}: {tracer}"
+                             + (f" nframe={nframe}" if nframe else ""))
+            r = _common.run_child(__file__, {"tracer": tracer, "nframe": nframe,
+                                             "iterations": args.iterations})
+            if nframe is not None and r["traceback_limit"] != nframe:
+                raise SystemExit(f"{tracer}: traceback limit {r['traceback_limit']} != {nframe}")
+            times[(tracer, nframe)].append(r["seconds"])
+
+    base = _common.summary(times[("untraced", None)])
+    rows, results = [], []
+    for n in args.nframe:
+        std = _common.summary(times[("stdlib", n)])
+        ht = _common.summary(times[("heaptrail", n)])
+        std_ratio = std["median"] / base["median"]
+        ht_ratio = ht["median"] / base["median"]
+        target = TARGETS.get(n)
+        verdict = None if target is None else ("PASS" if ht_ratio <= target else "MISS")
+        rows.append([n, _ms(base), _ms(std), _common.fmt_ratio(std_ratio), _ms(ht),
+                     _common.fmt_ratio(ht_ratio),
+                     "-" if target is None else f"<= {target}x", verdict or "-",
+                     REFERENCE.get(n, "-")])
+        results.append({"nframe": n, "untraced_s": base, "stdlib_s": std, "heaptrail_s": ht,
+                        "stdlib_ratio": std_ratio, "heaptrail_ratio": ht_ratio,
+                        "heaptrail_speedup_vs_stdlib": std["median"] / ht["median"],
+                        "target_ratio": target, "verdict": verdict})
+
+    text = "\n".join([
+        _common.header(env, "bench_overhead: allocation-heavy loop at stack depth "
+                            f"{DEPTH}, {args.iterations} iterations"),
+        f"time = median (min) of {args.repeat} fresh process(es) per configuration; "
+        "ratio = median / median untraced",
+        "",
+        _common.table(["nframe", "untraced", "stdlib", "stdlib/untr", "heaptrail",
+                       "heaptrail/untr", "target", "result", "stdlib (DESIGN)"], rows,
+                      align="r" * 9),
+    ])
+    _common.emit(args, text, {"benchmark": "overhead", "environment": env,
+                              "iterations": args.iterations, "depth": DEPTH,
+                              "repeat": args.repeat, "results": results})
+
+
+def _ms(s):
+    return _common.fmt_median_min(s["median"], s["min"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+//! Allocation *sites* a user can act on.
+//!
+//! Grouping by the innermost frame blames `logging/__init__.py` or `functools.py` for memory a
+//! user's line asked them to keep. A site is therefore the innermost frame that belongs to the
+//! user's code: frames whose file matches a *library* pattern (the standard library,
+//! site-packages, heaptrail itself — the caller decides) are skipped, and user patterns can
+//! force files in or out. When no frame qualifies, the innermost frame is the site.
+
+use crate::fnmatch::{normalize_filename, Pattern};
+use crate::model::{Filename, FrameId, Snapshot, TracebackId};
+use rustc_hash::FxHashMap;
+use std::hash::{Hash, Hasher};
+
+/// Which files count as "not the user's code".
+#[derive(Default)]
+pub struct SiteRules {
+    /// Files that are never sites (unless `include` says otherwise): library code.
+    pub library: Vec<Pattern>,
+    /// Files that are always user code, even when a library pattern matches them.
+    pub include: Vec<Pattern>,
+    /// Files that are never sites, on top of `library`.
+    pub exclude: Vec<Pattern>,
+}
+
+impl SiteRules {
+    fn is_user_file(&self, filename: &str) -> bool {
+        let name = normalize_filename(filename);
+        if self.include.iter().any(|p| p.matches(&name)) {
+            return true;
+        }
+        !(self.library.iter().any(|p| p.matches(&name)) || self.exclude.iter().any(|p| p.matches(&name)))
+    }
+}
+
+/// Live memory attributed to one site.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Site {
+    /// Stable identity of the site across snapshots: a hash of its filename and line.
+    pub key: u64,
+    pub filename: Filename,
+    pub lineno: u32,
+    pub size: u64,
+    pub count: u64,
+    /// The traceback holding the most memory at this site (shown beside it).
+    pub traceback: TracebackId,
+}
+
+/// The stable key of a site (same filename and line in any snapshot -> same key).
+pub fn site_key(filename: &str, lineno: u32) -> u64 {
+    // FxHasher is deterministic across runs and processes, unlike std's RandomState.
+    let mut h = rustc_hash::FxHasher::default();
+    filename.hash(&mut h);
+    lineno.hash(&mut h);
+    h.finish()
+}
+
+/// Live memory per site, biggest first.
+pub fn site_statistics(snapshot: &Snapshot, rules: &SiteRules) -> Vec<Site> {
+    // Per traceback: its site frame. Per file: whether it is user code (few files, many frames).
+    let mut user_file: Vec<Option<bool>> = vec![None; snapshot.filenames.len()];
+    let mut is_user = |snapshot: &Snapshot, frame: FrameId| -> bool {
+        let fid = snapshot.frames[frame as usize].filename as usize;
+        *user_file[fid].get_or_insert_with(|| rules.is_user_file(&snapshot.filenames[fid]))
+    };
+    // (size, count) per traceback first: a million traces, a few thousand tracebacks.
+    let mut per_tb = vec![(0u64, 0u64); snapshot.tracebacks.len()];
+    for t in &snapshot.traces {
+        let e = &mut per_tb[t.traceback as usize];
+        e.0 += t.size;
+        e.1 += 1;
+    }
+    // Sites keyed by their frame's text, so duplicated frame ids cannot split a site.
+    struct Acc {
+        size: u64,
+        count: u64,
+        best: (u64, TracebackId),
+    }
+    let mut sites: FxHashMap<(Filename, u32), Acc> = FxHashMap::default();
+    for (tb_id, &(size, count)) in per_tb.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let frames = &snapshot.tracebacks[tb_id].frames;
+        let site_frame = frames.iter().copied().find(|&f| is_user(snapshot, f)).or(frames.first().copied());
+        let (filename, lineno) = match site_frame {
+            Some(f) => (snapshot.filename(f).clone(), snapshot.frame(f).lineno),
+            None => (Filename::from("<unknown>"), 0),
+        };
+        let acc = sites.entry((filename, lineno)).or_insert(Acc { size: 0, count: 0, best: (0, tb_id as u32) });
+        acc.size += size;
+        acc.count += count;
+        if size > acc.best.0 {
+            acc.best = (size, tb_id as TracebackId);
+        }
+    }
+    let mut out: Vec<Site> = sites
+        .into_iter()
+        .map(|((filename, lineno), acc)| Site {
+            key: site_key(&filename, lineno),
+            filename,
+            lineno,
+            size: acc.size,
+            count: acc.count,
+            traceback: acc.best.1,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.size
+            .cmp(&a.size)
+            .then(b.count.cmp(&a.count))
+            .then_with(|| a.filename.cmp(&b.filename))
+            .then(a.lineno.cmp(&b.lineno))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SnapshotBuilder;
+
+    fn snapshot(traces: &[(&[(&str, u32)], u64)]) -> Snapshot {
+        let mut b = SnapshotBuilder::new(10);
+        for (frames, size) in traces {
+            let ids: Vec<_> = frames
+                .iter()
+                .map(|(f, l)| {
+                    let fid = b.intern_filename(f);
+                    b.intern_frame(fid, *l)
+                })
+                .collect();
+            let tb = b.intern_traceback(&ids, ids.len() as u32);
+            b.push_trace(0, *size, tb);
+        }
+        b.finish()
+    }
+
+    fn rules() -> SiteRules {
+        SiteRules { library: vec![Pattern::new("/usr/lib/python3*"), Pattern::new("*/site-packages/*")], ..Default::default() }
+    }
+
+    #[test]
+    fn library_frames_are_skipped_to_the_callers_line() {
+        let s = snapshot(&[
+            (&[("/usr/lib/python3.12/logging/__init__.py", 1400), ("/srv/app/views.py", 42)], 100),
+            (&[("/usr/lib/python3.12/logging/__init__.py", 1400), ("/srv/app/jobs.py", 7)], 30),
+            (&[("/srv/app/views.py", 42)], 5),
+        ]);
+        let sites = site_statistics(&s, &rules());
+        assert_eq!(sites.len(), 2);
+        assert_eq!((&*sites[0].filename, sites[0].lineno, sites[0].size, sites[0].count), ("/srv/app/views.py", 42, 105, 2));
+        assert_eq!((&*sites[1].filename, sites[1].lineno), ("/srv/app/jobs.py", 7));
+        // The representative traceback is the biggest one: through logging.
+        assert_eq!(s.tracebacks[sites[0].traceback as usize].frames.len(), 2);
+        assert_eq!(sites[0].key, site_key("/srv/app/views.py", 42));
+    }
+
+    #[test]
+    fn all_library_frames_fall_back_to_the_innermost() {
+        let s = snapshot(&[(&[("/x/site-packages/lib.py", 3), ("/x/site-packages/other.py", 9)], 10)]);
+        let sites = site_statistics(&s, &rules());
+        assert_eq!((&*sites[0].filename, sites[0].lineno), ("/x/site-packages/lib.py", 3));
+    }
+
+    #[test]
+    fn include_and_exclude_patterns_win() {
+        let s = snapshot(&[(&[("/x/site-packages/mylib/core.py", 3), ("/srv/app/main.py", 9)], 10)]);
+        let mut r = rules();
+        r.include.push(Pattern::new("*/mylib/*"));
+        assert_eq!(site_statistics(&s, &r)[0].lineno, 3);
+        let mut r = rules();
+        r.exclude.push(Pattern::new("/srv/app/main.py"));
+        assert_eq!(site_statistics(&s, &r)[0].lineno, 3); // nothing qualifies: innermost
+    }
+}

@@ -1,0 +1,299 @@
+//! [`TrendDetector`]: per-site time series, fed one window at a time, judged every window.
+//!
+//! Storage: every tracked site gets one sample per window (0 when absent), so all sites share
+//! one time axis and one ring position per window: sizes live in a single slab of
+//! `history` slots per site, times in one ring. The whole-window Mann–Kendall statistic of each
+//! site is kept incrementally ([`MkAccumulator`], `O(history)` per window); the costlier evidence
+//! (Sen slopes, Hamed–Rao, shape) is only computed for sites that pass the cheap pre-test or
+//! need it for the `Fixed` rules, so a window costs `O(sites · history)` plus a sort.
+
+use super::config::TrendConfig;
+use super::evidence::Scratch;
+use super::mann_kendall::{statistic, MkAccumulator};
+use super::process_verdict::{ProcessHistory, ProcessSample, ProcessVerdict};
+use super::site_verdict::{assess, SiteMemory};
+use super::verdict::Verdict;
+use rustc_hash::FxHashMap;
+
+/// Live memory of one site in one window (the caller's per-site totals).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteSample {
+    /// Opaque, stable identity of the site (e.g. [`crate::sites::site_key`]).
+    pub key: u64,
+    pub size: u64,
+    pub count: u64,
+}
+
+/// The verdict on one site in one window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SiteReport {
+    pub key: u64,
+    pub verdict: Verdict,
+    /// 0..1, see [`super::site_verdict`].
+    pub confidence: f64,
+    pub size: u64,
+    /// Versus the previous window (a site first seen now: its whole size).
+    pub size_diff: i64,
+    pub count: u64,
+    pub count_diff: i64,
+    /// Sen slope over the recent window, bytes per second.
+    pub bytes_per_second: f64,
+    /// Windows since the site first appeared (this one included).
+    pub windows: usize,
+    /// `bytes_per_second ×` the recent window's duration, rounded.
+    pub growth_bytes: i64,
+}
+
+/// Everything the detector says about one window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowReport {
+    /// 1 for the first window observed.
+    pub window: u64,
+    pub process_verdict: ProcessVerdict,
+    pub process_confidence: f64,
+    /// Every tracked site, most severe verdict first, then by decreasing confidence, then by
+    /// decreasing growth rate, then by key.
+    pub sites: Vec<SiteReport>,
+}
+
+impl WindowReport {
+    pub fn site(&self, key: u64) -> Option<&SiteReport> {
+        self.sites.iter().find(|s| s.key == key)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct SiteState {
+    key: u64,
+    alive: bool,
+    /// Window in which the site first appeared.
+    first_window: u64,
+    /// Samples kept (≤ history), the last `len` windows.
+    len: usize,
+    /// Samples in the tested window (a suffix of the kept ones).
+    tested: usize,
+    mk: MkAccumulator,
+    memory: SiteMemory,
+    /// Totals given for this window so far (the input may repeat a key).
+    pending_size: u64,
+    pending_count: u64,
+    present_in: u64,
+    count: u64,
+    /// Consecutive windows with size 0.
+    zero_run: usize,
+}
+
+/// Turns per-site totals, one window at a time, into leak verdicts. See [`super`] for the rules.
+pub struct TrendDetector {
+    config: TrendConfig,
+    window: u64,
+    /// Ring of window times: window `w` at `w % history`.
+    times: Vec<f64>,
+    index: FxHashMap<u64, u32>,
+    sites: Vec<SiteState>,
+    /// `history` sizes per site slot, window `w` at `slot * history + w % history`.
+    sizes: Vec<u64>,
+    free: Vec<u32>,
+    process: ProcessHistory,
+    scratch: Scratch,
+    values: Vec<u64>,
+    chrono_times: Vec<f64>,
+}
+
+impl TrendDetector {
+    pub fn new(config: TrendConfig) -> Self {
+        let config = config.sanitized();
+        let h = config.history;
+        TrendDetector {
+            window: 0,
+            times: vec![0.0; h],
+            index: FxHashMap::default(),
+            sites: Vec::new(),
+            sizes: Vec::new(),
+            free: Vec::new(),
+            process: ProcessHistory::default(),
+            scratch: Scratch::default(),
+            values: Vec::with_capacity(h + 1),
+            chrono_times: Vec::with_capacity(h),
+            config,
+        }
+    }
+
+    /// The settings in use (after [`TrendConfig::sanitized`]).
+    pub fn config(&self) -> &TrendConfig {
+        &self.config
+    }
+
+    /// Windows observed so far.
+    pub fn windows(&self) -> u64 {
+        self.window
+    }
+
+    /// Sites currently tracked.
+    pub fn tracked_sites(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Feeds one window. `time` in seconds (monotonic); sites absent from `sites` had size 0 in
+    /// this window. A key given twice has its sizes and counts added.
+    pub fn observe(&mut self, time: f64, process: ProcessSample, sites: &[SiteSample]) -> WindowReport {
+        let h = self.config.history;
+        self.window += 1;
+        let w = self.window;
+        let pos = (w % h as u64) as usize;
+        self.times[pos] = time;
+        self.chrono_times.clear();
+        let kept = (w as usize).min(h);
+        for k in 0..kept {
+            let wk = w - (kept - 1 - k) as u64;
+            self.chrono_times.push(self.times[(wk % h as u64) as usize]);
+        }
+
+        for s in sites {
+            let slot = match self.index.get(&s.key) {
+                Some(&slot) => slot as usize,
+                None => self.new_site(s.key, w),
+            };
+            let st = &mut self.sites[slot];
+            st.pending_size = st.pending_size.saturating_add(s.size);
+            st.pending_count = st.pending_count.saturating_add(s.count);
+            st.present_in = w;
+        }
+
+        self.process.push(&self.config, time, process);
+        let (process_verdict, process_confidence) = self.process.assess(&self.config, &mut self.scratch);
+
+        let mut reports = Vec::with_capacity(self.index.len());
+        let mut dropped = Vec::new();
+        for slot in 0..self.sites.len() {
+            if !self.sites[slot].alive {
+                continue;
+            }
+            let report = self.update_site(slot, w, pos);
+            let st = &self.sites[slot];
+            if st.zero_run >= h {
+                dropped.push(slot);
+            }
+            reports.push(report);
+        }
+        for slot in dropped {
+            let key = self.sites[slot].key;
+            self.sites[slot].alive = false;
+            self.index.remove(&key);
+            self.free.push(slot as u32);
+        }
+        sort_reports(&mut reports);
+        WindowReport { window: w, process_verdict, process_confidence, sites: reports }
+    }
+
+    /// `(time, size)` of the samples kept for a site, oldest first.
+    pub fn site_history(&self, key: u64) -> Option<Vec<(f64, u64)>> {
+        let &slot = self.index.get(&key)?;
+        let st = &self.sites[slot as usize];
+        let h = self.config.history as u64;
+        let base = slot as usize * self.config.history;
+        Some(
+            (0..st.len as u64)
+                .map(|k| {
+                    let wk = self.window - (st.len as u64 - 1 - k);
+                    let i = (wk % h) as usize;
+                    (self.times[i], self.sizes[base + i])
+                })
+                .collect(),
+        )
+    }
+
+    fn new_site(&mut self, key: u64, w: u64) -> usize {
+        let h = self.config.history;
+        let slot = match self.free.pop() {
+            Some(slot) => slot as usize,
+            None => {
+                self.sites.push(SiteState::default());
+                self.sizes.resize(self.sizes.len() + h, 0);
+                self.sites.len() - 1
+            }
+        };
+        self.sites[slot] = SiteState { key, alive: true, first_window: w, ..SiteState::default() };
+        self.index.insert(key, slot as u32);
+        slot
+    }
+
+    /// Appends this window's sample to a site, judges it, and reports it.
+    fn update_site(&mut self, slot: usize, w: u64, pos: usize) -> SiteReport {
+        let h = self.config.history;
+        let base = slot * h;
+        let st = &mut self.sites[slot];
+        let (size, count) = if st.present_in == w { (st.pending_size, st.pending_count) } else { (0, 0) };
+        st.pending_size = 0;
+        st.pending_count = 0;
+
+        // The tested window before this sample, oldest first.
+        let ring = &mut self.sizes[base..base + h];
+        self.values.clear();
+        let m = st.tested;
+        let start = ((w - m as u64) % h as u64) as usize; // window w - m
+        let first = (h - start).min(m);
+        self.values.extend_from_slice(&ring[start..start + first]);
+        self.values.extend_from_slice(&ring[..m - first]);
+        let prev_size = if st.len > 0 { *self.values.last().unwrap_or(&0) } else { 0 };
+        let prev_count = st.count;
+        if m == h {
+            st.mk.pop_front(&self.values);
+            self.values.remove(0);
+        }
+        st.mk.push(&self.values, size);
+        self.values.push(size);
+        ring[pos] = size;
+        st.len = (st.len + 1).min(h);
+        st.tested = self.values.len();
+        st.count = count;
+        st.zero_run = if size == 0 { st.zero_run + 1 } else { 0 };
+
+        let n = st.tested;
+        let times = &self.chrono_times[self.chrono_times.len() - n..];
+        let seen = w - st.first_window + 1;
+        let a = assess(&self.config, &self.values, times, st.mk, seen, &mut st.memory, &mut self.scratch);
+        if let Some(k) = a.restart {
+            let (s, tie) = statistic(&self.values[n - k..]);
+            st.mk = MkAccumulator { s, tie_term: tie };
+            st.tested = k;
+        }
+        SiteReport {
+            key: st.key,
+            verdict: a.verdict,
+            confidence: a.confidence.clamp(0.0, 1.0),
+            size,
+            size_diff: signed_diff(size, prev_size),
+            count,
+            count_diff: signed_diff(count, prev_count),
+            bytes_per_second: a.rate,
+            windows: seen as usize,
+            growth_bytes: a.growth.round() as i64,
+        }
+    }
+}
+
+fn signed_diff(new: u64, old: u64) -> i64 {
+    (new as i128 - old as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+/// Most severe first, then decreasing confidence, then decreasing growth rate, then key.
+fn sort_reports(reports: &mut [SiteReport]) {
+    reports.sort_unstable_by(|a, b| {
+        b.verdict
+            .cmp_severity(a.verdict)
+            .then_with(|| b.confidence.total_cmp(&a.confidence))
+            .then_with(|| b.bytes_per_second.total_cmp(&a.bytes_per_second))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+}
+
+impl std::fmt::Debug for TrendDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrendDetector")
+            .field("config", &self.config)
+            .field("window", &self.window)
+            .field("tracked_sites", &self.index.len())
+            .finish()
+    }
+}

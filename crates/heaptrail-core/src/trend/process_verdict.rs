@@ -1,0 +1,140 @@
+//! What kind of growth the whole process shows, from RSS, traced memory and the traced peak.
+//!
+//! Each window the detector keeps `(time, rss, traced, traced_peak)` for the last `history`
+//! windows and, once it has `min_windows` of them, judges the three series with the same
+//! [`Evidence`] as sites (Mann–Kendall + Hamed–Rao over the window, recent Sen slope, floor).
+//! A series **grows** when [`Evidence::is_leak`] holds for it (same thresholds as a site leak).
+//! Rules, first match wins:
+//! 1. RSS grows and traced memory is flat next to it (traced does not grow, or its recent rate is
+//!    below 25% of RSS's):
+//!    * `TransientPeaks` if the traced *peak* rises (whole-window p ≤ `suspect_p`, positive
+//!      slope, traced rate below 25% of the peak's): big temporary batches push the allocator's
+//!      high-water mark, nothing is kept by Python;
+//!    * else `NativeGrowth`: memory taken outside Python's allocators (C extensions, `malloc`).
+//! 2. `PythonGrowth`: traced memory grows.
+//! 3. `AllocatorRetention`: traced memory fell by more than 30% from its maximum over the window
+//!    (by at least `min_growth_bytes`, judged on the largest of the last 3 samples so a single
+//!    dip does not count) while RSS stayed within 10% of its maximum: freed memory kept by
+//!    the allocator (fragmentation, free lists, arenas).
+//! 4. `Ok`.
+//!
+//! Confidence: `1 − p` of the deciding trend (`TransientPeaks`: the weaker of RSS and peak);
+//! `AllocatorRetention`: the share of the released traced bytes that RSS did not give back;
+//! `Ok`: 0 before `min_windows` windows, then the smaller p-value of RSS and traced growth.
+
+use super::config::TrendConfig;
+use super::evidence::{Evidence, Scratch};
+use super::mann_kendall::statistic;
+use std::collections::VecDeque;
+
+/// Whole-process memory figures at the end of one window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSample {
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// Memory currently traced (allocated through Python's allocators).
+    pub traced_bytes: u64,
+    /// Peak of traced memory (since start, or since the previous window if the caller resets it).
+    pub traced_peak_bytes: u64,
+}
+
+/// The kind of growth the process shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessVerdict {
+    Ok,
+    PythonGrowth,
+    NativeGrowth,
+    TransientPeaks,
+    AllocatorRetention,
+}
+
+impl ProcessVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessVerdict::Ok => "ok",
+            ProcessVerdict::PythonGrowth => "python-growth",
+            ProcessVerdict::NativeGrowth => "native-growth",
+            ProcessVerdict::TransientPeaks => "transient-peaks",
+            ProcessVerdict::AllocatorRetention => "allocator-retention",
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Traced memory counts as flat next to a series growing `r` bytes/s if its rate is below this
+/// fraction of `r`.
+pub const FLAT_RATIO: f64 = 0.25;
+/// Retention: traced memory must have fallen below this fraction of its maximum...
+pub const RETENTION_TRACED_FRACTION: f64 = 0.7;
+/// ...while RSS stayed above this fraction of its maximum.
+pub const RETENTION_RSS_FRACTION: f64 = 0.9;
+
+/// The last `history` process samples.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessHistory {
+    samples: VecDeque<(f64, ProcessSample)>,
+}
+
+impl ProcessHistory {
+    pub fn push(&mut self, cfg: &TrendConfig, time: f64, sample: ProcessSample) {
+        if self.samples.len() == cfg.history {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((time, sample));
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The verdict and its confidence for the samples kept.
+    pub fn assess(&self, cfg: &TrendConfig, scratch: &mut Scratch) -> (ProcessVerdict, f64) {
+        let n = self.samples.len();
+        if n < cfg.min_windows {
+            return (ProcessVerdict::Ok, 0.0);
+        }
+        let times: Vec<f64> = self.samples.iter().map(|s| s.0).collect();
+        let series = |f: fn(&ProcessSample) -> u64| -> Vec<u64> { self.samples.iter().map(|s| f(&s.1)).collect() };
+        let (rss, traced, peak) = (series(|s| s.rss_bytes), series(|s| s.traced_bytes), series(|s| s.traced_peak_bytes));
+        let mut evidence = |v: &[u64]| {
+            let (s, tie) = statistic(v);
+            Evidence::compute(cfg, v, &times, s, tie, scratch)
+        };
+        let (r, t, p) = (evidence(&rss), evidence(&traced), evidence(&peak));
+        let rss_grows = r.is_leak(cfg);
+        let traced_grows = t.is_leak(cfg);
+        let traced_flat_vs_rss = !traced_grows || t.rate < FLAT_RATIO * r.rate;
+        if rss_grows && traced_flat_vs_rss {
+            let peak_rises = p.p_full <= cfg.suspect_p && p.full_rate > 0.0 && t.rate < FLAT_RATIO * p.full_rate.max(p.rate);
+            if peak_rises {
+                return (ProcessVerdict::TransientPeaks, 1.0 - r.p_full.max(p.p_full));
+            }
+            return (ProcessVerdict::NativeGrowth, 1.0 - r.p_full);
+        }
+        if traced_grows {
+            return (ProcessVerdict::PythonGrowth, 1.0 - t.p_full);
+        }
+        let t_max = *traced.iter().max().unwrap_or(&0) as f64;
+        let t_now = *traced[n.saturating_sub(3)..].iter().max().unwrap_or(&0) as f64;
+        let r_max = *rss.iter().max().unwrap_or(&0) as f64;
+        let r_now = *rss.last().unwrap_or(&0) as f64;
+        let released = t_max - t_now;
+        if t_now < RETENTION_TRACED_FRACTION * t_max
+            && released >= cfg.min_growth_bytes
+            && r_now >= RETENTION_RSS_FRACTION * r_max
+        {
+            let kept = (1.0 - (r_max - r_now) / released).clamp(0.0, 1.0);
+            return (ProcessVerdict::AllocatorRetention, kept);
+        }
+        (ProcessVerdict::Ok, r.p_full.min(t.p_full))
+    }
+}

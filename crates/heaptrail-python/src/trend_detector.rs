@@ -1,0 +1,75 @@
+//! `heaptrail._native.TrendDetector`: the core's leak verdicts, fed by the Python watcher.
+
+use heaptrail_core::trend::{ProcessSample, SiteSample, TrendConfig, TrendDetector as Core};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+
+#[pyclass(module = "heaptrail._native", frozen)]
+pub struct TrendDetector {
+    inner: Mutex<Core>,
+}
+
+/// One site's verdict row: `(key, verdict, confidence, size, size_diff, count, count_diff,
+/// bytes_per_second, windows, growth_bytes)`.
+type SiteRow = (u64, &'static str, f64, u64, i64, u64, i64, f64, usize, i64);
+
+#[pymethods]
+impl TrendDetector {
+    #[new]
+    #[pyo3(signature = (history=None, min_windows=None, leak_p=None, suspect_p=None,
+                        min_growth_bytes=None, min_rate=None, fixed_after=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        history: Option<usize>,
+        min_windows: Option<usize>,
+        leak_p: Option<f64>,
+        suspect_p: Option<f64>,
+        min_growth_bytes: Option<f64>,
+        min_rate: Option<f64>,
+        fixed_after: Option<usize>,
+    ) -> Self {
+        let d = TrendConfig::default();
+        let config = TrendConfig {
+            history: history.unwrap_or(d.history),
+            min_windows: min_windows.unwrap_or(d.min_windows),
+            leak_p: leak_p.unwrap_or(d.leak_p),
+            suspect_p: suspect_p.unwrap_or(d.suspect_p),
+            min_growth_bytes: min_growth_bytes.unwrap_or(d.min_growth_bytes),
+            min_rate: min_rate.unwrap_or(d.min_rate),
+            fixed_after: fixed_after.unwrap_or(d.fixed_after),
+        };
+        TrendDetector { inner: Mutex::new(Core::new(config.sanitized())) }
+    }
+
+    /// Feeds one window. `time` is monotonic seconds; `sites` a list of `(key, size, count)`.
+    /// Returns `(window, process_verdict, process_confidence, [site rows...])`, sites ordered
+    /// by severity.
+    fn observe(
+        &self,
+        py: Python<'_>,
+        time: f64,
+        rss_bytes: u64,
+        traced_bytes: u64,
+        traced_peak_bytes: u64,
+        sites: Vec<(u64, u64, u64)>,
+    ) -> (u64, &'static str, f64, Vec<SiteRow>) {
+        let samples: Vec<SiteSample> =
+            sites.into_iter().map(|(key, size, count)| SiteSample { key, size, count }).collect();
+        let process = ProcessSample { rss_bytes, traced_bytes, traced_peak_bytes };
+        let report = py.detach(|| self.inner.lock().observe(time, process, &samples));
+        let rows = report
+            .sites
+            .iter()
+            .map(|s| {
+                (s.key, s.verdict.as_str(), s.confidence, s.size, s.size_diff, s.count, s.count_diff,
+                 s.bytes_per_second, s.windows, s.growth_bytes)
+            })
+            .collect();
+        (report.window, report.process_verdict.as_str(), report.process_confidence, rows)
+    }
+
+    /// `[(time, size), ...]` kept for a site, or None.
+    fn site_history(&self, key: u64) -> Option<Vec<(f64, u64)>> {
+        self.inner.lock().site_history(key)
+    }
+}

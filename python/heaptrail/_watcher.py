@@ -1,0 +1,223 @@
+"""The leak watcher: a background thread that takes a snapshot every interval, reduces it to
+live memory per site in the user's code, and asks the Rust TrendDetector which sites leak.
+
+Each window becomes one report (schema "heaptrail.watch/1", see the README) handed to the
+sinks: the `heaptrail` logger, a JSON Lines file, a Prometheus endpoint, a callback.
+"""
+
+import logging
+import os
+import sys
+import sysconfig
+import threading
+import time
+from collections import deque
+
+from . import _native
+from ._process_memory import rss_bytes
+from ._settings import Settings
+from ._sinks import CallbackSink, JsonLinesSink, LoggingSink
+from ._retainers import describe_holders
+
+SCHEMA = "heaptrail.watch/1"
+HISTORY = 1000  # windows kept in Watcher.history
+
+log = logging.getLogger("heaptrail")
+
+
+def library_patterns():
+    """Files that are not the user's code: the standard library, installed packages and
+    heaptrail itself. Allocations made there are reported at the caller's line."""
+    dirs = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    dirs.add(os.path.dirname(os.path.abspath(__file__)))
+    patterns = [os.path.join(d, "*") for d in sorted(filter(None, dirs))]
+    return patterns + ["<frozen *>", "<unknown>"]
+
+
+class Watcher:
+    """Background leak detection in this process. Create with :func:`heaptrail.watch`."""
+
+    def __init__(self, settings, callback=None, detector_options=None):
+        self.settings = settings
+        self._detector = _native.TrendDetector(**(detector_options or {}))
+        self._library = library_patterns()
+        self._sinks = [LoggingSink(log)]
+        if settings.report:
+            self._sinks.append(JsonLinesSink(settings.report))
+        if callback is not None:
+            self._sinks.append(CallbackSink(callback))
+        self._prometheus = None
+        if settings.prometheus_address():
+            from ._prometheus import PrometheusEndpoint
+            self._prometheus = PrometheusEndpoint(settings.prometheus_address())
+            self._sinks.append(self._prometheus)
+        self._history = deque(maxlen=HISTORY)
+        self._site_info = {}      # key -> (filename, lineno, traceback) last seen
+        self._verdicts = {}       # key -> last verdict
+        self._holders = {}        # key -> who holds a leaking site's memory
+        self._window = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one window at a time (thread vs check_now)
+        self._thread = None
+        self._started_tracing = False
+        self.pauses = deque(maxlen=HISTORY)  # seconds the application was paused per window
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self):
+        if not _native.is_tracing():
+            _native.start(self.settings.nframe)
+            self._started_tracing = True
+        elif _native.get_traceback_limit() < self.settings.nframe:
+            _native.start(self.settings.nframe)  # raises the limit, keeps the traces
+        self._thread = threading.Thread(target=self._run, name="heaptrail-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop watching (and tracing, if the watcher started it)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        for sink in self._sinks:
+            sink.close()
+        if self._started_tracing and _native.is_tracing():
+            _native.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def report(self):
+        """The latest window's report (a dict, schema "heaptrail.watch/1"), or None."""
+        return self._history[-1] if self._history else None
+
+    @property
+    def history(self):
+        """Reports of the last windows, oldest first."""
+        return list(self._history)
+
+    # ---- the windows -------------------------------------------------------------------------
+
+    def _run(self):
+        _native._ignore_current_thread(True)  # the watcher's own objects are not traced
+        while not self._stop.wait(self.settings.interval):
+            try:
+                self.check_now()
+            except Exception:  # a bad window must not kill the watcher
+                log.exception("heaptrail: watcher window failed")
+
+    def check_now(self):
+        """Take one window now and return its report."""
+        with self._lock:
+            if not _native.is_tracing():
+                return None
+            return self._take_window()
+
+    def _take_window(self):
+        now, mono = time.time(), time.monotonic()
+        paused = time.perf_counter()
+        table = _native._get_traces()
+        traced, peak = _native.get_traced_memory()
+        _native.reset_peak()  # the peak of the *next* window
+        self.pauses.append(time.perf_counter() - paused)
+        rss = rss_bytes()
+        sites = table.sites(self._library, self.settings.patterns("include"),
+                            self.settings.patterns("exclude"))
+        for key, filename, lineno, _size, _count, frames in sites:
+            self._site_info[key] = (filename, lineno, frames)
+        window, process, process_conf, verdicts = self._detector.observe(
+            mono, rss, traced, peak, [(key, size, count) for key, _, _, size, count, _ in sites])
+        self._window = window
+        report = {
+            "schema": SCHEMA,
+            "time": round(now, 3),
+            "pid": os.getpid(),
+            "window": window,
+            "interval": self.settings.interval,
+            "rss_bytes": rss,
+            "traced_bytes": traced,
+            "traced_peak_bytes": peak,
+            "process_verdict": process,
+            "process_confidence": round(process_conf, 4),
+            "sites": self._site_rows(verdicts),
+        }
+        transitions = self._transitions(report["sites"])
+        self._history.append(report)
+        for sink in self._sinks:
+            sink.emit(report, transitions)
+        return report
+
+    def _site_rows(self, verdicts):
+        rows = []
+        for (key, verdict, confidence, size, size_diff, count, count_diff, rate, windows,
+             growth) in verdicts:
+            if len(rows) >= self.settings.top and verdict not in ("leak", "suspect", "fixed"):
+                continue
+            filename, lineno, frames = self._site_info.get(key, ("<unknown>", 0, ()))
+            row = {
+                "filename": filename,
+                "lineno": lineno,
+                "traceback": [[f, n] for f, n in frames],
+                "size": size,
+                "size_diff": size_diff,
+                "count": count,
+                "count_diff": count_diff,
+                "bytes_per_second": round(rate, 3),
+                "verdict": verdict,
+                "confidence": round(confidence, 4),
+                "windows": windows,
+                "growth_bytes": growth,
+            }
+            if verdict == "leak":
+                if key not in self._holders:
+                    self._holders[key] = describe_holders(filename, lineno, count)
+                if self._holders[key]:
+                    row["held_by"] = self._holders[key]
+            rows.append(row)
+        return rows
+
+    def _transitions(self, rows):
+        """(row, old verdict) for sites whose verdict changed this window."""
+        changed = []
+        for row in rows:
+            key = (row["filename"], row["lineno"])
+            old = self._verdicts.get(key)
+            if old != row["verdict"]:
+                changed.append((row, old))
+                self._verdicts[key] = row["verdict"]
+        return changed
+
+
+def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=None,
+          include=None, exclude=None, top=None, **detector_options):
+    """Start background leak detection in this process and return the :class:`Watcher`.
+
+    Starts tracing if needed. Every `interval` seconds (default 60) the watcher takes a
+    snapshot, updates a time series per allocation site in your code and classifies each site
+    as ``leak``, ``suspect``, ``warming-up``, ``plateau`` or ``fixed``; the process as ``ok``,
+    ``python-growth``, ``native-growth``, ``transient-peaks`` or ``allocator-retention``.
+
+    Each argument left as None is read from its HEAPTRAIL_* environment variable
+    (HEAPTRAIL_INTERVAL, HEAPTRAIL_NFRAME, HEAPTRAIL_REPORT, HEAPTRAIL_PROMETHEUS,
+    HEAPTRAIL_INCLUDE, HEAPTRAIL_EXCLUDE, HEAPTRAIL_TOP), else its default.
+
+    report: path of a JSON Lines file, one report per window. prometheus: "HOST:PORT" (or a
+    port, bound on 127.0.0.1) to serve metrics on. callback: called with each report dict.
+    include / exclude: fnmatch patterns (lists, or comma-separated strings) of files that are /
+    are never the user's code. detector_options: TrendDetector settings (history, min_windows,
+    leak_p, suspect_p, min_growth_bytes, min_rate, fixed_after).
+    """
+    as_text = lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    settings = Settings.from_environment(
+        interval=interval, nframe=nframe, report=report, prometheus=prometheus,
+        include=as_text(include), exclude=as_text(exclude), top=top)
+    return Watcher(settings, callback=callback, detector_options=detector_options).start()
