@@ -61,7 +61,7 @@ class Watcher:
         self._lock = threading.Lock()  # one window at a time (thread vs check_now)
         self._thread = None
         self._started_tracing = False
-        self.pauses = deque(maxlen=HISTORY)  # seconds the application was paused per window
+        self.pauses = deque(maxlen=HISTORY)  # seconds each window's snapshot held the GIL
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -124,11 +124,10 @@ class Watcher:
 
     def _take_window(self):
         now, mono = time.time(), time.monotonic()
-        paused = time.perf_counter()
         table = _native._get_traces()
         traced, peak = _native.get_traced_memory()
         _native.reset_peak()  # the peak of the *next* window
-        self.pauses.append(time.perf_counter() - paused)
+        self.pauses.append(_native._last_snapshot_pause())
         rss = rss_bytes()
         sites = table.sites(self._library, self.settings.patterns("include"),
                             self.settings.patterns("exclude"))

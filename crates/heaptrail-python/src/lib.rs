@@ -97,6 +97,12 @@ fn _get_traces(py: Python<'_>) -> TraceTable {
     TraceTable::new(tracer::take_snapshot(py).unwrap_or_default())
 }
 
+/// Seconds the last snapshot held the GIL (the pause it imposed on the application).
+#[pyfunction]
+fn _last_snapshot_pause() -> f64 {
+    tracer::last_snapshot_pause()
+}
+
 /// `(walked, reported)` depth of the calling thread's stack (tests of the depth shortcut).
 #[pyfunction]
 fn _stack_depths() -> (i32, i32) {
@@ -134,6 +140,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
     m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
+    m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_class::<TraceTable>()?;
     m.add_class::<trend_detector::TrendDetector>()?;
     m.add("SnapshotFileError", m.py().get_type::<errors::SnapshotFileError>())?;

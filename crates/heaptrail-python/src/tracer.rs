@@ -33,6 +33,20 @@ pub const MAX_NFRAME: usize = 65535;
 static TRACING: AtomicBool = AtomicBool::new(false);
 /// `get_traceback_limit()`: kept after `stop()`, like tracemalloc.
 static NFRAME: AtomicUsize = AtomicUsize::new(1);
+/// The longest the last `take_snapshot` held the GIL without a break, in nanoseconds (the
+/// application's longest pause).
+static LAST_SNAPSHOT_PAUSE_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bumped by every `clear`: code objects a snapshot copied may be released after it.
+static GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+/// Longest stretch of work a snapshot does with the GIL held before letting other threads run.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Seconds the last snapshot held the GIL.
+pub fn last_snapshot_pause() -> f64 {
+    LAST_SNAPSHOT_PAUSE_NS.load(Ordering::Relaxed) as f64 / 1e9
+}
 
 /// State accessed only with the main interpreter's GIL held.
 struct GilGuarded<T>(UnsafeCell<T>);
@@ -394,6 +408,7 @@ pub fn clear(py: Python<'_>) {
     }
     .unwrap_or_default();
     PENDING.lock().clear();
+    GENERATION.fetch_add(1, Ordering::Relaxed);
     // SAFETY: GIL held.
     unsafe { resolver().clear() };
     // After the tables are released: dropping a code object frees memory through the hooks.
@@ -475,61 +490,120 @@ pub fn blocks_through(py: Python<'_>, filename: &str, lineno: u32) -> rustc_hash
 }
 
 /// A snapshot of every live trace, with line numbers resolved. `None` when not tracing.
+///
+/// The application is paused (GIL held) only while the trace table is copied and in short
+/// stretches of line-number resolution; the snapshot itself is built without the GIL.
 pub fn take_snapshot(py: Python<'_>) -> Option<Snapshot> {
-    if !is_tracing() {
-        return None;
+    loop {
+        if !is_tracing() {
+            return None;
+        }
+        if let Some(snapshot) = try_take_snapshot(py) {
+            return Some(snapshot);
+        }
+        // The traces were cleared while we let other threads run: start over.
     }
+}
+
+fn try_take_snapshot(py: Python<'_>) -> Option<Snapshot> {
     let _own = OwnWork::begin();
+    let generation = GENERATION.load(Ordering::Relaxed);
+    let mut hold = std::time::Instant::now();
+    let mut longest = std::time::Duration::ZERO;
     // 1. Copy only: (size, compact traceback id) per trace, and the frames of the tracebacks
     //    that live traces use.
     // SAFETY: GIL held; the closure stays in Rust.
-    let (sizes, tracebacks) = unsafe {
+    let (sizes, big_sizes, tracebacks) = unsafe {
         with_tracer(|t| {
             let mut compact: Vec<u32> = vec![u32::MAX; t.tracebacks.len()];
             let mut used: Vec<(Vec<RawFrame>, u16)> = Vec::new();
-            let mut sizes: Vec<(u64, u32)> = Vec::with_capacity(t.store.len());
-            t.store.for_each(|size, tb| {
+            // 8 bytes a trace: the copy is the one part of a snapshot that cannot be split up.
+            let mut sizes: Vec<(u32, u32)> = Vec::with_capacity(t.store.len());
+            let mut big_sizes: Vec<(usize, u64)> = Vec::new();
+            t.store.for_each_packed(|size, tb, addr| {
                 let slot = &mut compact[tb as usize];
                 if *slot == u32::MAX {
                     *slot = used.len() as u32;
                     used.push((t.tracebacks.frames(tb).to_vec(), t.tracebacks.total_nframe(tb)));
                 }
+                if size == u32::MAX {
+                    big_sizes.push((sizes.len(), t.store.big_size(addr)));
+                }
                 sizes.push((size, *slot));
             });
-            (sizes, used)
+            (sizes, big_sizes, used)
         })
     }?;
-    // 2. Resolve each distinct frame once (this calls into Python, so the tables are not
-    //    borrowed any more).
-    let mut builder = SnapshotBuilder::new(traceback_limit() as u32);
-    // SAFETY: GIL held; resolution only reads code objects the registry holds.
-    let resolver = unsafe { resolver() };
+    // 2. Resolve each distinct frame once. New code objects make this slow (a line table to
+    //    decode each), so every MAX_HOLD the GIL is released for a moment to let the
+    //    application run.
     let mut frame_ids: FxHashMap<RawFrame, u32> = FxHashMap::default();
-    let mut tb_ids = Vec::with_capacity(tracebacks.len());
-    let mut ids = Vec::new();
-    for (frames, total) in &tracebacks {
-        ids.clear();
+    let mut resolved: Vec<(Filename, u32)> = Vec::new();
+    let mut compact_tracebacks: Vec<(Vec<u32>, u16)> = Vec::with_capacity(tracebacks.len());
+    for (frames, total) in tracebacks {
+        let mut ids = Vec::with_capacity(frames.len());
         for f in frames {
-            let id = match frame_ids.get(f) {
+            let id = match frame_ids.get(&f) {
                 Some(&id) => id,
                 None => {
-                    // SAFETY: see `block_traceback`.
-                    let (name, lineno) = unsafe { resolver.resolve(py, *f) };
-                    let fid = builder.intern_shared_filename(&name);
-                    let id = builder.intern_frame(fid, lineno);
-                    frame_ids.insert(*f, id);
+                    // SAFETY: GIL held; the registry holds the frame's code object, unless a
+                    // `clear` ran while the GIL was released, which the generation check
+                    // below catches before any frame is resolved.
+                    resolved.push(unsafe { resolver().resolve(py, f) });
+                    let id = (resolved.len() - 1) as u32;
+                    frame_ids.insert(f, id);
                     id
                 }
             };
             ids.push(id);
+            if hold.elapsed() > MAX_HOLD {
+                longest = longest.max(hold.elapsed());
+                py.detach(|| ());
+                hold = std::time::Instant::now();
+                if GENERATION.load(Ordering::Relaxed) != generation {
+                    return None;
+                }
+            }
         }
-        tb_ids.push(builder.intern_traceback(&ids, *total as u32));
+        compact_tracebacks.push((ids, total));
     }
-    builder.reserve_traces(sizes.len());
-    for (size, tb) in sizes {
-        builder.push_trace(0, size, tb_ids[tb as usize]);
-    }
-    Some(builder.finish())
+    let tracebacks = compact_tracebacks;
+    longest = longest.max(hold.elapsed());
+    // 3. Build the snapshot without the GIL: the application runs meanwhile.
+    LAST_SNAPSHOT_PAUSE_NS.store(longest.as_nanos() as u64, Ordering::Relaxed);
+    let limit = traceback_limit() as u32;
+    Some(py.detach(move || {
+        let mut builder = SnapshotBuilder::new(limit);
+        let frame_ids: Vec<u32> = resolved
+            .iter()
+            .map(|(name, lineno)| {
+                let fid = builder.intern_shared_filename(name);
+                builder.intern_frame(fid, *lineno)
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let tb_ids: Vec<u32> = tracebacks
+            .iter()
+            .map(|(frames, total)| {
+                ids.clear();
+                ids.extend(frames.iter().map(|&f| frame_ids[f as usize]));
+                builder.intern_traceback(&ids, *total as u32)
+            })
+            .collect();
+        builder.reserve_traces(sizes.len());
+        let mut big = big_sizes.into_iter().peekable();
+        for (i, (size, tb)) in sizes.into_iter().enumerate() {
+            let size = match big.peek() {
+                Some(&(at, real)) if at == i => {
+                    big.next();
+                    real
+                }
+                _ => size as u64,
+            };
+            builder.push_trace(0, size, tb_ids[tb as usize]);
+        }
+        builder.finish()
+    }))
 }
 
 // ---- fork -------------------------------------------------------------------------------
