@@ -87,12 +87,28 @@ def summary(values):
     return {"median": statistics.median(values), "min": min(values), "runs": list(values)}
 
 
+def heaptrail_build():
+    """Which heaptrail build is measured: version, extension path, its mtime and a short hash."""
+    try:
+        import hashlib
+        import heaptrail
+        from heaptrail import _native
+    except ImportError as exc:
+        return {"error": str(exc)}
+    with open(_native.__file__, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    return {"version": heaptrail.__version__, "native": _native.__file__, "sha256": digest,
+            "built": time.strftime("%Y-%m-%d %H:%M", time.localtime(
+                os.path.getmtime(_native.__file__)))}
+
+
 def environment():
     try:
         load = os.getloadavg()
     except OSError:
         load = None
     return {
+        "heaptrail": heaptrail_build(),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "executable": sys.executable,
@@ -115,8 +131,15 @@ def header(env, title):
     lines = [title,
              f"Python {env['python']} ({env['implementation']}) on {env['platform']}, "
              f"{env['cpus']} CPUs{load}",
+             _describe_build(env["heaptrail"]),
              f"command: {env['command']}"]
     return "\n".join(lines)
+
+
+def _describe_build(build):
+    if "error" in build:
+        return f"heaptrail: not importable ({build['error']})"
+    return f"heaptrail {build['version']}, extension built {build['built']} (sha256 {build['sha256']})"
 
 
 def table(headers, rows, align=None):

@@ -46,7 +46,9 @@ def _summary_at_exit():
     watcher = _state.get("watcher")
     if watcher is None or os.getpid() != _state.get("pid"):
         return
-    report = watcher.check_now() or watcher.report
+    # The last regular window, not a new one: at exit the program is winding down (threads
+    # joined, buffers released) and a sample taken now says nothing about its steady state.
+    report = watcher.report or watcher.check_now()
     watcher.stop()
     sys.stderr.write("\n".join(summary_lines(report, len(watcher.history))) + "\n")
 

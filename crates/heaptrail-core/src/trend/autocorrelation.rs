@@ -10,21 +10,61 @@
 //!
 //! heaptrail uses the *conservative* variant: the factor is clamped to `≥ 1`, so the correction can
 //! only make a trend less significant (negative autocorrelation does not manufacture leaks).
+//!
+//! Short windows (a recent suffix of the history) cannot show their own correlation; for them
+//! [`lag1_factor`] estimates it from the samples that precede the window.
 
 /// Variance inflation factor for `values` at `times` detrended with `slope` (bytes/second).
 /// `scratch` is reused between calls.
 pub fn variance_factor(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<(f64, usize)>) -> f64 {
     let n = values.len();
-    if n < 4 {
+    if n < 4 || n > MAX_N {
         return 1.0;
     }
-    // Ranks of the detrended values (average rank for ties).
+    let mut ranks = [0.0f64; MAX_N];
+    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else { return 1.0 };
+    let denom: f64 = ranks.iter().map(|r| r * r).sum();
+    let bound = 1.96 / (n as f64).sqrt();
+    let nf = n as f64;
+    let mut sum = 0.0;
+    for k in 1..n - 2 {
+        let rho = lag_correlation(ranks, k, denom);
+        if rho.abs() > bound {
+            let m = (n - k) as f64;
+            sum += m * (m - 1.0) * (m - 2.0) * rho;
+        }
+    }
+    (1.0 + 2.0 / (nf * (nf - 1.0) * (nf - 2.0)) * sum).max(1.0)
+}
+
+/// Variance inflation `(1 + φ)/(1 − φ)` of an AR(1) process, with `φ` the lag-1 rank
+/// autocorrelation of `values` detrended with `slope`, clamped to `[0, 0.9]`, with no
+/// significance screening. Used for short windows, with `values` the samples *before* the
+/// window: ten samples cannot show their own serial correlation, but a wandering series shows it
+/// in its longer past (and a leak that started after a flat stretch does not).
+pub fn lag1_factor(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<(f64, usize)>) -> f64 {
+    let n = values.len();
+    if n < 4 || n > MAX_N {
+        return 1.0;
+    }
+    let mut ranks = [0.0f64; MAX_N];
+    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else { return 1.0 };
+    let denom: f64 = ranks.iter().map(|r| r * r).sum();
+    let phi = lag_correlation(ranks, 1, denom).clamp(0.0, 0.9);
+    (1.0 + phi) / (1.0 - phi)
+}
+
+const MAX_N: usize = 256;
+
+/// Ranks of the detrended values (average rank for ties) minus their mean, in `out`; `None` if
+/// they are all equal.
+fn centred_ranks<'a>(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<(f64, usize)>, out: &'a mut [f64; MAX_N]) -> Option<&'a [f64]> {
+    let n = values.len();
     scratch.clear();
     let t0 = times[0];
     scratch.extend(values.iter().zip(times).enumerate().map(|(i, (&x, &t))| (x as f64 - slope * (t - t0), i)));
     scratch.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-    let mut ranks = [0.0f64; 256];
-    let ranks: &mut [f64] = if n <= 256 { &mut ranks[..n] } else { return 1.0 };
+    let ranks = &mut out[..n];
     let mut i = 0;
     while i < n {
         let mut j = i + 1;
@@ -41,21 +81,15 @@ pub fn variance_factor(values: &[u64], times: &[f64], slope: f64, scratch: &mut 
     for r in ranks.iter_mut() {
         *r -= mean;
     }
-    let denom: f64 = ranks.iter().map(|r| r * r).sum();
-    if denom <= 0.0 {
-        return 1.0;
+    if ranks.iter().all(|&r| r == 0.0) {
+        return None;
     }
-    let bound = 1.96 / (n as f64).sqrt();
-    let nf = n as f64;
-    let mut sum = 0.0;
-    for k in 1..n - 2 {
-        let rho = ranks[..n - k].iter().zip(&ranks[k..]).map(|(a, b)| a * b).sum::<f64>() / denom;
-        if rho.abs() > bound {
-            let m = (n - k) as f64;
-            sum += m * (m - 1.0) * (m - 2.0) * rho;
-        }
-    }
-    (1.0 + 2.0 / (nf * (nf - 1.0) * (nf - 2.0)) * sum).max(1.0)
+    Some(ranks)
+}
+
+fn lag_correlation(ranks: &[f64], k: usize, denom: f64) -> f64 {
+    let n = ranks.len();
+    ranks[..n - k].iter().zip(&ranks[k..]).map(|(a, b)| a * b).sum::<f64>() / denom
 }
 
 #[cfg(test)]
@@ -78,6 +112,15 @@ mod tests {
         let t: Vec<f64> = (0..30).map(|i| i as f64).collect();
         let f = variance_factor(&x, &t, 0.0, &mut Vec::new());
         assert!(f > 2.0, "{f}");
+    }
+
+    #[test]
+    fn lag1_factor_sees_wandering_not_noise() {
+        let t: Vec<f64> = (0..20).map(|i| i as f64).collect();
+        let x: [u64; 20] = [5, 9, 2, 7, 4, 8, 1, 6, 3, 10, 4, 9, 2, 8, 5, 7, 3, 9, 1, 6];
+        assert_eq!(lag1_factor(&x, &t, 0.0, &mut Vec::new()), 1.0);
+        let wander: Vec<u64> = (0..20).map(|i| (1000.0 + 300.0 * (i as f64 / 3.0).sin()) as u64).collect();
+        assert!(lag1_factor(&wander, &t, 0.0, &mut Vec::new()) > 3.0);
     }
 
     #[test]

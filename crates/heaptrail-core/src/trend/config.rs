@@ -51,7 +51,7 @@ impl TrendConfig {
             suspect_p: clamp_p(self.suspect_p).max(leak_p),
             min_growth_bytes: non_negative(self.min_growth_bytes),
             min_rate: non_negative(self.min_rate),
-            fixed_after: self.fixed_after.clamp(2, history),
+            fixed_after: self.fixed_after.clamp(2, history - 1),
         }
     }
 

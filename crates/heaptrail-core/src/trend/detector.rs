@@ -98,6 +98,9 @@ pub struct TrendDetector {
     scratch: Scratch,
     values: Vec<u64>,
     chrono_times: Vec<f64>,
+    /// Reused between windows (a window's reports are copied out sorted).
+    reports: Vec<SiteReport>,
+    sort_keys: Vec<(u64, u64, u64, u32)>,
 }
 
 impl TrendDetector {
@@ -115,6 +118,8 @@ impl TrendDetector {
             scratch: Scratch::default(),
             values: Vec::with_capacity(h + 1),
             chrono_times: Vec::with_capacity(h),
+            reports: Vec::new(),
+            sort_keys: Vec::new(),
             config,
         }
     }
@@ -163,7 +168,8 @@ impl TrendDetector {
         self.process.push(&self.config, time, process);
         let (process_verdict, process_confidence) = self.process.assess(&self.config, &mut self.scratch);
 
-        let mut reports = Vec::with_capacity(self.index.len());
+        let mut reports = std::mem::take(&mut self.reports);
+        reports.clear();
         let mut dropped = Vec::new();
         for slot in 0..self.sites.len() {
             if !self.sites[slot].alive {
@@ -182,8 +188,9 @@ impl TrendDetector {
             self.index.remove(&key);
             self.free.push(slot as u32);
         }
-        sort_reports(&mut reports);
-        WindowReport { window: w, process_verdict, process_confidence, sites: reports }
+        let sorted = sort_reports(&reports, &mut self.sort_keys);
+        self.reports = reports;
+        WindowReport { window: w, process_verdict, process_confidence, sites: sorted }
     }
 
     /// `(time, size)` of the samples kept for a site, oldest first.
@@ -278,14 +285,24 @@ fn signed_diff(new: u64, old: u64) -> i64 {
 }
 
 /// Most severe first, then decreasing confidence, then decreasing growth rate, then key.
-fn sort_reports(reports: &mut [SiteReport]) {
-    reports.sort_unstable_by(|a, b| {
-        b.verdict
-            .cmp_severity(a.verdict)
-            .then_with(|| b.confidence.total_cmp(&a.confidence))
-            .then_with(|| b.bytes_per_second.total_cmp(&a.bytes_per_second))
-            .then_with(|| a.key.cmp(&b.key))
-    });
+fn sort_reports(reports: &[SiteReport], keys: &mut Vec<(u64, u64, u64, u32)>) -> Vec<SiteReport> {
+    // Integer keys that order like the floats (IEEE total order), inverted for "decreasing".
+    fn descending(x: f64) -> u64 {
+        let bits = x.to_bits();
+        let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+        !ordered
+    }
+    // Sort small keys, not the reports: (severity and confidence, rate, key, index).
+    // Confidence is in [0, 1], so its bits fit in 62; the lowest one is dropped to make room
+    // for the severity (adjacent doubles then tie and are ordered by rate).
+    keys.clear();
+    keys.extend(reports.iter().enumerate().map(|(i, r)| {
+        let conf = (1u64 << 62) - 1 - r.confidence.clamp(0.0, 1.0).to_bits();
+        let first = (u64::from(4 - r.verdict.severity()) << 61) | (conf >> 1);
+        (first, descending(r.bytes_per_second), r.key, i as u32)
+    }));
+    keys.sort_unstable();
+    keys.iter().map(|k| reports[k.3 as usize]).collect()
 }
 
 impl std::fmt::Debug for TrendDetector {

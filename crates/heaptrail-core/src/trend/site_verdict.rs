@@ -5,7 +5,7 @@
 //! 1. **Fixed is sticky.** A `Fixed` site stays `Fixed` unless the samples *since the fix* show
 //!    a leak (→ `Leak`) or a suspect trend that also lifts the floor (→ `Suspect`).
 //! 2. **Becoming fixed.** A site that was ever `Leak` and whose last `fixed_after` samples do not
-//!    grow (Mann–Kendall `S ≤ 0`, i.e. flat or falling, or Sen slope below `min_rate`) is `Fixed`;
+//!    grow (Mann–Kendall `S ≤ 0`: flat or falling) is `Fixed`;
 //!    its tested window restarts at those `fixed_after` samples, so renewed growth is judged on
 //!    post-fix data only.
 //! 3. **Warm-up.** `seen < min_windows`: `WarmingUp` if the last sample exceeds the first (a site
@@ -23,9 +23,9 @@
 //! the data is with no growth: 1 for a constant series).
 
 use super::config::TrendConfig;
-use super::evidence::{recent_rate, Evidence, Scratch};
+use super::evidence::{recent_rate, search, Scratch, SUSPECT_DIVISOR};
+use super::shape::floor_rise;
 use super::mann_kendall::{p_increasing, statistic, MkAccumulator};
-use super::sen_slope::sen_slope;
 use super::verdict::Verdict;
 
 /// What the detector remembers about a site between windows.
@@ -35,6 +35,23 @@ pub struct SiteMemory {
     pub last: Option<Verdict>,
     /// The site has been `Leak` at least once.
     pub was_leak: bool,
+    /// In the `Fixed` regime (shown as `Fixed`, or `Suspect` while a relapse is unconfirmed).
+    pub fixed: bool,
+    /// Bit `k` set: every leak condition held `k + 1` windows ago.
+    pub leak_bits: u32,
+}
+
+/// A site is called `Leak` when the leak conditions hold now and in at least
+/// `CONFIRM_WINDOWS − 1` of the `CONFIRM_SPAN − 1` previous windows (else it is `Suspect`): one
+/// chance alignment of noise is not enough. (Skipping the confirmation when p ≤ `leak_p²` found
+/// clean leaks one window earlier but let serially correlated noise through: such series get
+/// tiny p-values.)
+pub const CONFIRM_WINDOWS: u32 = 2;
+pub const CONFIRM_SPAN: u32 = 3;
+
+fn confirmed(memory: &SiteMemory) -> bool {
+    let previous = (memory.leak_bits & ((1 << (CONFIRM_SPAN - 1)) - 1)).count_ones();
+    previous + 1 >= CONFIRM_WINDOWS
 }
 
 /// The outcome for one site in one window.
@@ -64,54 +81,70 @@ pub fn assess(
     let n = values.len();
     let (rate, growth) = recent_rate(cfg, values, times, scratch);
     let p_quick = p_increasing(n, mk.s, mk.tie_term, 1.0);
-    let candidate = n >= cfg.min_windows && mk.s > 0 && p_quick <= cfg.suspect_p;
     let mut out = Assessment { verdict: Verdict::Plateau, confidence: p_quick, rate, growth, restart: None };
-    let evidence = |scratch: &mut Scratch| Evidence::compute(cfg, values, times, mk.s, mk.tie_term, scratch);
+    let mut leak_now = false;
+    let k = cfg.fixed_after;
 
-    if memory.last == Some(Verdict::Fixed) {
+    if memory.fixed {
+        // Sticky: only a renewed leak, measured since the fix, leaves Fixed.
         out.verdict = Verdict::Fixed;
-        if candidate {
-            let e = evidence(scratch);
-            if e.is_leak(cfg) {
-                out.verdict = Verdict::Leak;
-            } else if e.is_suspect(cfg) && e.floor_rise > 0.0 {
-                out.verdict = Verdict::Suspect;
-            }
-            if out.verdict != Verdict::Fixed {
-                out.confidence = 1.0 - e.p_full;
-            }
+        let found = search(cfg, values, times, mk.s, mk.tie_term, scratch);
+        if let Some(e) = found.leak {
+            leak_now = true;
+            out.verdict = if confirmed(memory) { Verdict::Leak } else { Verdict::Suspect };
+            out.confidence = 1.0 - e.p_full;
+            memory.fixed = out.verdict != Verdict::Leak;
         }
-    } else if memory.was_leak && n >= cfg.fixed_after && stopped(cfg, &values[n - cfg.fixed_after..], &times[n - cfg.fixed_after..], scratch) {
-        let k = cfg.fixed_after;
-        let (s, tie) = statistic(&values[n - k..]);
+    } else if memory.was_leak && n > k && stopped(&values[n - k - 1..]) {
+        let (s, tie) = statistic(&values[n - k - 1..]);
         out.verdict = Verdict::Fixed;
-        out.confidence = p_increasing(k, s, tie, 1.0);
-        out.restart = Some(k);
+        out.confidence = p_increasing(k + 1, s, tie, 1.0);
+        out.restart = Some(k + 1);
+        memory.fixed = true;
     } else if seen < cfg.min_windows as u64 {
         let growing = if n >= 2 { values[n - 1] > values[0] } else { values.first().is_some_and(|&v| v > 0) };
         if growing {
             out.verdict = Verdict::WarmingUp;
             out.confidence = seen as f64 / cfg.min_windows as f64;
         }
-    } else if candidate {
-        let e = evidence(scratch);
-        if e.is_leak(cfg) || (memory.last == Some(Verdict::Leak) && e.still_leaking(cfg)) {
-            out.verdict = Verdict::Leak;
+    } else if memory.last == Some(Verdict::Leak) && still_leaking(cfg, values, p_quick, rate) {
+        out.verdict = Verdict::Leak;
+        out.confidence = 1.0 - p_quick;
+        leak_now = true;
+    } else {
+        let found = search(cfg, values, times, mk.s, mk.tie_term, scratch);
+        if let Some(e) = found.leak {
+            leak_now = true;
+            out.verdict = if confirmed(memory) { Verdict::Leak } else { Verdict::Suspect };
             out.confidence = 1.0 - e.p_full;
-        } else if e.is_suspect(cfg) {
+        } else if let Some(e) = found.suspect {
             out.verdict = Verdict::Suspect;
             out.confidence = 1.0 - e.p_full;
-        } else {
+        } else if let Some(e) = found.whole {
             out.confidence = e.p_full;
         }
     }
+    memory.leak_bits = (memory.leak_bits << 1) | leak_now as u32;
     memory.last = Some(out.verdict);
     memory.was_leak |= out.verdict == Verdict::Leak;
     out
 }
 
-/// The last `fixed_after` samples do not grow: flat or falling, or slower than `min_rate`.
-fn stopped(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &mut Scratch) -> bool {
-    let (s, _) = statistic(values);
-    s <= 0 || sen_slope(values, times, &mut scratch.floats) < cfg.min_rate
+/// Hysteresis: a site that was `Leak` in the previous window stays `Leak` while its tested
+/// window still has an (uncorrected) Mann–Kendall p ≤ `leak_p`, its recent window still grows
+/// (`S > 0`, Sen slope ≥ `min_rate/4`) and its floor still rises — weaker than the leak
+/// conditions, so a noisy leak does not flicker, and cheap, since leaking sites are judged
+/// every window.
+fn still_leaking(cfg: &TrendConfig, values: &[u64], p_quick: f64, rate: f64) -> bool {
+    let n = values.len();
+    p_quick <= cfg.leak_p
+        && rate >= cfg.min_rate / SUSPECT_DIVISOR
+        && floor_rise(values) > 0.0
+        && statistic(&values[n - cfg.recent_len(n)..]).0 > 0
+}
+
+/// The last `fixed_after` windows did not grow: Mann–Kendall `S ≤ 0` (flat or falling) over
+/// their samples and the one before them.
+fn stopped(values: &[u64]) -> bool {
+    statistic(values).0 <= 0
 }
