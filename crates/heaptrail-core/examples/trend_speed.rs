@@ -1,5 +1,5 @@
 //! Times `TrendDetector::observe` with 20,000 sites and a full history (target: well under 5 ms
-//! per window in release).
+//! per window in release), single-threaded and with the default thread setting.
 //!
 //! `cargo run --release -p heaptrail-core --example trend_speed`
 
@@ -51,46 +51,101 @@ fn size(shape: Shape, base: f64, w: usize, rng: &mut Rng) -> Option<u64> {
     Some(v as u64)
 }
 
-fn run(name: &str, shape_of: impl Fn(usize) -> Shape) {
+/// CPU time of this thread (Linux: `/proc/thread-self/schedstat`), to see past other load.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        s.split_whitespace().next()?.parse().ok()?,
+    ))
+}
+
+fn run(name: &str, threads: usize, shape_of: &dyn Fn(usize) -> Shape) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let shapes: Vec<Shape> = (0..SITES).map(&shape_of).collect();
-    let bases: Vec<f64> = (0..SITES).map(|_| 1000.0 + rng.unit() * 50_000_000.0).collect();
+    let shapes: Vec<Shape> = (0..SITES).map(shape_of).collect();
+    let bases: Vec<f64> = (0..SITES)
+        .map(|_| 1000.0 + rng.unit() * 50_000_000.0)
+        .collect();
     let mut d = TrendDetector::new(TrendConfig::default());
+    d.set_threads(threads);
     let mut times = Vec::new();
+    let mut cpu = Duration::ZERO;
     let mut leaks = 0;
     for w in 0..WARM + TIMED {
         let sites: Vec<SiteSample> = (0..SITES)
-            .filter_map(|i| size(shapes[i], bases[i], w, &mut rng).map(|s| SiteSample { key: i as u64 * 0x9E37_79B9 + 1, size: s, count: 1 + s / 64 }))
+            .filter_map(|i| {
+                size(shapes[i], bases[i], w, &mut rng).map(|s| SiteSample {
+                    key: i as u64 * 0x9E37_79B9 + 1,
+                    size: s,
+                    count: 1 + s / 64,
+                })
+            })
             .collect();
-        let process = ProcessSample { rss_bytes: 2 << 30, traced_bytes: 1 << 30, traced_peak_bytes: 3 << 29 };
-        let start = Instant::now();
+        let process = ProcessSample {
+            rss_bytes: 2 << 30,
+            traced_bytes: 1 << 30,
+            traced_peak_bytes: 3 << 29,
+        };
+        let (start, cpu_start) = (Instant::now(), thread_cpu());
         let report = d.observe(w as f64 * 10.0, process, &sites);
-        let elapsed = start.elapsed();
+        let (elapsed, cpu_end) = (start.elapsed(), thread_cpu());
         if w >= WARM {
             times.push(elapsed);
+            if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
+                cpu += b.saturating_sub(a);
+            }
         }
-        leaks = report.sites.iter().filter(|s| s.verdict == Verdict::Leak).count();
+        leaks = report
+            .sites
+            .iter()
+            .filter(|s| s.verdict == Verdict::Leak)
+            .count();
     }
     times.sort();
-    let min = times[0];
-    let median = times[times.len() / 2];
-    let max = *times.last().unwrap();
-    let mean: Duration = times.iter().sum::<Duration>() / times.len() as u32;
-    println!("{name}\n    min {min:>8.2?}  median {median:>8.2?}  mean {mean:>8.2?}  max {max:>8.2?}  ({} sites tracked, {leaks} leaks)", d.tracked_sites());
+    let (min, median, max) = (times[0], times[times.len() / 2], *times.last().unwrap());
+    let cpu = if threads == 1 {
+        format!("  (CPU {:.2?})", cpu / times.len() as u32)
+    } else {
+        String::new()
+    };
+    let label = if threads == 1 {
+        "1 thread ".to_string()
+    } else {
+        format!("default ({} threads)", threads_used())
+    };
+    println!("  {name:<58} {label:<20} median {median:>8.2?}  min {min:>8.2?}  max {max:>8.2?}{cpu}  [{leaks} leaks]");
+}
+
+fn threads_used() -> usize {
+    (SITES / 4096).clamp(
+        1,
+        std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .min(8),
+    )
 }
 
 fn main() {
-    println!("observe() with {SITES} sites, history 30, {TIMED} timed windows after {WARM}");
-    println!("(min is the least disturbed by other processes on the machine):");
-    run("typical (60% constant, 25% noisy, 10% saw, 3% churn, 2% leak)", |i| match i % 100 {
+    println!("observe() with {SITES} sites, history 30; {TIMED} windows timed after {WARM}");
+    let typical = |i: usize| match i % 100 {
         0..=59 => Shape::Constant,
         60..=84 => Shape::Noisy,
         85..=94 => Shape::Sawtooth,
         95..=97 => Shape::Churn,
         _ => Shape::Leak,
-    });
-    if std::env::var_os("TREND_SPEED_TYPICAL_ONLY").is_none() {
-        run("worst case (every site changes every window, random noise)", |_| Shape::Noisy);
-        run("all constant", |_| Shape::Constant);
+    };
+    let scenarios: [(&str, &dyn Fn(usize) -> Shape); 3] = [
+        (
+            "typical: 60% constant, 25% noisy, 10% saw, 3% churn, 2% leak",
+            &typical,
+        ),
+        ("worst case: every site changes every window", &|_| {
+            Shape::Noisy
+        }),
+        ("all constant", &|_| Shape::Constant),
+    ];
+    for (name, shape_of) in scenarios {
+        for threads in [1, 0] {
+            run(name, threads, shape_of);
+        }
     }
 }

@@ -16,13 +16,20 @@
 
 /// Variance inflation factor for `values` at `times` detrended with `slope` (bytes/second).
 /// `scratch` is reused between calls.
-pub fn variance_factor(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<(f64, usize)>) -> f64 {
+pub fn variance_factor(
+    values: &[u64],
+    times: &[f64],
+    slope: f64,
+    scratch: &mut Vec<(f64, usize)>,
+) -> f64 {
     let n = values.len();
-    if n < 4 || n > MAX_N {
+    if !(4..=MAX_N).contains(&n) {
         return 1.0;
     }
     let mut ranks = [0.0f64; MAX_N];
-    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else { return 1.0 };
+    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else {
+        return 1.0;
+    };
     let denom: f64 = ranks.iter().map(|r| r * r).sum();
     let bound = 1.96 / (n as f64).sqrt();
     let nf = n as f64;
@@ -42,27 +49,46 @@ pub fn variance_factor(values: &[u64], times: &[f64], slope: f64, scratch: &mut 
 /// significance screening. Used for short windows, with `values` the samples *before* the
 /// window: ten samples cannot show their own serial correlation, but a wandering series shows it
 /// in its longer past (and a leak that started after a flat stretch does not).
-pub fn lag1_factor(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<(f64, usize)>) -> f64 {
+pub fn lag1_factor(
+    values: &[u64],
+    times: &[f64],
+    slope: f64,
+    scratch: &mut Vec<(f64, usize)>,
+) -> f64 {
     let n = values.len();
-    if n < 4 || n > MAX_N {
+    if !(4..=MAX_N).contains(&n) {
         return 1.0;
     }
     let mut ranks = [0.0f64; MAX_N];
-    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else { return 1.0 };
+    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else {
+        return 1.0;
+    };
     let denom: f64 = ranks.iter().map(|r| r * r).sum();
     let phi = lag_correlation(ranks, 1, denom).clamp(0.0, 0.9);
     (1.0 + phi) / (1.0 - phi)
 }
 
-const MAX_N: usize = 256;
+const MAX_N: usize = 1024;
 
 /// Ranks of the detrended values (average rank for ties) minus their mean, in `out`; `None` if
 /// they are all equal.
-fn centred_ranks<'a>(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<(f64, usize)>, out: &'a mut [f64; MAX_N]) -> Option<&'a [f64]> {
+fn centred_ranks<'a>(
+    values: &[u64],
+    times: &[f64],
+    slope: f64,
+    scratch: &mut Vec<(f64, usize)>,
+    out: &'a mut [f64; MAX_N],
+) -> Option<&'a [f64]> {
     let n = values.len();
     scratch.clear();
     let t0 = times[0];
-    scratch.extend(values.iter().zip(times).enumerate().map(|(i, (&x, &t))| (x as f64 - slope * (t - t0), i)));
+    scratch.extend(
+        values
+            .iter()
+            .zip(times)
+            .enumerate()
+            .map(|(i, (&x, &t))| (x as f64 - slope * (t - t0), i)),
+    );
     scratch.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let ranks = &mut out[..n];
     let mut i = 0;
@@ -89,7 +115,12 @@ fn centred_ranks<'a>(values: &[u64], times: &[f64], slope: f64, scratch: &mut Ve
 
 fn lag_correlation(ranks: &[f64], k: usize, denom: f64) -> f64 {
     let n = ranks.len();
-    ranks[..n - k].iter().zip(&ranks[k..]).map(|(a, b)| a * b).sum::<f64>() / denom
+    ranks[..n - k]
+        .iter()
+        .zip(&ranks[k..])
+        .map(|(a, b)| a * b)
+        .sum::<f64>()
+        / denom
 }
 
 #[cfg(test)]
@@ -108,7 +139,9 @@ mod tests {
     #[test]
     fn smooth_wandering_gets_a_large_correction() {
         // A slow oscillation: neighbours are alike.
-        let x: Vec<u64> = (0..30).map(|i| (1000.0 + 300.0 * (i as f64 / 5.0).sin()) as u64).collect();
+        let x: Vec<u64> = (0..30)
+            .map(|i| (1000.0 + 300.0 * (i as f64 / 5.0).sin()) as u64)
+            .collect();
         let t: Vec<f64> = (0..30).map(|i| i as f64).collect();
         let f = variance_factor(&x, &t, 0.0, &mut Vec::new());
         assert!(f > 2.0, "{f}");
@@ -119,7 +152,9 @@ mod tests {
         let t: Vec<f64> = (0..20).map(|i| i as f64).collect();
         let x: [u64; 20] = [5, 9, 2, 7, 4, 8, 1, 6, 3, 10, 4, 9, 2, 8, 5, 7, 3, 9, 1, 6];
         assert_eq!(lag1_factor(&x, &t, 0.0, &mut Vec::new()), 1.0);
-        let wander: Vec<u64> = (0..20).map(|i| (1000.0 + 300.0 * (i as f64 / 3.0).sin()) as u64).collect();
+        let wander: Vec<u64> = (0..20)
+            .map(|i| (1000.0 + 300.0 * (i as f64 / 3.0).sin()) as u64)
+            .collect();
         assert!(lag1_factor(&wander, &t, 0.0, &mut Vec::new()) > 3.0);
     }
 

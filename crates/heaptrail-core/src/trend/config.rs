@@ -37,18 +37,25 @@ impl Default for TrendConfig {
 }
 
 impl TrendConfig {
-    /// The same settings forced into a usable range: `history ≥ 3`, `2 ≤ min_windows ≤ history`,
-    /// `2 ≤ fixed_after ≤ history`, `0 < leak_p ≤ suspect_p < 1`, non-negative thresholds.
+    /// The same settings forced into a usable range: `3 ≤ history ≤ 1024`,
+    /// `2 ≤ min_windows ≤ history`, `2 ≤ fixed_after < history`, `0 < leak_p ≤ suspect_p ≤ 0.5`,
+    /// non-negative thresholds (NaN: the default p-value, 0 for thresholds).
     pub fn sanitized(&self) -> TrendConfig {
-        let history = self.history.clamp(3, 4096);
-        let clamp_p = |p: f64| if p.is_nan() { 0.01 } else { p.clamp(1e-12, 0.5) };
-        let leak_p = clamp_p(self.leak_p);
+        let history = self.history.clamp(3, 1024);
+        let clamp_p = |p: f64, default: f64| {
+            if p.is_nan() {
+                default
+            } else {
+                p.clamp(1e-12, 0.5)
+            }
+        };
+        let leak_p = clamp_p(self.leak_p, 0.01);
         let non_negative = |x: f64| if x.is_nan() { 0.0 } else { x.max(0.0) };
         TrendConfig {
             history,
             min_windows: self.min_windows.clamp(2, history),
             leak_p,
-            suspect_p: clamp_p(self.suspect_p).max(leak_p),
+            suspect_p: clamp_p(self.suspect_p, 0.10).max(leak_p),
             min_growth_bytes: non_negative(self.min_growth_bytes),
             min_rate: non_negative(self.min_rate),
             fixed_after: self.fixed_after.clamp(2, history - 1),
@@ -59,7 +66,10 @@ impl TrendConfig {
     /// `max(min_windows, n/3)`, but never reaching back into the first [`Self::warm_skip`]
     /// samples (at least 2 when `n ≥ 2`).
     pub fn recent_len(&self, n: usize) -> usize {
-        self.min_windows.max(n / 3).min(n.saturating_sub(self.warm_skip())).max(n.min(2))
+        self.min_windows
+            .max(n / 3)
+            .min(n.saturating_sub(self.warm_skip()))
+            .max(n.min(2))
     }
 
     /// Samples at the start of a tested window the recent window never includes:
@@ -83,7 +93,14 @@ mod tests {
         let c = TrendConfig::default();
         assert_eq!((c.history, c.min_windows, c.fixed_after), (30, 6, 5));
         assert_eq!(c.sanitized(), c);
-        let bad = TrendConfig { history: 1, min_windows: 99, leak_p: 0.5, suspect_p: 0.1, min_rate: f64::NAN, ..c };
+        let bad = TrendConfig {
+            history: 1,
+            min_windows: 99,
+            leak_p: 0.5,
+            suspect_p: 0.1,
+            min_rate: f64::NAN,
+            ..c
+        };
         let s = bad.sanitized();
         assert_eq!((s.history, s.min_windows), (3, 3));
         assert!(s.suspect_p >= s.leak_p);

@@ -9,7 +9,7 @@
 
 use super::config::TrendConfig;
 use super::evidence::Scratch;
-use super::mann_kendall::{statistic, MkAccumulator};
+use super::mann_kendall::{statistic, tie_weight, MkAccumulator};
 use super::process_verdict::{ProcessHistory, ProcessSample, ProcessVerdict};
 use super::site_verdict::{assess, SiteMemory};
 use super::verdict::Verdict;
@@ -81,6 +81,8 @@ struct SiteState {
     count: u64,
     /// Consecutive windows with size 0.
     zero_run: usize,
+    /// Trailing samples equal to the last one.
+    run: usize,
 }
 
 /// Turns per-site totals, one window at a time, into leak verdicts. See [`super`] for the rules.
@@ -95,13 +97,28 @@ pub struct TrendDetector {
     sizes: Vec<u64>,
     free: Vec<u32>,
     process: ProcessHistory,
+    /// Threads judging sites: 0 = automatic (see [`TrendDetector::set_threads`]).
+    threads: usize,
+    /// One per thread judging sites; buffers reused between windows.
+    workers: Vec<Worker>,
+    chrono_times: Vec<f64>,
+}
+
+/// Buffers of one thread judging sites.
+#[derive(Default)]
+struct Worker {
     scratch: Scratch,
     values: Vec<u64>,
-    chrono_times: Vec<f64>,
-    /// Reused between windows (a window's reports are copied out sorted).
     reports: Vec<SiteReport>,
-    sort_keys: Vec<(u64, u64, u64, u32)>,
+    /// `reports` in report order: (sort key, index into `reports`).
+    order: Vec<(SortKey, u32)>,
 }
+
+/// One thread's share of a window: site slots, their rings, and the thread's buffers.
+type Share<'a> = ((&'a mut [SiteState], &'a mut [u64]), &'a mut Worker);
+
+/// Sites per thread below which judging them is not split over threads.
+pub const SITES_PER_THREAD: usize = 4096;
 
 impl TrendDetector {
     pub fn new(config: TrendConfig) -> Self {
@@ -115,11 +132,9 @@ impl TrendDetector {
             sizes: Vec::new(),
             free: Vec::new(),
             process: ProcessHistory::default(),
-            scratch: Scratch::default(),
-            values: Vec::with_capacity(h + 1),
+            threads: 0,
+            workers: vec![Worker::default()],
             chrono_times: Vec::with_capacity(h),
-            reports: Vec::new(),
-            sort_keys: Vec::new(),
             config,
         }
     }
@@ -127,6 +142,18 @@ impl TrendDetector {
     /// The settings in use (after [`TrendConfig::sanitized`]).
     pub fn config(&self) -> &TrendConfig {
         &self.config
+    }
+
+    /// Threads that judge sites in one window: 1 = the calling thread only; 0 (the default) =
+    /// one per [`SITES_PER_THREAD`] tracked sites, up to the available parallelism (at most 8).
+    /// Verdicts and reports do not depend on it.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.min(64);
+    }
+
+    /// The thread setting (see [`Self::set_threads`]).
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Windows observed so far.
@@ -141,7 +168,12 @@ impl TrendDetector {
 
     /// Feeds one window. `time` in seconds (monotonic); sites absent from `sites` had size 0 in
     /// this window. A key given twice has its sizes and counts added.
-    pub fn observe(&mut self, time: f64, process: ProcessSample, sites: &[SiteSample]) -> WindowReport {
+    pub fn observe(
+        &mut self,
+        time: f64,
+        process: ProcessSample,
+        sites: &[SiteSample],
+    ) -> WindowReport {
         let h = self.config.history;
         self.window += 1;
         let w = self.window;
@@ -166,31 +198,86 @@ impl TrendDetector {
         }
 
         self.process.push(&self.config, time, process);
-        let (process_verdict, process_confidence) = self.process.assess(&self.config, &mut self.scratch);
+        let (process_verdict, process_confidence) = self
+            .process
+            .assess(&self.config, &mut self.workers[0].scratch);
 
-        let mut reports = std::mem::take(&mut self.reports);
-        reports.clear();
-        let mut dropped = Vec::new();
+        // Judge every site, split over threads when there are many (sites are independent).
+        let threads = self.threads_for(self.sites.len());
+        if self.workers.len() < threads {
+            self.workers.resize_with(threads, Worker::default);
+        }
+        for worker in &mut self.workers {
+            worker.reports.clear();
+            worker.order.clear();
+        }
+        let chunk = self.sites.len().div_ceil(threads).max(1);
+        let (cfg, chrono) = (&self.config, &self.chrono_times[..]);
+        let jobs = self
+            .sites
+            .chunks_mut(chunk)
+            .zip(self.sizes.chunks_mut(chunk * h))
+            .zip(self.workers.iter_mut());
+        if threads <= 1 {
+            for ((sites, sizes), worker) in jobs {
+                judge_sites(cfg, chrono, w, pos, sites, sizes, worker);
+            }
+        } else {
+            // Each share sits in a slot taken by whoever runs it: its thread, or the calling
+            // thread if the thread cannot be started. The calling thread takes the first share.
+            let slots: Vec<std::sync::Mutex<Option<_>>> =
+                jobs.map(|job| std::sync::Mutex::new(Some(job))).collect();
+            let run = |slot: &std::sync::Mutex<Option<Share>>| {
+                let job = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(((sites, sizes), worker)) = job {
+                    judge_sites(cfg, chrono, w, pos, sites, sizes, worker);
+                }
+            };
+            std::thread::scope(|scope| {
+                for slot in slots.iter().skip(1) {
+                    if std::thread::Builder::new()
+                        .spawn_scoped(scope, move || run(slot))
+                        .is_err()
+                    {
+                        run(slot);
+                    }
+                }
+                if let Some(first) = slots.first() {
+                    run(first);
+                }
+            });
+        }
+
+        // Forget sites whose whole history is zeros (after reporting them once more).
         for slot in 0..self.sites.len() {
-            if !self.sites[slot].alive {
-                continue;
+            let st = &mut self.sites[slot];
+            if st.alive && st.zero_run >= h {
+                st.alive = false;
+                self.index.remove(&st.key);
+                self.free.push(slot as u32);
             }
-            let report = self.update_site(slot, w, pos);
-            let st = &self.sites[slot];
-            if st.zero_run >= h {
-                dropped.push(slot);
+        }
+        let sorted = merge_sorted(&self.workers[..threads]);
+        WindowReport {
+            window: w,
+            process_verdict,
+            process_confidence,
+            sites: sorted,
+        }
+    }
+
+    /// Threads to judge `n` site slots with (see [`Self::set_threads`]).
+    fn threads_for(&self, n: usize) -> usize {
+        let wanted = match self.threads {
+            0 => {
+                let cpus = std::thread::available_parallelism()
+                    .map_or(1, |c| c.get())
+                    .min(8);
+                (n / SITES_PER_THREAD).clamp(1, cpus)
             }
-            reports.push(report);
-        }
-        for slot in dropped {
-            let key = self.sites[slot].key;
-            self.sites[slot].alive = false;
-            self.index.remove(&key);
-            self.free.push(slot as u32);
-        }
-        let sorted = sort_reports(&reports, &mut self.sort_keys);
-        self.reports = reports;
-        WindowReport { window: w, process_verdict, process_confidence, sites: sorted }
+            t => t,
+        };
+        wanted.min(n.max(1))
     }
 
     /// `(time, size)` of the samples kept for a site, oldest first.
@@ -220,63 +307,136 @@ impl TrendDetector {
                 self.sites.len() - 1
             }
         };
-        self.sites[slot] = SiteState { key, alive: true, first_window: w, ..SiteState::default() };
+        self.sites[slot] = SiteState {
+            key,
+            alive: true,
+            first_window: w,
+            ..SiteState::default()
+        };
         self.index.insert(key, slot as u32);
         slot
     }
+}
 
-    /// Appends this window's sample to a site, judges it, and reports it.
-    fn update_site(&mut self, slot: usize, w: u64, pos: usize) -> SiteReport {
-        let h = self.config.history;
-        let base = slot * h;
-        let st = &mut self.sites[slot];
-        let (size, count) = if st.present_in == w { (st.pending_size, st.pending_count) } else { (0, 0) };
-        st.pending_size = 0;
-        st.pending_count = 0;
+/// Appends this window's sample to each alive site of a chunk, judges it, and reports it into
+/// `worker.reports`. `sizes` holds the chunk's rings (`history` per slot).
+fn judge_sites(
+    cfg: &TrendConfig,
+    chrono: &[f64],
+    w: u64,
+    pos: usize,
+    sites: &mut [SiteState],
+    sizes: &mut [u64],
+    worker: &mut Worker,
+) {
+    let h = cfg.history;
+    for (st, ring) in sites.iter_mut().zip(sizes.chunks_mut(h)) {
+        if st.alive {
+            let report = judge_site(cfg, chrono, w, pos, st, ring, worker);
+            worker.reports.push(report);
+        }
+    }
+    // Each thread sorts its own share; the shares are merged afterwards.
+    worker.order.extend(
+        worker
+            .reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (sort_key(r), i as u32)),
+    );
+    worker.order.sort_unstable();
+}
 
-        // The tested window before this sample, oldest first.
-        let ring = &mut self.sizes[base..base + h];
-        self.values.clear();
-        let m = st.tested;
-        let start = ((w - m as u64) % h as u64) as usize; // window w - m
-        let first = (h - start).min(m);
-        self.values.extend_from_slice(&ring[start..start + first]);
-        self.values.extend_from_slice(&ring[..m - first]);
-        let prev_size = if st.len > 0 { *self.values.last().unwrap_or(&0) } else { 0 };
-        let prev_count = st.count;
-        if m == h {
-            st.mk.pop_front(&self.values);
-            self.values.remove(0);
-        }
-        st.mk.push(&self.values, size);
-        self.values.push(size);
-        ring[pos] = size;
-        st.len = (st.len + 1).min(h);
-        st.tested = self.values.len();
-        st.count = count;
-        st.zero_run = if size == 0 { st.zero_run + 1 } else { 0 };
+/// Appends this window's sample to one site (ring `ring`), judges it, and reports it.
+fn judge_site(
+    cfg: &TrendConfig,
+    chrono: &[f64],
+    w: u64,
+    pos: usize,
+    st: &mut SiteState,
+    ring: &mut [u64],
+    worker: &mut Worker,
+) -> SiteReport {
+    let h = cfg.history;
+    let (size, count) = if st.present_in == w {
+        (st.pending_size, st.pending_count)
+    } else {
+        (0, 0)
+    };
+    st.pending_size = 0;
+    st.pending_count = 0;
 
-        let n = st.tested;
-        let times = &self.chrono_times[self.chrono_times.len() - n..];
-        let seen = w - st.first_window + 1;
-        let a = assess(&self.config, &self.values, times, st.mk, seen, &mut st.memory, &mut self.scratch);
-        if let Some(k) = a.restart {
-            let (s, tie) = statistic(&self.values[n - k..]);
-            st.mk = MkAccumulator { s, tie_term: tie };
-            st.tested = k;
+    // The tested window before this sample, oldest first.
+    let values = &mut worker.values;
+    values.clear();
+    let m = st.tested;
+    let start = ((w - m as u64) % h as u64) as usize; // window w - m
+    let first = (h - start).min(m);
+    values.extend_from_slice(&ring[start..start + first]);
+    values.extend_from_slice(&ring[..m - first]);
+    let prev_size = if st.len > 0 {
+        *values.last().unwrap_or(&0)
+    } else {
+        0
+    };
+    let prev_count = st.count;
+    let constant = m > 0 && st.run >= m && size == prev_size;
+    if m == h {
+        if !constant {
+            st.mk.pop_front(values);
         }
-        SiteReport {
-            key: st.key,
-            verdict: a.verdict,
-            confidence: a.confidence.clamp(0.0, 1.0),
-            size,
-            size_diff: signed_diff(size, prev_size),
-            count,
-            count_diff: signed_diff(count, prev_count),
-            bytes_per_second: a.rate,
-            windows: seen as usize,
-            growth_bytes: a.growth.round() as i64,
-        }
+        values.remove(0);
+    }
+    if constant {
+        // A constant window stays constant: S = 0, one group of ties (no O(n) update).
+        st.mk = MkAccumulator {
+            s: 0,
+            tie_term: tie_weight(values.len() as u64 + 1),
+        };
+    } else {
+        st.mk.push(values, size);
+    }
+    values.push(size);
+    debug_assert_eq!((st.mk.s, st.mk.tie_term), statistic(values));
+    ring[pos] = size;
+    st.run = if m > 0 && size == prev_size {
+        st.run + 1
+    } else {
+        1
+    };
+    st.len = (st.len + 1).min(h);
+    st.tested = values.len();
+    st.count = count;
+    st.zero_run = if size == 0 { st.zero_run + 1 } else { 0 };
+
+    let n = st.tested;
+    let times = &chrono[chrono.len() - n..];
+    let seen = w - st.first_window + 1;
+    let a = assess(
+        cfg,
+        values,
+        times,
+        st.mk,
+        seen,
+        &mut st.memory,
+        &mut worker.scratch,
+    );
+    if let Some(k) = a.restart {
+        let (s, tie) = statistic(&values[n - k..]);
+        st.mk = MkAccumulator { s, tie_term: tie };
+        st.tested = k;
+    }
+    SiteReport {
+        key: st.key,
+        verdict: a.verdict,
+        confidence: a.confidence.clamp(0.0, 1.0),
+        size,
+        size_diff: signed_diff(size, prev_size),
+        count,
+        count_diff: signed_diff(count, prev_count),
+        bytes_per_second: a.rate,
+        windows: seen as usize,
+        growth_bytes: a.growth.round() as i64,
     }
 }
 
@@ -284,25 +444,47 @@ fn signed_diff(new: u64, old: u64) -> i64 {
     (new as i128 - old as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
-/// Most severe first, then decreasing confidence, then decreasing growth rate, then key.
-fn sort_reports(reports: &[SiteReport], keys: &mut Vec<(u64, u64, u64, u32)>) -> Vec<SiteReport> {
+/// Orders reports: most severe first, then decreasing confidence, then decreasing growth rate,
+/// then increasing key.
+type SortKey = (u64, u64, u64);
+
+fn sort_key(r: &SiteReport) -> SortKey {
     // Integer keys that order like the floats (IEEE total order), inverted for "decreasing".
     fn descending(x: f64) -> u64 {
         let bits = x.to_bits();
-        let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+        let ordered = if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | (1 << 63)
+        };
         !ordered
     }
-    // Sort small keys, not the reports: (severity and confidence, rate, key, index).
     // Confidence is in [0, 1], so its bits fit in 62; the lowest one is dropped to make room
     // for the severity (adjacent doubles then tie and are ordered by rate).
-    keys.clear();
-    keys.extend(reports.iter().enumerate().map(|(i, r)| {
-        let conf = (1u64 << 62) - 1 - r.confidence.clamp(0.0, 1.0).to_bits();
-        let first = (u64::from(4 - r.verdict.severity()) << 61) | (conf >> 1);
-        (first, descending(r.bytes_per_second), r.key, i as u32)
-    }));
-    keys.sort_unstable();
-    keys.iter().map(|k| reports[k.3 as usize]).collect()
+    let conf = (1u64 << 62) - 1 - r.confidence.clamp(0.0, 1.0).to_bits();
+    let first = (u64::from(4 - r.verdict.severity()) << 61) | (conf >> 1);
+    (first, descending(r.bytes_per_second), r.key)
+}
+
+/// Merges the workers' sorted reports into one sorted list.
+fn merge_sorted(workers: &[Worker]) -> Vec<SiteReport> {
+    let total = workers.iter().map(|w| w.reports.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut heads = vec![0usize; workers.len()];
+    for _ in 0..total {
+        let mut best: Option<(usize, &(SortKey, u32))> = None;
+        for (i, w) in workers.iter().enumerate() {
+            if let Some(entry) = w.order.get(heads[i]) {
+                if best.as_ref().map(|(_, b)| entry.0 < b.0).unwrap_or(true) {
+                    best = Some((i, entry));
+                }
+            }
+        }
+        let (i, entry) = best.expect("counted");
+        out.push(workers[i].reports[entry.1 as usize]);
+        heads[i] += 1;
+    }
+    out
 }
 
 impl std::fmt::Debug for TrendDetector {

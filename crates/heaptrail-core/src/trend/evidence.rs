@@ -1,18 +1,27 @@
-//! Everything the verdict rules look at for one series, computed once.
+//! Everything the leak rules look at for one window of samples, and the search over recent
+//! suffixes of a site's history.
 //!
-//! The series is a *tested window* (oldest first) of up to `history` samples. The rules use two
-//! views of it:
-//! * the **whole window**: Mann–Kendall with the Hamed–Rao correction → `p_full`; Sen slope →
-//!   `full_rate`;
-//! * the **recent window**, its last `max(min_windows, n/3)` samples: Mann–Kendall → `p_recent`;
-//!   Sen slope → `rate` (what reports show as bytes per second) and `growth = rate × duration`.
+//! For a window of `m` samples (oldest first), [`Evidence::compute_with_past`] first leaves out
+//! *temporary batches* — single samples more than 4 robust standard deviations above the
+//! window's Sen line with a normal sample on each side ([`super::shape::batch_cut`]) — then
+//! measures:
+//! * `p_full`: one-sided Mann–Kendall p-value of "increasing" over the window, its variance
+//!   inflated by the larger of the Hamed–Rao factor of the window and, for a suffix of the
+//!   history, the lag-1 factor of the samples before it ([`super::autocorrelation`]);
+//! * `p_recent`, `rate`, `growth`: Mann–Kendall p-value and Sen slope over the *recent window*
+//!   (its last `max(min_windows, m/3)` samples, never its first `⌈min_windows/2⌉`), and
+//!   `rate ×` the recent window's duration;
+//! * `full_rate`, `full_growth`: Sen slope over the window and `full_rate ×` its duration;
+//! * `floor_rise`, `noise`, `linear`, `new_high` ([`super::shape`]).
 //!
-//! plus two shape measures ([`super::shape`]): `floor_rise` and `noise`.
+//! [`Evidence::leak_conditions`] lists the leak conditions; [`search`] tries the whole tested
+//! window and its last 2/3, 1/2 and 1/3 (those of at least `min_leak_windows` samples) so that a
+//! leak starting after a long flat stretch is judged on the samples where it happens.
 
 use super::autocorrelation::{lag1_factor, variance_factor};
 use super::config::TrendConfig;
 use super::mann_kendall::{p_increasing, statistic};
-use super::sen_slope::sen_slope;
+use super::sen_slope::{sen_slope, sen_slope_cached, PairTable};
 use super::shape::{batch_cut, floor_rise, line_beats_step, residual, residual_scale};
 
 /// The recent rate must be at least this fraction of the whole window's rate: growth that is
@@ -37,11 +46,17 @@ pub struct Scratch {
     pub ranks: Vec<(f64, usize)>,
     pub values: Vec<u64>,
     pub times: Vec<f64>,
+    pub pairs: PairTable,
 }
 
 /// Sen slope over the recent window and the growth it implies over that window's duration.
 /// Cheap (at most `recent_len²/2` pairs); 0 when the recent window is constant.
-pub fn recent_rate(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &mut Scratch) -> (f64, f64) {
+pub fn recent_rate(
+    cfg: &TrendConfig,
+    values: &[u64],
+    times: &[f64],
+    scratch: &mut Scratch,
+) -> (f64, f64) {
     let n = values.len();
     let r = cfg.recent_len(n);
     if r < 2 {
@@ -51,7 +66,7 @@ pub fn recent_rate(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &m
     if rv.iter().all(|&v| v == rv[0]) {
         return (0.0, 0.0);
     }
-    let rate = sen_slope(rv, rt, &mut scratch.floats);
+    let rate = sen_slope_cached(rv, rt, &mut scratch.pairs, &mut scratch.floats);
     (rate, rate * (rt[r - 1] - rt[0]))
 }
 
@@ -97,7 +112,14 @@ impl Evidence {
     /// Temporary batches — single samples far above the whole window's Sen line
     /// ([`super::shape::batch_cut`]) with a normal sample on each side — are left out first; if
     /// there are any, the statistics are computed again on the remaining samples.
-    pub fn compute(cfg: &TrendConfig, values: &[u64], times: &[f64], s: i64, tie_term: i64, scratch: &mut Scratch) -> Evidence {
+    pub fn compute(
+        cfg: &TrendConfig,
+        values: &[u64],
+        times: &[f64],
+        s: i64,
+        tie_term: i64,
+        scratch: &mut Scratch,
+    ) -> Evidence {
         Self::compute_with_past(cfg, values, times, s, tie_term, (&[], &[]), scratch)
     }
 
@@ -115,7 +137,11 @@ impl Evidence {
     ) -> Evidence {
         let new_high = match past.0.iter().max() {
             Some(&high) if values.len() >= 3 => {
-                let mut last = [values[values.len() - 3], values[values.len() - 2], values[values.len() - 1]];
+                let mut last = [
+                    values[values.len() - 3],
+                    values[values.len() - 2],
+                    values[values.len() - 1],
+                ];
                 last.sort_unstable();
                 last[1] > high
             }
@@ -131,7 +157,8 @@ impl Evidence {
         let full_rate = sen_slope(values, times, &mut scratch.floats);
         if n >= cfg.min_windows {
             let cut = batch_cut(values, times, full_rate, &mut scratch.floats);
-            let high = |i: usize| residual(values[i], times[i], values[0], times[0], full_rate) > cut;
+            let high =
+                |i: usize| residual(values[i], times[i], values[0], times[0], full_rate) > cut;
             // Only isolated excursions with a sample on each side: a high run, or a high first
             // sample, may be the top of a sawtooth whose drop is the evidence.
             let is_batch = |i: usize| i > 0 && i + 1 < n && high(i) && !high(i - 1) && !high(i + 1);
@@ -146,7 +173,16 @@ impl Evidence {
                 }
                 let (s, tie) = statistic(&kept_values);
                 let full_rate = sen_slope(&kept_values, &kept_times, &mut scratch.floats);
-                let mut e = Self::compute_on(cfg, &kept_values, &kept_times, s, tie, full_rate, past_factor, scratch);
+                let mut e = Self::compute_on(
+                    cfg,
+                    &kept_values,
+                    &kept_times,
+                    s,
+                    tie,
+                    full_rate,
+                    past_factor,
+                    scratch,
+                );
                 e.n = n;
                 e.batches = n - kept_values.len();
                 e.new_high = new_high;
@@ -155,7 +191,16 @@ impl Evidence {
                 return e;
             }
         }
-        let mut e = Self::compute_on(cfg, values, times, s, tie_term, full_rate, past_factor, scratch);
+        let mut e = Self::compute_on(
+            cfg,
+            values,
+            times,
+            s,
+            tie_term,
+            full_rate,
+            past_factor,
+            scratch,
+        );
         e.new_high = new_high;
         e
     }
@@ -204,10 +249,20 @@ impl Evidence {
             ("enough windows", self.n >= cfg.min_leak_windows()),
             ("whole-window trend", self.p_full <= self.leak_alpha),
             ("recent trend", self.p_recent <= cfg.suspect_p),
-            ("rate and growth", self.rate >= cfg.min_rate && self.growth >= cfg.min_growth_bytes),
+            (
+                "rate and growth",
+                self.rate >= cfg.min_rate && self.growth >= cfg.min_growth_bytes,
+            ),
             ("not fading", self.rate >= MIN_RATE_RATIO * self.full_rate),
-            ("floor rises", self.floor_rise > 0.0 && self.floor_rise >= MIN_FLOOR_SHARE * self.full_growth),
-            ("above noise", self.full_growth >= MIN_SIGNAL_TO_NOISE * self.noise && self.growth >= MIN_RECENT_SIGNAL_TO_NOISE * self.noise),
+            (
+                "floor rises",
+                self.floor_rise > 0.0 && self.floor_rise >= MIN_FLOOR_SHARE * self.full_growth,
+            ),
+            (
+                "above noise",
+                self.full_growth >= MIN_SIGNAL_TO_NOISE * self.noise
+                    && self.growth >= MIN_RECENT_SIGNAL_TO_NOISE * self.noise,
+            ),
             ("steady, not a step", self.linear),
             ("growing", self.full_rate > 0.0),
             ("new high", self.new_high),
@@ -265,7 +320,32 @@ pub struct Search {
 /// Cost control: a suffix is only examined if it can be a new high and its uncorrected
 /// Mann–Kendall p-value is at most `leak_p` (every later correction only raises it); the whole
 /// window is examined for `Suspect` if that p-value is at most `suspect_p`.
-pub fn search(cfg: &TrendConfig, values: &[u64], times: &[f64], s: i64, tie_term: i64, scratch: &mut Scratch) -> Search {
+pub fn search(
+    cfg: &TrendConfig,
+    values: &[u64],
+    times: &[f64],
+    s: i64,
+    tie_term: i64,
+    scratch: &mut Scratch,
+) -> Search {
+    let p_whole = if s > 0 {
+        p_increasing(values.len(), s, tie_term, 1.0)
+    } else {
+        1.0
+    };
+    search_with_p(cfg, values, times, s, tie_term, p_whole, scratch)
+}
+
+/// [`search`] when the caller already has the whole window's uncorrected p-value `p_whole`.
+pub fn search_with_p(
+    cfg: &TrendConfig,
+    values: &[u64],
+    times: &[f64],
+    s: i64,
+    tie_term: i64,
+    p_whole: f64,
+    scratch: &mut Scratch,
+) -> Search {
     let n = values.len();
     let mut out = Search::default();
     let alpha = cfg.leak_p / suffix_lengths(cfg, n).count().max(1) as f64;
@@ -282,8 +362,21 @@ pub fn search(cfg: &TrendConfig, values: &[u64], times: &[f64], s: i64, tie_term
             continue;
         }
         let (v, t) = (&values[n - m..], &times[n - m..]);
-        let (sm, tm) = if m == n { (s, tie_term) } else { statistic(v) };
-        if sm <= 0 || p_increasing(m, sm, tm, 1.0) > cfg.leak_p {
+        let (sm, tm, pm) = if m == n {
+            (s, tie_term, p_whole)
+        } else {
+            let (sm, tm) = statistic(v);
+            (
+                sm,
+                tm,
+                if sm > 0 {
+                    p_increasing(m, sm, tm, 1.0)
+                } else {
+                    1.0
+                },
+            )
+        };
+        if pm > cfg.leak_p {
             continue;
         }
         let past = (&values[..n - m], &times[..n - m]);
@@ -300,7 +393,11 @@ pub fn search(cfg: &TrendConfig, values: &[u64], times: &[f64], s: i64, tie_term
             out.suspect = Some(e);
         }
     }
-    if out.whole.is_none() && n >= cfg.min_windows && s > 0 && p_increasing(n, s, tie_term, 1.0) <= cfg.suspect_p && may_be_suspect(cfg, values, times, scratch) {
+    if out.whole.is_none()
+        && n >= cfg.min_windows
+        && p_whole <= cfg.suspect_p
+        && may_be_suspect(cfg, values, times, scratch)
+    {
         out.whole = Some(Evidence::compute(cfg, values, times, s, tie_term, scratch));
     }
     if out.suspect.is_none() {
@@ -335,7 +432,14 @@ mod tests {
 
     fn ev(v: &[u64], t: &[f64]) -> Evidence {
         let (s, tie) = statistic(v);
-        Evidence::compute(&TrendConfig::default(), v, t, s, tie, &mut Scratch::default())
+        Evidence::compute(
+            &TrendConfig::default(),
+            v,
+            t,
+            s,
+            tie,
+            &mut Scratch::default(),
+        )
     }
 
     #[test]

@@ -105,7 +105,9 @@ impl MkAccumulator {
     /// Removes `window[0]` from a window holding `window` (oldest first).
     #[inline]
     pub fn pop_front(&mut self, window: &[u64]) {
-        let Some((&old, rest)) = window.split_first() else { return };
+        let Some((&old, rest)) = window.split_first() else {
+            return;
+        };
         let (mut gt, mut lt) = (0i64, 0i64);
         for &x in rest {
             gt += (x > old) as i64;
@@ -217,11 +219,21 @@ mod tests {
 
     #[test]
     fn exact_p_matches_enumeration() {
-        let series: [&[u64]; 5] = [&[1, 2, 3, 4, 5], &[3, 1, 2, 5, 4], &[5, 4, 3, 2, 1], &[2, 1, 4, 3, 6, 5], &[1, 3, 2]];
+        let series: [&[u64]; 5] = [
+            &[1, 2, 3, 4, 5],
+            &[3, 1, 2, 5, 4],
+            &[5, 4, 3, 2, 1],
+            &[2, 1, 4, 3, 6, 5],
+            &[1, 3, 2],
+        ];
         for x in series {
             let (s, t) = statistic(x);
             let p = p_increasing(x.len(), s, t, 1.0);
-            assert!((p - brute_p(x)).abs() < 1e-12, "{x:?}: {p} vs {}", brute_p(x));
+            assert!(
+                (p - brute_p(x)).abs() < 1e-12,
+                "{x:?}: {p} vs {}",
+                brute_p(x)
+            );
         }
         // Known value: a perfectly increasing series of 10 has p = 1/10!.
         let x: Vec<u64> = (0..10).collect();

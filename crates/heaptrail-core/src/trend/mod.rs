@@ -6,53 +6,81 @@
 //! [`ProcessVerdict`] for the process.
 //!
 //! # Statistics
-//! * [`mann_kendall`]: the Mann–Kendall trend test (tie-corrected; exact for `n ≤ 10` without
-//!   ties, normal approximation with continuity correction otherwise), one-sided for increase.
-//! * [`sen_slope`]: Sen's slope, the median of pairwise slopes — the growth rate reported.
-//! * [`autocorrelation`]: the Hamed–Rao variance correction for serially correlated series
-//!   (conservative: it can only weaken a trend).
-//! * [`shape`]: floor rise (leaked memory never comes back) and a robust noise scale.
+//! * [`mann_kendall`]: the Mann–Kendall trend test, one-sided for increase, tie-corrected; exact
+//!   distribution for `n ≤ 10` without ties, normal approximation with continuity correction
+//!   otherwise. Kept incrementally per site (`O(history)` per window).
+//! * [`sen_slope`]: Sen's slope, the median of pairwise slopes — every reported rate.
+//! * [`autocorrelation`]: variance inflation for serially correlated series (Hamed–Rao, and a
+//!   lag-1 factor estimated before a short window), conservative: it only ever weakens a trend.
+//! * [`shape`]: floor rise, line versus step, robust noise, temporary batches.
 //!
 //! # Site verdicts
-//! Every tracked site has one sample per window (0 when it is absent); the last `history`
-//! samples are kept. A site's *tested window* is all of them, except after it became `Fixed`:
-//! then it restarts at the `fixed_after` flat samples, so renewed growth is judged on post-fix
-//! data. Its *recent window* is the last `max(min_windows, n/3)` samples of the tested one.
-//! With the defaults (history 30, min_windows 6) that is 6–10 samples.
+//! Every tracked site has one sample per window (0 when absent from the window); the last
+//! `history` are kept. Its *tested window* is all of them, except after it became `Fixed` (then
+//! it restarts at the fix). With `n` samples in a window, its *recent window* is its last
+//! `max(min_windows, n/3)` samples but never its first `⌈min_windows/2⌉`; with the defaults
+//! (history 30, min_windows 6) that is 6–10 samples.
 //!
-//! A site is a **leak** when all of these hold ([`evidence::Evidence::is_leak`]):
-//! 1. it has been seen for at least `min_windows` windows;
-//! 2. Mann–Kendall over the tested window, Hamed–Rao corrected, gives `p ≤ leak_p`;
-//! 3. Mann–Kendall over the recent window gives `p ≤ suspect_p` — the growth continues now
-//!    (a warm-up that flattened fails here);
-//! 4. the recent Sen slope is at least `min_rate` bytes/s and the growth it implies over the
-//!    recent window is at least `min_growth_bytes`;
-//! 5. the recent Sen slope is at least half the tested window's: growth that is fading fast (a
-//!    saturating warm-up) is not a leak yet;
-//! 6. the floor rises: the minimum of the recent half of the tested window exceeds the minimum of
-//!    its older half — sawtooth buffers and temporary batches, even with rising peaks, keep
-//!    returning to their base;
-//! 7. the growth over the tested window (its Sen slope × duration) exceeds 2 noise standard
-//!    deviations (robust scale from window-to-window differences): large noise around a level
-//!    does not make a leak however the ranks fall.
+//! A window is **leak-like** ([`evidence::Evidence::leak_conditions`]) when, after leaving out
+//! temporary batches (isolated samples more than 4 robust σ above the trend):
+//! 1. it holds at least `min_leak_windows = min_windows + ⌈min_windows/2⌉` samples (9);
+//! 2. its Mann–Kendall p, variance-corrected for autocorrelation, is at most `leak_p` divided by
+//!    the number of windows tried (Bonferroni, see below);
+//! 3. its recent window's Mann–Kendall p is at most `suspect_p`: the growth continues now;
+//! 4. the recent Sen slope is at least `min_rate` and the growth it implies over the recent
+//!    window at least `min_growth_bytes`;
+//! 5. it is not fading: the recent slope is at least half the window's (a saturating warm-up);
+//! 6. the floor rises: the minimum of the recent half exceeds the minimum of the older half, by
+//!    at least a quarter of the window's growth — leaked memory never comes back, while a
+//!    sawtooth buffer or temporary batches with rising peaks return to their base;
+//! 7. the window's growth (Sen slope × duration) exceeds 6 robust standard deviations of the
+//!    residuals around its Sen line, and the recent growth exceeds one — noise, however large,
+//!    does not make a leak;
+//! 8. it is steady, not a step: the Sen line fits (least squares) at least as well as the best
+//!    two-level step — a warm-up, a cache filled once, a single large allocation are steps;
+//! 9. its Sen slope is positive;
+//! 10. for a suffix of the history: the median of its last 3 samples exceeds every earlier
+//!     sample (a new high; a series wandering in a range does not make one).
 //!
-//! Once a leak, a site stays a leak while 2 holds, the floor still rises and the recent window
-//! still grows (`S > 0`, rate ≥ `min_rate/4`): hysteresis against flicker.
+//! The tested window and its last 2/3, 1/2 and 1/3 (those long enough) are tried, so a leak
+//! that starts after a long flat stretch is found within a few windows of its start
+//! ([`evidence::search`]).
 //!
-//! **Suspect**: 2 and 3 at `suspect_p`, 5, and a quarter of the thresholds of 4 — or any leak
-//! that fails the floor or noise conditions. **Fixed**, **WarmingUp**, **Plateau**: see
-//! [`site_verdict`], which also lists the order the rules are applied in and the confidences.
+//! * **Leak**: a window is leak-like in at least 2 of the last 3 windows (the first time:
+//!   **Suspect**). Once a leak, a site stays one while its uncorrected whole-window p is at most
+//!   `leak_p`, its recent window still grows (`S > 0`, slope ≥ `min_rate/4`) and its floor still
+//!   rises ([`site_verdict::still_leaking`]).
+//! * **Suspect**: also when the whole window is significant at `suspect_p` and so is its recent
+//!   window, the growth is steady (8) and not fading (5), and reaches a quarter of the
+//!   thresholds of 4: growth worth watching, below the evidence or size of a leak.
+//! * **Fixed**: a site that was `Leak` and whose last `fixed_after` windows did not grow
+//!   (Mann–Kendall `S ≤ 0`). It stays `Fixed` (sticky, the confirmation a user waits for after a
+//!   deploy) until a leak is found again in the post-fix samples.
+//! * **WarmingUp**: seen for fewer than `min_windows` windows and growing; **Plateau**: the rest.
 //!
-//! A site whose last `history` samples are all 0 is forgotten after being reported.
+//! [`site_verdict`] gives the order the rules are applied in and the confidences. A site whose
+//! last `history` samples are all 0 is reported once more, then forgotten.
 //!
-//! Known limits (no trend test can do better with the same data): growth that lasts at least
-//! `min_windows` windows at a steady rate and then stops is called a leak, then `Fixed`; a site
-//! that grows with load (a daily cycle seen through a 30-window history) looks like a leak
-//! until the load falls; a leak that grows in rare large steps with long flat stretches between
-//! them may alternate between `Leak` and `Fixed`.
+//! Measured on synthetic series (see the `scenarios` tests; 10,000-series runs with
+//! `sweep_large`): about 0.1% of non-leaking series of 60 windows (noise, AR(1) wandering with
+//! φ ≤ 0.5, sawtooth, temporary batches, warm-ups, steps, spikes, load cycles) are ever called a
+//! leak, and 97% of leaking ones (steady with noise, under a sawtooth, after a warm-up, in
+//! steps, with temporary batches) within 12 windows.
+//!
+//! Known limits (no trend test can do better with the same data): a site that grows steadily for
+//! `min_leak_windows` windows or more and then stops is called a leak, then `Fixed`; a site
+//! that grows with load (a daily cycle seen through a 30-window history) looks like a leak until
+//! the load falls; strongly autocorrelated wandering (AR(1) with φ ≥ 0.5) is sometimes taken
+//! for a leak (about 5% of such series over 60 windows); a leak that grows in rare large steps
+//! with long flat stretches between them may alternate between `Leak` and `Fixed`.
 //!
 //! # Process verdict
 //! See [`process_verdict`].
+//!
+//! # Cost
+//! Per window, `O(sites · history)` plus a sort; the evidence above is only computed for sites
+//! that pass cheap necessary conditions. Sites are judged on several threads when there are
+//! many ([`TrendDetector::set_threads`]); verdicts do not depend on it.
 
 pub mod autocorrelation;
 pub mod config;

@@ -104,8 +104,14 @@ impl ProcessHistory {
             return (ProcessVerdict::Ok, 0.0);
         }
         let times: Vec<f64> = self.samples.iter().map(|s| s.0).collect();
-        let series = |f: fn(&ProcessSample) -> u64| -> Vec<u64> { self.samples.iter().map(|s| f(&s.1)).collect() };
-        let (rss, traced, peak) = (series(|s| s.rss_bytes), series(|s| s.traced_bytes), series(|s| s.traced_peak_bytes));
+        let series = |f: fn(&ProcessSample) -> u64| -> Vec<u64> {
+            self.samples.iter().map(|s| f(&s.1)).collect()
+        };
+        let (rss, traced, peak) = (
+            series(|s| s.rss_bytes),
+            series(|s| s.traced_bytes),
+            series(|s| s.traced_peak_bytes),
+        );
         let r = Trend::of(cfg, &rss, &times, scratch);
         let t = Trend::of(cfg, &traced, &times, scratch);
         let traced_flat_vs_rss = t.leak.is_none() || t.rate < FLAT_RATIO * r.rate;

@@ -44,7 +44,11 @@ fn run_site(config: TrendConfig, interval: f64, series: &[f64]) -> Vec<Verdict> 
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let sample = SiteSample { key: 7, size: v.max(0.0) as u64, count: 1 };
+            let sample = SiteSample {
+                key: 7,
+                size: v.max(0.0) as u64,
+                count: 1,
+            };
             let r = d.observe(i as f64 * interval, ProcessSample::default(), &[sample]);
             r.site(7).map(|s| s.verdict).unwrap_or(Verdict::Plateau)
         })
@@ -117,7 +121,9 @@ pub(crate) fn non_leaking(rng: &mut Rng, n: usize, hard: bool) -> (&'static str,
             let tau = rng.range(0.3, 1.5);
             noise_level = level * rng.range(0.0, 0.05);
             for i in 0..n {
-                v.push(base + level * (1.0 - (-(i as f64) / tau).exp()) + noise_level * rng.normal());
+                v.push(
+                    base + level * (1.0 - (-(i as f64) / tau).exp()) + noise_level * rng.normal(),
+                );
             }
         }
         6 => {
@@ -148,7 +154,11 @@ pub(crate) fn non_leaking(rng: &mut Rng, n: usize, hard: bool) -> (&'static str,
         9 => {
             name = "rare spikes";
             for _ in 0..n {
-                let spike = if rng.unit() < 0.1 { base * rng.range(0.5, 5.0) } else { 0.0 };
+                let spike = if rng.unit() < 0.1 {
+                    base * rng.range(0.5, 5.0)
+                } else {
+                    0.0
+                };
                 v.push(base + spike + 0.1 * noise_level * rng.normal());
             }
         }
@@ -167,7 +177,10 @@ pub(crate) fn non_leaking(rng: &mut Rng, n: usize, hard: bool) -> (&'static str,
             let amp = base * rng.range(0.05, 0.5);
             let phase = rng.range(0.0, 6.3);
             for i in 0..n {
-                v.push(base + amp * (phase + 2.0 * std::f64::consts::PI * i as f64 / period).sin() + 0.2 * noise_level * rng.normal());
+                v.push(
+                    base + amp * (phase + 2.0 * std::f64::consts::PI * i as f64 / period).sin()
+                        + 0.2 * noise_level * rng.normal(),
+                );
             }
         }
     }
@@ -175,7 +188,12 @@ pub(crate) fn non_leaking(rng: &mut Rng, n: usize, hard: bool) -> (&'static str,
 }
 
 /// A named leaking shape; `hard` adds temporary batches up to 5x the growth per window.
-pub(crate) fn leaking(rng: &mut Rng, n: usize, interval: f64, hard: bool) -> (&'static str, Vec<f64>) {
+pub(crate) fn leaking(
+    rng: &mut Rng,
+    n: usize,
+    interval: f64,
+    hard: bool,
+) -> (&'static str, Vec<f64>) {
     let base = rng.range(0.0, 50.0 * MIB);
     // At least 32 KiB per window and 64 bytes/s.
     let step = rng.range((32.0 * KIB).max(64.0 * interval), 2.0 * MIB);
@@ -195,14 +213,22 @@ pub(crate) fn leaking(rng: &mut Rng, n: usize, interval: f64, hard: bool) -> (&'
             let period = 3 + rng.below(6);
             let amp = step * rng.range(1.0, 4.0);
             for i in 0..n {
-                v.push(base + step * i as f64 + amp * (i % period) as f64 / period as f64 + noise * rng.normal());
+                v.push(
+                    base + step * i as f64
+                        + amp * (i % period) as f64 / period as f64
+                        + noise * rng.normal(),
+                );
             }
         }
         2 => {
             name = "warm-up then leak";
             let level = step * rng.range(2.0, 10.0);
             for i in 0..n {
-                v.push(base + level * (1.0 - (-(i as f64) / 0.7).exp()) + step * i as f64 + noise * rng.normal());
+                v.push(
+                    base + level * (1.0 - (-(i as f64) / 0.7).exp())
+                        + step * i as f64
+                        + noise * rng.normal(),
+                );
             }
         }
         3 => {
@@ -214,14 +240,22 @@ pub(crate) fn leaking(rng: &mut Rng, n: usize, interval: f64, hard: bool) -> (&'
         4 => {
             name = "leak with temporary batches";
             for i in 0..n {
-                let batch = if rng.unit() < 0.3 { step * rng.range(0.5, 2.0) } else { 0.0 };
+                let batch = if rng.unit() < 0.3 {
+                    step * rng.range(0.5, 2.0)
+                } else {
+                    0.0
+                };
                 v.push(base + step * i as f64 + batch + noise * rng.normal());
             }
         }
         _ => {
             name = "hard: leak with batches up to 5x";
             for i in 0..n {
-                let batch = if rng.unit() < 0.3 { step * rng.range(1.0, 5.0) } else { 0.0 };
+                let batch = if rng.unit() < 0.3 {
+                    step * rng.range(1.0, 5.0)
+                } else {
+                    0.0
+                };
                 v.push(base + step * i as f64 + batch + noise * rng.normal());
             }
         }
@@ -233,7 +267,7 @@ fn interval_for(rng: &mut Rng) -> f64 {
     [2.0, 5.0, 10.0, 30.0, 60.0][rng.below(5)]
 }
 
-/// The evidence the rules saw for a series at window `w` (1-based), for diagnostics.
+/// The evidence the rules saw for a series at window `w` (1-based), for failure messages.
 fn evidence_at(interval: f64, series: &[f64], w: usize) -> evidence::Evidence {
     let cfg = TrendConfig::default();
     let start = w.saturating_sub(cfg.history);
@@ -241,21 +275,26 @@ fn evidence_at(interval: f64, series: &[f64], w: usize) -> evidence::Evidence {
     let t: Vec<f64> = (start..w).map(|i| i as f64 * interval).collect();
     let (s, tie) = mann_kendall::statistic(&v);
     let found = evidence::search(&cfg, &v, &t, s, tie, &mut evidence::Scratch::default());
-    found.leak.unwrap_or_else(|| evidence::Evidence::compute(&cfg, &v, &t, s, tie, &mut evidence::Scratch::default()))
+    found.leak.unwrap_or_else(|| {
+        evidence::Evidence::compute(&cfg, &v, &t, s, tie, &mut evidence::Scratch::default())
+    })
 }
 
-/// (false-positive series, total) over `count` non-leaking series of 60 windows.
-fn false_positive_sweep(count: usize, seed: u64, verbose: bool) -> (usize, usize) {
-    false_positive_sweep_by_shape(count, seed, verbose, false, &mut std::collections::BTreeMap::new())
+fn kib(series: &[f64], n: usize) -> Vec<i64> {
+    series.iter().take(n).map(|x| (x / KIB) as i64).collect()
 }
 
-fn false_positive_sweep_by_shape(
+type ByShape = std::collections::BTreeMap<&'static str, (usize, usize)>;
+
+/// Runs `count` non-leaking series of 60 windows; returns how many were ever called `Leak`
+/// (per shape: (called leak, total)).
+fn false_positive_sweep(
     count: usize,
     seed: u64,
-    verbose: bool,
     hard: bool,
-    by_shape: &mut std::collections::BTreeMap<&'static str, (usize, usize)>,
-) -> (usize, usize) {
+    by_shape: &mut ByShape,
+    verbose: bool,
+) -> usize {
     let mut rng = Rng::new(seed);
     let mut bad = 0;
     for i in 0..count {
@@ -267,35 +306,27 @@ fn false_positive_sweep_by_shape(
         if let Some(w) = first(&verdicts, Verdict::Leak) {
             entry.0 += 1;
             bad += 1;
-            if std::env::var_os("TREND_FP_WINDOWS").is_some() {
-                eprintln!("fpwin {name} {w}");
-            }
-            if std::env::var("TREND_FP_SHAPE").is_ok_and(|s| s == name) {
-                eprintln!("FP {name} at window {w}: {:?}", series.iter().take(w).map(|x| (x / KIB) as i64).collect::<Vec<_>>());
-                eprintln!("    {:?}", evidence_at(interval, &series, w));
-            }
             if verbose {
-                eprintln!("FP #{i} {name} at window {w}: {:?}", series.iter().take(w).map(|x| (x / KIB) as i64).collect::<Vec<_>>());
-                eprintln!("    {:?}", evidence_at(interval, &series, w));
+                eprintln!(
+                    "false leak #{i} ({name}) at window {w}: {:?}\n    {:?}",
+                    kib(&series, w),
+                    evidence_at(interval, &series, w)
+                );
             }
         }
     }
-    (bad, count)
+    bad
 }
 
-/// (series flagged `Leak` within `within` windows, total).
-fn detection_sweep(count: usize, seed: u64, within: usize, verbose: bool) -> (usize, usize) {
-    detection_sweep_by_shape(count, seed, within, verbose, false, &mut std::collections::BTreeMap::new())
-}
-
-fn detection_sweep_by_shape(
+/// Runs `count` leaking series; returns how many were called `Leak` within `within` windows.
+fn detection_sweep(
     count: usize,
     seed: u64,
     within: usize,
-    verbose: bool,
     hard: bool,
-    by_shape: &mut std::collections::BTreeMap<&'static str, (usize, usize)>,
-) -> (usize, usize) {
+    by_shape: &mut ByShape,
+    verbose: bool,
+) -> usize {
     let mut rng = Rng::new(seed);
     let mut ok = 0;
     for i in 0..count {
@@ -309,35 +340,14 @@ fn detection_sweep_by_shape(
                 ok += 1;
                 entry.0 += 1;
             }
-            other => {
-                if std::env::var("TREND_MISS_SHAPE").is_ok_and(|s| s == name) {
-                    for w in 9..=within {
-                        let e = evidence_at(interval, &series, w);
-                        let failed: Vec<_> = e.leak_conditions(&TrendConfig::default()).iter().filter(|c| !c.1).map(|c| c.0).collect();
-                        eprintln!("MISSCOND {name} w{w} {failed:?}");
-                    }
-                }
-                if verbose {
-                    eprintln!("miss #{i} {name} (first leak {other:?}): {:?}", series.iter().take(14).map(|x| (x / KIB) as i64).collect::<Vec<_>>());
-                }
-            }
+            other if verbose => eprintln!(
+                "late #{i} ({name}), first Leak {other:?}: {:?}",
+                kib(&series, 14)
+            ),
+            _ => {}
         }
     }
-    (ok, count)
-}
-
-#[test]
-fn sweep_no_false_leaks_in_200_non_leaking_series() {
-    let (bad, total) = false_positive_sweep(200, 1, true);
-    eprintln!("false-positive sweep: {bad}/{total} series ever called Leak over 60 windows");
-    assert_eq!(bad, 0);
-}
-
-#[test]
-fn sweep_leaks_found_within_12_windows() {
-    let (ok, total) = detection_sweep(200, 2, 12, true);
-    eprintln!("detection sweep: {ok}/{total} leaking series called Leak within 12 windows");
-    assert!(ok * 100 >= total * 95, "{ok}/{total}");
+    ok
 }
 
 /// Leaks that start after 20 windows of noise around a level: (found within 12 windows of the
@@ -350,15 +360,10 @@ fn late_onset_sweep(count: usize, seed: u64) -> (usize, usize, f64) {
         let base = rng.range(1.0 * MIB, 50.0 * MIB);
         let step = rng.range((32.0 * KIB).max(64.0 * interval), 2.0 * MIB);
         let noise = step * rng.range(0.0, 1.0);
-        let series: Vec<f64> = (0..60).map(|i| base + step * (i as f64 - 19.0).max(0.0) + noise * rng.normal()).collect();
+        let series: Vec<f64> = (0..60)
+            .map(|i| base + step * (i as f64 - 19.0).max(0.0) + noise * rng.normal())
+            .collect();
         let v = run_site(TrendConfig::default(), interval, &series);
-        if std::env::var_os("TREND_LATE").is_some() {
-            for w in [28, 30, 32] {
-                let e = evidence_at(interval, &series, w);
-                let failed: Vec<_> = e.leak_conditions(&TrendConfig::default()).iter().filter(|c| !c.1).map(|c| c.0).collect();
-                eprintln!("LATE w{w} {failed:?}");
-            }
-        }
         if let Some(w) = first(&v, Verdict::Leak) {
             if w > 20 && w - 20 <= 12 {
                 ok += 1;
@@ -369,27 +374,60 @@ fn late_onset_sweep(count: usize, seed: u64) -> (usize, usize, f64) {
     (ok, count, delays / ok.max(1) as f64)
 }
 
-/// Larger sweeps over many seeds, for tuning: `cargo test --release -p heaptrail-core sweep_large -- --ignored --nocapture`.
+#[test]
+fn sweep_no_false_leaks_in_200_non_leaking_series() {
+    let bad = false_positive_sweep(200, 1, false, &mut ByShape::new(), true);
+    eprintln!(
+        "false-positive sweep: {bad}/200 non-leaking series ever called Leak over 60 windows"
+    );
+    assert_eq!(bad, 0);
+}
+
+#[test]
+fn sweep_leaks_found_within_12_windows() {
+    let ok = detection_sweep(200, 2, 12, false, &mut ByShape::new(), true);
+    eprintln!("detection sweep: {ok}/200 leaking series called Leak within 12 windows");
+    assert!(ok * 100 >= 200 * 95, "{ok}/200");
+}
+
+#[test]
+fn sweep_leaks_starting_late_are_found_within_12_windows_of_the_start() {
+    let (ok, total, delay) = late_onset_sweep(200, 3);
+    eprintln!("late-onset sweep: {ok}/{total} found within 12 windows of the start (mean delay {delay:.1})");
+    assert!(ok * 100 >= total * 95, "{ok}/{total}");
+}
+
+/// 50x larger sweeps, with the harder shapes reported apart:
+/// `cargo test --release -p heaptrail-core --lib sweep_large -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn sweep_large() {
-    let (mut bad, mut fp_total, mut ok, mut det_total) = (0, 0, 0, 0);
-    let mut det10 = 0;
-    let (mut fp_shapes, mut det_shapes) = (Default::default(), Default::default());
+    let (mut fp, mut det12, mut det10) = (ByShape::new(), ByShape::new(), ByShape::new());
     for seed in 100..150 {
-        let (b, t) = false_positive_sweep_by_shape(200, seed, false, true, &mut fp_shapes);
-        bad += b;
-        fp_total += t;
-        let (o, t) = detection_sweep_by_shape(200, seed + 1000, 12, false, true, &mut det_shapes);
-        ok += o;
-        det_total += t;
-        det10 += detection_sweep_by_shape(200, seed + 1000, 10, false, true, &mut Default::default()).0;
+        false_positive_sweep(200, seed, true, &mut fp, false);
+        detection_sweep(200, seed + 1000, 12, true, &mut det12, false);
+        detection_sweep(200, seed + 1000, 10, true, &mut det10, false);
     }
-    eprintln!("false positives: {bad}/{fp_total}; detected within 12: {ok}/{det_total}; within 10: {det10}/{det_total}");
-    eprintln!("false positives by shape: {fp_shapes:?}");
-    let (late_ok, late_total, late_delay) = late_onset_sweep(2000, 7);
-    eprintln!("leaks starting after 20 flat windows, found within 12 windows of the start: {late_ok}/{late_total} (mean delay {late_delay:.1})");
-    eprintln!("detected within 12 by shape: {det_shapes:?}");
+    let total = |m: &ByShape, hard: bool| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("hard") == hard)
+            .fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1))
+    };
+    eprintln!(
+        "non-leaking series ever called Leak (60 windows): {:?}; hard shapes: {:?}",
+        total(&fp, false),
+        total(&fp, true)
+    );
+    eprintln!("  by shape: {fp:?}");
+    eprintln!(
+        "leaking series called Leak within 12 windows: {:?}, within 10: {:?}; hard shapes: {:?}",
+        total(&det12, false),
+        total(&det10, false),
+        total(&det12, true)
+    );
+    eprintln!("  by shape (12): {det12:?}");
+    let (ok, n, delay) = late_onset_sweep(2000, 7);
+    eprintln!("leaks starting after 20 flat windows, found within 12 windows of the start: {ok}/{n} (mean delay {delay:.1})");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,11 +438,16 @@ fn steady_leak_with_noise_is_a_leak_by_window_10_and_stays_one() {
     for seed in 0..20 {
         let mut rng = Rng::new(seed);
         // 20 MiB base, +200 KiB per 10 s window, noise σ = 60 KiB.
-        let series: Vec<f64> = (0..40).map(|i| 20.0 * MIB + 200.0 * KIB * i as f64 + 60.0 * KIB * rng.normal()).collect();
+        let series: Vec<f64> = (0..40)
+            .map(|i| 20.0 * MIB + 200.0 * KIB * i as f64 + 60.0 * KIB * rng.normal())
+            .collect();
         let v = run_site(TrendConfig::default(), 10.0, &series);
         let at = first(&v, Verdict::Leak).expect("never called a leak");
         assert!(at <= 10, "seed {seed}: first Leak at window {at}: {v:?}");
-        assert!(v[at - 1..].iter().all(|&x| x == Verdict::Leak), "seed {seed}: flickers: {v:?}");
+        assert!(
+            v[at - 1..].iter().all(|&x| x == Verdict::Leak),
+            "seed {seed}: flickers: {v:?}"
+        );
         // Before min_windows it is warming up, never a leak.
         assert_eq!(v[0], Verdict::WarmingUp);
     }
@@ -416,7 +459,11 @@ fn warm_up_that_plateaus_is_never_a_leak() {
         let mut rng = Rng::new(seed);
         let tau = 0.5 + seed as f64 / 20.0; // 0.5 ..= 1.45 windows
         let series: Vec<f64> = (0..60)
-            .map(|i| 5.0 * MIB + 30.0 * MIB * (1.0 - (-(i as f64) / tau).exp()) + 50.0 * KIB * rng.normal())
+            .map(|i| {
+                5.0 * MIB
+                    + 30.0 * MIB * (1.0 - (-(i as f64) / tau).exp())
+                    + 50.0 * KIB * rng.normal()
+            })
             .collect();
         let v = run_site(TrendConfig::default(), 10.0, &series);
         assert_eq!(first(&v, Verdict::Leak), None, "seed {seed}: {v:?}");
@@ -433,10 +480,20 @@ fn random_noise_is_never_a_leak_over_60_windows() {
         let mut rng = Rng::new(1000 + seed);
         let level = rng.range(1.0, 50.0) * MIB;
         let spread = level * rng.range(0.01, 0.3);
-        let series: Vec<f64> = (0..60).map(|_| level + spread * rng.range(-1.0, 1.0)).collect();
+        let series: Vec<f64> = (0..60)
+            .map(|_| level + spread * rng.range(-1.0, 1.0))
+            .collect();
         let v = run_site(TrendConfig::default(), 10.0, &series);
         if let Some(w) = first(&v, Verdict::Leak) {
-            panic!("seed {seed} at {w}: {:?}\n{:?}", series.iter().take(w).map(|x| (x / KIB) as i64).collect::<Vec<_>>(), evidence_at(10.0, &series, w));
+            panic!(
+                "seed {seed} at {w}: {:?}\n{:?}",
+                series
+                    .iter()
+                    .take(w)
+                    .map(|x| (x / KIB) as i64)
+                    .collect::<Vec<_>>(),
+                evidence_at(10.0, &series, w)
+            );
         }
     }
 }
@@ -444,7 +501,9 @@ fn random_noise_is_never_a_leak_over_60_windows() {
 #[test]
 fn sawtooth_is_never_a_leak() {
     for period in 2..=8 {
-        let series: Vec<f64> = (0..60).map(|i| 10.0 * MIB + 8.0 * MIB * (i % period) as f64 / period as f64).collect();
+        let series: Vec<f64> = (0..60)
+            .map(|i| 10.0 * MIB + 8.0 * MIB * (i % period) as f64 / period as f64)
+            .collect();
         let v = run_site(TrendConfig::default(), 10.0, &series);
         assert_eq!(first(&v, Verdict::Leak), None, "period {period}: {v:?}");
     }
@@ -458,7 +517,11 @@ fn growing_temporary_batches_are_never_a_leak() {
         let mut rng = Rng::new(every as u64);
         let series: Vec<f64> = (0..60)
             .map(|i| {
-                let batch = if i % every == 0 { 1.0 * MIB + 256.0 * KIB * i as f64 } else { 0.0 };
+                let batch = if i % every == 0 {
+                    1.0 * MIB + 256.0 * KIB * i as f64
+                } else {
+                    0.0
+                };
                 4.0 * MIB + batch + 16.0 * KIB * rng.normal()
             })
             .collect();
@@ -472,12 +535,17 @@ fn leak_then_fix_becomes_fixed_after_k_flat_windows() {
     let cfg = TrendConfig::default();
     let k = cfg.fixed_after;
     // Leaks for 25 windows, then stays exactly flat.
-    let series: Vec<f64> = (0..60).map(|i| 8.0 * MIB + 300.0 * KIB * i.min(24) as f64).collect();
+    let series: Vec<f64> = (0..60)
+        .map(|i| 8.0 * MIB + 300.0 * KIB * i.min(24) as f64)
+        .collect();
     let v = run_site(cfg.clone(), 10.0, &series);
     assert_eq!(v[23], Verdict::Leak, "{v:?}");
     // Window 25 is the last growth; windows 26..=25+K are flat; the K-th flat window says Fixed.
     assert_eq!(first(&v, Verdict::Fixed), Some(25 + k), "{v:?}");
-    assert!(v[25 + k - 1..].iter().all(|&x| x == Verdict::Fixed), "{v:?}");
+    assert!(
+        v[25 + k - 1..].iter().all(|&x| x == Verdict::Fixed),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -494,8 +562,15 @@ fn noisy_fix_is_confirmed_and_a_relapse_is_a_leak_again() {
     assert!(v[15..25].contains(&Verdict::Leak), "{v:?}");
     let fixed = first(&v, Verdict::Fixed).expect("never fixed");
     assert!((26..=36).contains(&fixed), "fixed at {fixed}: {v:?}");
-    assert!(v[fixed - 1..50].iter().all(|&x| x == Verdict::Fixed), "{v:?}");
-    let relapse = v[50..].iter().position(|&x| x == Verdict::Leak).map(|i| i + 51).expect("relapse missed");
+    assert!(
+        v[fixed - 1..50].iter().all(|&x| x == Verdict::Fixed),
+        "{v:?}"
+    );
+    let relapse = v[50..]
+        .iter()
+        .position(|&x| x == Verdict::Leak)
+        .map(|i| i + 51)
+        .expect("relapse missed");
     assert!(relapse <= 62, "relapse found at {relapse}: {v:?}");
 }
 
@@ -506,7 +581,9 @@ fn slow_steady_leak_is_caught_once_significant() {
     let mut caught = 0;
     for seed in 0..20 {
         let mut rng = Rng::new(500 + seed);
-        let series: Vec<f64> = (0..60).map(|i| 50.0 * MIB + 10.0 * KIB * i as f64 + 20.0 * KIB * rng.normal()).collect();
+        let series: Vec<f64> = (0..60)
+            .map(|i| 50.0 * MIB + 10.0 * KIB * i as f64 + 20.0 * KIB * rng.normal())
+            .collect();
         let v = run_site(TrendConfig::default(), 10.0, &series);
         if let Some(at) = first(&v, Verdict::Leak) {
             assert!(at >= 10, "seed {seed}: too early to be sure, window {at}");
@@ -515,7 +592,10 @@ fn slow_steady_leak_is_caught_once_significant() {
             }
         }
     }
-    assert!(caught >= 19, "{caught}/20 slow leaks caught within 30 windows");
+    assert!(
+        caught >= 19,
+        "{caught}/20 slow leaks caught within 30 windows"
+    );
 }
 
 #[test]
@@ -541,21 +621,42 @@ fn sample(key: u64, size: u64, count: u64) -> SiteSample {
 
 #[test]
 fn reports_diffs_windows_and_history() {
-    let mut d = TrendDetector::new(TrendConfig { history: 4, min_windows: 2, ..TrendConfig::default() });
-    let r = d.observe(0.0, ProcessSample::default(), &[sample(1, 100, 2), sample(2, 50, 1), sample(1, 10, 1)]);
+    let mut d = TrendDetector::new(TrendConfig {
+        history: 4,
+        min_windows: 2,
+        ..TrendConfig::default()
+    });
+    let r = d.observe(
+        0.0,
+        ProcessSample::default(),
+        &[sample(1, 100, 2), sample(2, 50, 1), sample(1, 10, 1)],
+    );
     assert_eq!(r.window, 1);
     let s1 = r.site(1).unwrap();
-    assert_eq!((s1.size, s1.size_diff, s1.count, s1.count_diff, s1.windows), (110, 110, 3, 3, 1));
+    assert_eq!(
+        (s1.size, s1.size_diff, s1.count, s1.count_diff, s1.windows),
+        (110, 110, 3, 3, 1)
+    );
     let r = d.observe(5.0, ProcessSample::default(), &[sample(1, 100, 2)]);
     let s1 = r.site(1).unwrap();
-    assert_eq!((s1.size, s1.size_diff, s1.count, s1.count_diff, s1.windows), (100, -10, 2, -1, 2));
+    assert_eq!(
+        (s1.size, s1.size_diff, s1.count, s1.count_diff, s1.windows),
+        (100, -10, 2, -1, 2)
+    );
     let s2 = r.site(2).unwrap();
     assert_eq!((s2.size, s2.size_diff, s2.count_diff), (0, -50, -1));
     for t in 2..6 {
-        d.observe(5.0 * t as f64, ProcessSample::default(), &[sample(1, 100 + t, 1)]);
+        d.observe(
+            5.0 * t as f64,
+            ProcessSample::default(),
+            &[sample(1, 100 + t, 1)],
+        );
     }
     // History keeps the last 4 windows.
-    assert_eq!(d.site_history(1).unwrap(), vec![(10.0, 102), (15.0, 103), (20.0, 104), (25.0, 105)]);
+    assert_eq!(
+        d.site_history(1).unwrap(),
+        vec![(10.0, 102), (15.0, 103), (20.0, 104), (25.0, 105)]
+    );
     // Site 2 was absent for 4 windows (its whole history is zeros): forgotten.
     assert_eq!(d.site_history(2), None);
     assert_eq!(d.tracked_sites(), 1);
@@ -566,14 +667,39 @@ fn reports_diffs_windows_and_history() {
 }
 
 #[test]
+fn threads_do_not_change_the_reports() {
+    let mut single = TrendDetector::new(TrendConfig::default());
+    single.set_threads(1);
+    let mut multi = TrendDetector::new(TrendConfig::default());
+    multi.set_threads(3);
+    let mut rng = Rng::new(9);
+    for w in 0..40u64 {
+        let sites: Vec<SiteSample> = (0..500u64)
+            .filter(|k| (k + w) % 7 != 0) // some sites come and go
+            .map(|k| {
+                let trend = if k % 10 == 0 { 50_000 * w } else { 0 };
+                sample(
+                    k,
+                    1_000_000 + trend + (rng.unit() * 100_000.0) as u64,
+                    1 + k % 5,
+                )
+            })
+            .collect();
+        let a = single.observe(10.0 * w as f64, ProcessSample::default(), &sites);
+        let b = multi.observe(10.0 * w as f64, ProcessSample::default(), &sites);
+        assert_eq!(a, b, "window {w}");
+    }
+}
+
+#[test]
 fn reports_are_sorted_by_severity_confidence_and_rate() {
     let mut d = TrendDetector::new(TrendConfig::default());
     let mut rng = Rng::new(3);
     let mut last = None;
     for i in 0..20u64 {
         let mut sites = vec![
-            sample(1, 1_000_000, 10),                                          // plateau
-            sample(2, 1_000_000 + 500_000 * i, 10),                             // leak
+            sample(1, 1_000_000, 10),               // plateau
+            sample(2, 1_000_000 + 500_000 * i, 10), // leak
             sample(3, 2_000_000 + 100_000 * i + (rng.unit() * 1e5) as u64, 10), // leak, noisier
         ];
         if i >= 17 {
@@ -585,17 +711,26 @@ fn reports_are_sorted_by_severity_confidence_and_rate() {
     let order: Vec<_> = r.sites.iter().map(|s| (s.key, s.verdict)).collect();
     assert_eq!(order[0].1, Verdict::Leak);
     assert_eq!(order[1].1, Verdict::Leak);
-    assert_eq!(&order[2..], &[(4, Verdict::WarmingUp), (1, Verdict::Plateau)]);
+    assert_eq!(
+        &order[2..],
+        &[(4, Verdict::WarmingUp), (1, Verdict::Plateau)]
+    );
     assert!(r.sites[0].confidence >= r.sites[1].confidence);
     let leak = r.site(2).unwrap();
     assert!((leak.bytes_per_second - 50_000.0).abs() < 1e-6, "{leak:?}");
-    assert_eq!(leak.growth_bytes, 50_000 * 50 /* recent window: 6 samples, 50 s */);
+    assert_eq!(
+        leak.growth_bytes,
+        50_000 * 50 /* recent window: 6 samples, 50 s */
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Process verdicts.
 
-fn run_process(series: impl Fn(usize, &mut Rng) -> ProcessSample, windows: usize) -> Vec<(ProcessVerdict, f64)> {
+fn run_process(
+    series: impl Fn(usize, &mut Rng) -> ProcessSample,
+    windows: usize,
+) -> Vec<(ProcessVerdict, f64)> {
     let mut d = TrendDetector::new(TrendConfig::default());
     let mut rng = Rng::new(11);
     (0..windows)
@@ -613,13 +748,24 @@ fn noisy(rng: &mut Rng, x: f64, sigma: f64) -> u64 {
 #[test]
 fn process_ok_when_flat_and_before_enough_windows() {
     let v = run_process(
-        |_, rng| ProcessSample { rss_bytes: noisy(rng, 400.0 * MIB, 2.0 * MIB), traced_bytes: noisy(rng, 200.0 * MIB, 1.0 * MIB), traced_peak_bytes: 260 * MIB as u64 },
+        |_, rng| ProcessSample {
+            rss_bytes: noisy(rng, 400.0 * MIB, 2.0 * MIB),
+            traced_bytes: noisy(rng, 200.0 * MIB, 1.0 * MIB),
+            traced_peak_bytes: 260 * MIB as u64,
+        },
         40,
     );
     assert!(v.iter().all(|x| x.0 == ProcessVerdict::Ok), "{v:?}");
     assert_eq!(v[0].1, 0.0);
     // Growth, but too few windows to say.
-    let v = run_process(|i, _| ProcessSample { rss_bytes: (100 + 10 * i as u64) << 20, traced_bytes: (50 + 10 * i as u64) << 20, traced_peak_bytes: (60 + 10 * i as u64) << 20 }, 5);
+    let v = run_process(
+        |i, _| ProcessSample {
+            rss_bytes: (100 + 10 * i as u64) << 20,
+            traced_bytes: (50 + 10 * i as u64) << 20,
+            traced_peak_bytes: (60 + 10 * i as u64) << 20,
+        },
+        5,
+    );
     assert!(v.iter().all(|x| x.0 == ProcessVerdict::Ok), "{v:?}");
 }
 
@@ -628,7 +774,11 @@ fn process_python_growth() {
     let v = run_process(
         |i, rng| {
             let traced = 100.0 * MIB + MIB * i as f64;
-            ProcessSample { rss_bytes: noisy(rng, 100.0 * MIB + traced * 1.1, MIB), traced_bytes: noisy(rng, traced, 0.3 * MIB), traced_peak_bytes: (traced + 20.0 * MIB) as u64 }
+            ProcessSample {
+                rss_bytes: noisy(rng, 100.0 * MIB + traced * 1.1, MIB),
+                traced_bytes: noisy(rng, traced, 0.3 * MIB),
+                traced_peak_bytes: (traced + 20.0 * MIB) as u64,
+            }
         },
         20,
     );
@@ -656,7 +806,11 @@ fn process_transient_peaks() {
     let v = run_process(
         |i, rng| {
             let peak = 150.0 * MIB + 3.0 * MIB * i as f64;
-            ProcessSample { rss_bytes: noisy(rng, peak + 60.0 * MIB, MIB), traced_bytes: noisy(rng, 120.0 * MIB, 0.5 * MIB), traced_peak_bytes: peak as u64 }
+            ProcessSample {
+                rss_bytes: noisy(rng, peak + 60.0 * MIB, MIB),
+                traced_bytes: noisy(rng, 120.0 * MIB, 0.5 * MIB),
+                traced_peak_bytes: peak as u64,
+            }
         },
         20,
     );
@@ -669,7 +823,11 @@ fn process_allocator_retention() {
     let v = run_process(
         |i, rng| {
             let traced = if i < 12 { 500.0 * MIB } else { 200.0 * MIB };
-            ProcessSample { rss_bytes: noisy(rng, 700.0 * MIB, MIB), traced_bytes: noisy(rng, traced, MIB), traced_peak_bytes: 520 * MIB as u64 }
+            ProcessSample {
+                rss_bytes: noisy(rng, 700.0 * MIB, MIB),
+                traced_bytes: noisy(rng, traced, MIB),
+                traced_peak_bytes: 520 * MIB as u64,
+            }
         },
         20,
     );
@@ -680,7 +838,11 @@ fn process_allocator_retention() {
     let v = run_process(
         |i, rng| {
             let traced = if i < 12 { 500.0 * MIB } else { 200.0 * MIB };
-            ProcessSample { rss_bytes: noisy(rng, traced + 200.0 * MIB, MIB), traced_bytes: noisy(rng, traced, MIB), traced_peak_bytes: 520 * MIB as u64 }
+            ProcessSample {
+                rss_bytes: noisy(rng, traced + 200.0 * MIB, MIB),
+                traced_bytes: noisy(rng, traced, MIB),
+                traced_peak_bytes: 520 * MIB as u64,
+            }
         },
         20,
     );
@@ -689,9 +851,24 @@ fn process_allocator_retention() {
 
 #[test]
 fn verdict_names() {
-    let names: Vec<_> = [ProcessVerdict::Ok, ProcessVerdict::PythonGrowth, ProcessVerdict::NativeGrowth, ProcessVerdict::TransientPeaks, ProcessVerdict::AllocatorRetention]
-        .iter()
-        .map(|v| v.as_str())
-        .collect();
-    assert_eq!(names, ["ok", "python-growth", "native-growth", "transient-peaks", "allocator-retention"]);
+    let names: Vec<_> = [
+        ProcessVerdict::Ok,
+        ProcessVerdict::PythonGrowth,
+        ProcessVerdict::NativeGrowth,
+        ProcessVerdict::TransientPeaks,
+        ProcessVerdict::AllocatorRetention,
+    ]
+    .iter()
+    .map(|v| v.as_str())
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "ok",
+            "python-growth",
+            "native-growth",
+            "transient-peaks",
+            "allocator-retention"
+        ]
+    );
 }

@@ -3,14 +3,13 @@
 //! * [`floor_rise`]: how much the *lowest* level of the recent half exceeds the lowest level of
 //!   the older half. Leaked memory never comes back, so a leak lifts the floor; a batch buffer,
 //!   a sawtooth or temporary batches with rising peaks keep returning to the same base.
-//! * [`noise_scale`]: the size of the window-to-window noise, from the interquartile range of the
-//!   first differences (a trend shifts the differences but does not widen them; a rare big drop
-//!   does not count).
 //! * [`line_beats_step`]: whether a straight line explains the window at least as well as the best
 //!   single level shift (two flat segments). Leaks grow steadily; a cache filled once, a
 //!   warm-up or a one-off allocation is a step, and noise after a step must not read as growth.
 //! * [`residual_scale`]: the spread around the Sen line (median absolute deviation of the
-//!   residuals): includes slow wandering that window-to-window differences miss.
+//!   residuals), the noise a leak's growth must stand out of. (Window-to-window differences
+//!   would miss slow wandering.)
+//! * [`batch_cut`]: how far above the trend a sample must be to count as a temporary batch.
 
 /// `min(recent half) − min(older half)`; the recent half is the last `⌈n/2⌉` values.
 pub fn floor_rise(values: &[u64]) -> f64 {
@@ -22,24 +21,6 @@ pub fn floor_rise(values: &[u64]) -> f64 {
     let old = values[..split].iter().copied().min().unwrap_or(0);
     let new = values[split..].iter().copied().min().unwrap_or(0);
     new as f64 - old as f64
-}
-
-/// Robust standard deviation of independent noise around the trend: `IQR(Δx) / 1.349 / √2`
-/// (for normal noise the differences have standard deviation `σ√2` and IQR `1.349·σ√2`).
-pub fn noise_scale(values: &[u64], scratch: &mut Vec<f64>) -> f64 {
-    if values.len() < 3 {
-        return 0.0;
-    }
-    scratch.clear();
-    scratch.extend(values.windows(2).map(|w| w[1] as f64 - w[0] as f64));
-    scratch.sort_unstable_by(f64::total_cmp);
-    let q = |f: f64| {
-        let pos = f * (scratch.len() - 1) as f64;
-        let (lo, frac) = (pos.floor() as usize, pos.fract());
-        let hi = (lo + 1).min(scratch.len() - 1);
-        scratch[lo] + (scratch[hi] - scratch[lo]) * frac
-    };
-    (q(0.75) - q(0.25)) / 1.349 * std::f64::consts::FRAC_1_SQRT_2
 }
 
 /// `true` if the line of slope `slope` (bytes/second, intercept fitted) leaves a sum of squared
@@ -94,7 +75,12 @@ pub const BATCH_OUTLIER: f64 = 4.0;
 /// what stays, while samples below it (a warm-up's start) are part of the shape.
 pub fn batch_cut(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<f64>) -> f64 {
     scratch.clear();
-    scratch.extend(values.iter().zip(times).map(|(&x, &t)| residual(x, t, values[0], times[0], slope)));
+    scratch.extend(
+        values
+            .iter()
+            .zip(times)
+            .map(|(&x, &t)| residual(x, t, values[0], times[0], slope)),
+    );
     let med = super::sen_slope::median(scratch);
     for r in scratch.iter_mut() {
         *r = (*r - med).abs();
@@ -116,7 +102,12 @@ pub fn residual_scale(values: &[u64], times: &[f64], slope: f64, scratch: &mut V
     }
     scratch.clear();
     let t0 = times[0];
-    scratch.extend(values.iter().zip(times).map(|(&x, &t)| x as f64 - slope * (t - t0)));
+    scratch.extend(
+        values
+            .iter()
+            .zip(times)
+            .map(|(&x, &t)| x as f64 - slope * (t - t0)),
+    );
     let med = super::sen_slope::median(scratch);
     for r in scratch.iter_mut() {
         *r = (*r - med).abs();
@@ -141,7 +132,9 @@ mod tests {
         let t: Vec<f64> = (0..12).map(|i| i as f64).collect();
         let line: Vec<u64> = (0..12).map(|i| 1000 + 100 * i + (i % 2) * 30).collect();
         assert!(line_beats_step(&line, &t, 100.0));
-        let step: Vec<u64> = (0..12).map(|i| if i < 5 { 1000 } else { 2000 } + (i % 3) * 20).collect();
+        let step: Vec<u64> = (0..12)
+            .map(|i| if i < 5 { 1000 } else { 2000 } + (i % 3) * 20)
+            .collect();
         assert!(!line_beats_step(&step, &t, 90.0));
     }
 
@@ -152,18 +145,9 @@ mod tests {
         v[6] += 500;
         v[0] = 100;
         let cut = batch_cut(&v, &t, 10.0, &mut Vec::new());
-        let cut_out: Vec<usize> = (0..12).filter(|&i| residual(v[i], t[i], v[0], t[0], 10.0) > cut).collect();
+        let cut_out: Vec<usize> = (0..12)
+            .filter(|&i| residual(v[i], t[i], v[0], t[0], 10.0) > cut)
+            .collect();
         assert_eq!(cut_out, [6]);
-    }
-
-    #[test]
-    fn noise_scale_ignores_trend_and_rare_drops() {
-        let line: Vec<u64> = (0..20).map(|i| 1000 + 10 * i).collect();
-        assert_eq!(noise_scale(&line, &mut Vec::new()), 0.0);
-        let mut saw = line.clone();
-        saw[10] = 0;
-        assert_eq!(noise_scale(&saw, &mut Vec::new()), 0.0);
-        let noisy: Vec<u64> = (0..20).map(|i| 1000 + if i % 2 == 0 { 50 } else { 0 }).collect();
-        assert!(noise_scale(&noisy, &mut Vec::new()) > 30.0);
     }
 }

@@ -2,30 +2,35 @@
 //!
 //! Applied in this order (first match wins); `n` is the number of samples in the tested window,
 //! `seen` the number of windows since the site first appeared:
-//! 1. **Fixed is sticky.** A `Fixed` site stays `Fixed` unless the samples *since the fix* show
-//!    a leak (→ `Leak`) or a suspect trend that also lifts the floor (→ `Suspect`).
-//! 2. **Becoming fixed.** A site that was ever `Leak` and whose last `fixed_after` samples do not
-//!    grow (Mann–Kendall `S ≤ 0`: flat or falling) is `Fixed`;
-//!    its tested window restarts at those `fixed_after` samples, so renewed growth is judged on
-//!    post-fix data only.
+//! 1. **Fixed is sticky.** A site in the `Fixed` regime stays `Fixed` unless [`super::evidence::search`] finds a
+//!    leak in the samples *since the fix*: `Suspect` while unconfirmed, `Leak` once confirmed
+//!    (see 4), which ends the regime.
+//! 2. **Becoming fixed.** A site that was ever `Leak` and whose last `fixed_after` windows did
+//!    not grow (Mann–Kendall `S ≤ 0` over those windows' samples and the one before: flat or
+//!    falling) is `Fixed`; its tested window restarts at those samples, so renewed growth is
+//!    judged on post-fix data only.
 //! 3. **Warm-up.** `seen < min_windows`: `WarmingUp` if the last sample exceeds the first (a site
 //!    seen once is warming up if it holds memory), else `Plateau`.
-//! 4. **Trend.** With `n ≥ min_windows` and a whole-window Mann–Kendall `S > 0` significant at
-//!    `suspect_p` (a cheap pre-test: the Hamed–Rao correction only ever raises p), the
-//!    [`Evidence`] is computed and:
-//!    * `Leak` if [`Evidence::is_leak`], or if the site was `Leak` in the previous window and
-//!      [`Evidence::still_leaking`] (hysteresis);
-//!    * `Suspect` if [`Evidence::is_suspect`];
-//! 5. otherwise `Plateau`.
+//! 4. **Leak.**
+//!    * *Hysteresis*: a site that was `Leak` in the previous window stays `Leak` while
+//!      [`still_leaking`] holds (cheap, weaker conditions, so a noisy leak does not flicker).
+//!    * Otherwise [`super::evidence::search`] looks for a window (the tested one or a recent suffix) meeting
+//!      every leak condition ([`super::evidence::Evidence::leak_conditions`]). The site is
+//!      `Leak` when that happens in at least [`CONFIRM_WINDOWS`] of the last [`CONFIRM_SPAN`]
+//!      windows (this one included), `Suspect` the first time.
+//! 5. **Suspect**: the whole window (or a searched suffix) is suspect
+//!    ([`super::evidence::Evidence::is_suspect`]).
+//! 6. otherwise `Plateau`.
 //!
-//! Confidence: `1 − p_full` for `Leak`/`Suspect`; `seen / min_windows` for `WarmingUp`; the
-//! uncorrected whole-window p-value of "increasing" for `Plateau` and `Fixed` (how compatible
-//! the data is with no growth: 1 for a constant series).
+//! Confidence: `1 − p` (Mann–Kendall, corrected) of the window that decided, for `Leak` and
+//! `Suspect` (uncorrected whole-window p under hysteresis); `seen / min_windows` for
+//! `WarmingUp`; the uncorrected whole-window p-value of "increasing" for `Plateau` and `Fixed`
+//! (how compatible the data is with no growth: 1 for a constant series).
 
 use super::config::TrendConfig;
-use super::evidence::{recent_rate, search, Scratch, SUSPECT_DIVISOR};
-use super::shape::floor_rise;
+use super::evidence::{recent_rate, search_with_p, Scratch, SUSPECT_DIVISOR};
 use super::mann_kendall::{p_increasing, statistic, MkAccumulator};
+use super::shape::floor_rise;
 use super::verdict::Verdict;
 
 /// What the detector remembers about a site between windows.
@@ -81,17 +86,27 @@ pub fn assess(
     let n = values.len();
     let (rate, growth) = recent_rate(cfg, values, times, scratch);
     let p_quick = p_increasing(n, mk.s, mk.tie_term, 1.0);
-    let mut out = Assessment { verdict: Verdict::Plateau, confidence: p_quick, rate, growth, restart: None };
+    let mut out = Assessment {
+        verdict: Verdict::Plateau,
+        confidence: p_quick,
+        rate,
+        growth,
+        restart: None,
+    };
     let mut leak_now = false;
     let k = cfg.fixed_after;
 
     if memory.fixed {
         // Sticky: only a renewed leak, measured since the fix, leaves Fixed.
         out.verdict = Verdict::Fixed;
-        let found = search(cfg, values, times, mk.s, mk.tie_term, scratch);
+        let found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
         if let Some(e) = found.leak {
             leak_now = true;
-            out.verdict = if confirmed(memory) { Verdict::Leak } else { Verdict::Suspect };
+            out.verdict = if confirmed(memory) {
+                Verdict::Leak
+            } else {
+                Verdict::Suspect
+            };
             out.confidence = 1.0 - e.p_full;
             memory.fixed = out.verdict != Verdict::Leak;
         }
@@ -102,7 +117,11 @@ pub fn assess(
         out.restart = Some(k + 1);
         memory.fixed = true;
     } else if seen < cfg.min_windows as u64 {
-        let growing = if n >= 2 { values[n - 1] > values[0] } else { values.first().is_some_and(|&v| v > 0) };
+        let growing = if n >= 2 {
+            values[n - 1] > values[0]
+        } else {
+            values.first().is_some_and(|&v| v > 0)
+        };
         if growing {
             out.verdict = Verdict::WarmingUp;
             out.confidence = seen as f64 / cfg.min_windows as f64;
@@ -112,10 +131,14 @@ pub fn assess(
         out.confidence = 1.0 - p_quick;
         leak_now = true;
     } else {
-        let found = search(cfg, values, times, mk.s, mk.tie_term, scratch);
+        let found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
         if let Some(e) = found.leak {
             leak_now = true;
-            out.verdict = if confirmed(memory) { Verdict::Leak } else { Verdict::Suspect };
+            out.verdict = if confirmed(memory) {
+                Verdict::Leak
+            } else {
+                Verdict::Suspect
+            };
             out.confidence = 1.0 - e.p_full;
         } else if let Some(e) = found.suspect {
             out.verdict = Verdict::Suspect;
@@ -135,7 +158,7 @@ pub fn assess(
 /// (`S > 0`, Sen slope ≥ `min_rate/4`) and its floor still rises — weaker than the leak
 /// conditions, so a noisy leak does not flicker, and cheap, since leaking sites are judged
 /// every window.
-fn still_leaking(cfg: &TrendConfig, values: &[u64], p_quick: f64, rate: f64) -> bool {
+pub fn still_leaking(cfg: &TrendConfig, values: &[u64], p_quick: f64, rate: f64) -> bool {
     let n = values.len();
     p_quick <= cfg.leak_p
         && rate >= cfg.min_rate / SUSPECT_DIVISOR

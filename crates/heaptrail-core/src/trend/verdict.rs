@@ -62,7 +62,13 @@ mod tests {
 
     #[test]
     fn names_and_order() {
-        let mut all = [Verdict::Plateau, Verdict::Fixed, Verdict::Leak, Verdict::WarmingUp, Verdict::Suspect];
+        let mut all = [
+            Verdict::Plateau,
+            Verdict::Fixed,
+            Verdict::Leak,
+            Verdict::WarmingUp,
+            Verdict::Suspect,
+        ];
         all.sort_by(|a, b| b.cmp_severity(*a));
         let names: Vec<_> = all.iter().map(|v| v.as_str()).collect();
         assert_eq!(names, ["leak", "suspect", "fixed", "warming-up", "plateau"]);
