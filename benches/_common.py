@@ -31,7 +31,8 @@ def parser(description, repeat=5):
                    help=f"fresh child processes per configuration; median and min are "
                         f"reported (default {repeat})")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: a small workload, 1 repeat (takes seconds)")
+                   help="smoke run: a small workload, 1 repeat (takes seconds; checks that "
+                        "the script works, its numbers are too noisy to quote)")
     p.add_argument("--json", metavar="FILE",
                    help="also write the results as JSON to FILE ('-': JSON on stdout, the "
                         "table on stderr)")
@@ -133,6 +134,10 @@ def header(env, title):
              f"{env['cpus']} CPUs{load}",
              _describe_build(env["heaptrail"]),
              f"command: {env['command']}"]
+    env["heaptrail_at_end"] = heaptrail_build()
+    if env["heaptrail_at_end"] != env["heaptrail"]:
+        lines.append("WARNING: heaptrail was reinstalled during this run; now "
+                     + _describe_build(env["heaptrail_at_end"]) + ". Results mix two builds.")
     return "\n".join(lines)
 
 

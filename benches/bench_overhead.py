@@ -2,9 +2,9 @@
 
 What it measures: wall time of one loop run 30 frames deep (plain recursion to depth 30, then the
 loop), in a fresh child process per run. Each iteration creates a small list, a dict, an
-instance of a small class and strings; one of each iteration's objects graph is appended to a
-bounded list (trimmed by half when it reaches 10,000 entries), so blocks are both kept alive for
-a while and freed, and the rest are freed at once. Tracing starts before the timer, so the time
+instance of a small class and strings; the instance (holding the dict, list and one str) is
+appended to a bounded list that drops its oldest half at 10,000 entries, so blocks are both kept
+alive for a while and freed; the other temporaries are freed at once. Tracing starts before the timer, so the time
 covers allocation hooks, frame capture and trace bookkeeping — the cost a traced program pays.
 Run at nframe 1, 10 and 25 (the loop is deeper than 25 frames, so every traceback is full).
 
@@ -69,7 +69,7 @@ def child(config):
 def main():
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=200_000,
-                   help="loop iterations per run (default 200000, about 0.3 s untraced)")
+                   help="loop iterations per run (default 200000, about 0.2 s untraced)")
     p.add_argument("--nframe", type=int, nargs="+", default=list(NFRAMES),
                    help="traceback limits to measure (default 1 10 25)")
     args = p.parse_args()

@@ -9,7 +9,9 @@ from collections.abc import Iterable, Sequence
 import json
 
 from ._classes import Statistic, StatisticDiff, Trace, Traceback
-from ._native import SnapshotFileError, TraceTable
+from contextlib import contextmanager
+
+from ._native import SnapshotFileError, TraceTable, _ignore_current_thread
 
 __all__ = ["Snapshot", "SnapshotFileError"]
 
@@ -42,6 +44,17 @@ class _Traces(Sequence):
 
     def __repr__(self):
         return f"<Traces len={len(self)}>"
+
+
+@contextmanager
+def _own_work():
+    """Objects heaptrail builds for its results are its own work: not traced (as tracemalloc
+    does not trace its own tables), which also keeps analysis fast while tracing is on."""
+    previous = _ignore_current_thread(True)
+    try:
+        yield
+    finally:
+        _ignore_current_thread(previous)
 
 
 def _check_key_type(key_type, cumulative):
@@ -139,15 +152,17 @@ class Snapshot:
         """Statistics grouped by ``key_type`` ('filename', 'lineno' or 'traceback'), biggest
         first, as a list of Statistic. ``cumulative`` counts every frame of each traceback."""
         _check_key_type(key_type, cumulative)
-        return [Statistic(Traceback(frames), size, count)
-                for frames, size, count in self._table.statistics(key_type, cumulative)]
+        with _own_work():
+            return [Statistic(Traceback(frames), size, count)
+                    for frames, size, count in self._table.statistics(key_type, cumulative)]
 
     def compare_to(self, old_snapshot, key_type, cumulative=False):
         """Differences from ``old_snapshot``, biggest change first, as StatisticDiff."""
         _check_key_type(key_type, cumulative)
-        return [StatisticDiff(Traceback(frames), size, size_diff, count, count_diff)
-                for frames, size, size_diff, count, count_diff
-                in self._table.compare_to(old_snapshot._table, key_type, cumulative)]
+        with _own_work():
+            return [StatisticDiff(Traceback(frames), size, size_diff, count, count_diff)
+                    for frames, size, size_diff, count, count_diff
+                    in self._table.compare_to(old_snapshot._table, key_type, cumulative)]
 
     # ---- stdlib interop --------------------------------------------------------------------
 

@@ -117,10 +117,11 @@ fn _find_holders<'py>(py: Python<'py>, filename: &str, lineno: u32, limit: usize
     retainers::find_holders(py, filename, lineno, limit)
 }
 
-/// Excludes the calling thread's allocations from tracing (for heaptrail's own threads).
+/// Excludes the calling thread's allocations from tracing (for heaptrail's own threads and
+/// the result objects its analysis builds). Returns the previous setting.
 #[pyfunction]
 #[pyo3(signature = (ignored=true))]
-fn _ignore_current_thread(ignored: bool) {
+fn _ignore_current_thread(ignored: bool) -> bool {
     tracer::set_thread_ignored(ignored)
 }
 

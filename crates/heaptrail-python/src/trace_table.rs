@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::errors::SnapshotFileError;
+use crate::tracer::OwnWork;
 
 #[pyclass(module = "heaptrail._native", frozen, sequence)]
 pub struct TraceTable {
@@ -327,6 +328,8 @@ impl TraceTable {
         let stats = py
             .detach(|| statistics(&snapshot, key, cumulative))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        // The result objects are heaptrail's own work: not traced (and not slowed by tracing).
+        let _own = OwnWork::begin();
         let mut names = FxHashMap::default();
         let mut rows = Vec::with_capacity(stats.len());
         for s in &stats {
@@ -351,6 +354,7 @@ impl TraceTable {
         let diffs = py
             .detach(|| compare_to(&new_s, &old_s, key, cumulative))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let _own = OwnWork::begin();
         let mut names = FxHashMap::default();
         let mut rows = Vec::with_capacity(diffs.len());
         for d in &diffs {
@@ -377,6 +381,7 @@ impl TraceTable {
         let snapshot = self.snapshot.clone();
         let mut sites = py.detach(|| site_statistics(&snapshot, &rules));
         sites.truncate(limit.unwrap_or(usize::MAX));
+        let _own = OwnWork::begin();
         let mut cache = self.cache.lock();
         let mut rows = Vec::with_capacity(sites.len());
         for s in &sites {

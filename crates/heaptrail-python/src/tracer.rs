@@ -262,9 +262,9 @@ impl Drop for OwnWork {
 }
 
 /// Excludes (or re-includes) every allocation of the calling thread, e.g. heaptrail's own
-/// background threads.
-pub fn set_thread_ignored(ignored: bool) {
-    LOCAL.with(|l| l.busy.set(ignored));
+/// background threads. Returns the previous setting.
+pub fn set_thread_ignored(ignored: bool) -> bool {
+    LOCAL.with(|l| l.busy.replace(ignored))
 }
 
 // ---- called by the allocator hooks -------------------------------------------------------
