@@ -37,9 +37,14 @@ def _log_to_stderr():
 def _restart_in_child():
     # The parent's watcher thread does not exist in the child: start a fresh one, with its
     # own report file, and forget the parent's verdict history.
+    # A worker cannot serve metrics on the parent's port: only the parent keeps the endpoint.
     settings = _state["settings"]
     report = f"{settings.report}.{os.getpid()}" if settings.report else None
-    _state.update(watcher=watch(report=report), pid=os.getpid())
+    try:
+        _state.update(watcher=watch(report=report, prometheus=""), pid=os.getpid())
+    except Exception as exc:  # never break the worker
+        _state.update(watcher=None)
+        print(f"heaptrail: not watching forked process {os.getpid()}: {exc}", file=sys.stderr)
 
 
 def _summary_at_exit():

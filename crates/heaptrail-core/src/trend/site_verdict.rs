@@ -59,6 +59,15 @@ fn confirmed(memory: &SiteMemory) -> bool {
     previous + 1 >= CONFIRM_WINDOWS
 }
 
+/// The verdict for leak evidence found this window: `Leak` once confirmed, `Suspect` before.
+fn leak_verdict(memory: &SiteMemory) -> Verdict {
+    if confirmed(memory) {
+        Verdict::Leak
+    } else {
+        Verdict::Suspect
+    }
+}
+
 /// The outcome for one site in one window.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Assessment {
@@ -102,11 +111,7 @@ pub fn assess(
         let found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
         if let Some(e) = found.leak {
             leak_now = true;
-            out.verdict = if confirmed(memory) {
-                Verdict::Leak
-            } else {
-                Verdict::Suspect
-            };
+            out.verdict = leak_verdict(memory);
             out.confidence = 1.0 - e.p_full;
             memory.fixed = out.verdict != Verdict::Leak;
         }
@@ -134,11 +139,7 @@ pub fn assess(
         let found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
         if let Some(e) = found.leak {
             leak_now = true;
-            out.verdict = if confirmed(memory) {
-                Verdict::Leak
-            } else {
-                Verdict::Suspect
-            };
+            out.verdict = leak_verdict(memory);
             out.confidence = 1.0 - e.p_full;
         } else if let Some(e) = found.suspect {
             out.verdict = Verdict::Suspect;
