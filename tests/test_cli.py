@@ -21,15 +21,18 @@ def run(*args, timeout=120):
 def test_reports_the_leaking_line_of_the_example_service(tmp_path):
     report = tmp_path / "leaks.jsonl"
     out = run("run", "--interval", "0.5", "--report", str(report), "--",
-              sys.executable, str(SERVICE), "--seconds", "6")
+              sys.executable, str(SERVICE), "--seconds", "8")
     assert out.returncode == 0, out.stderr
     summary = out.stderr
     leaks = set(re.findall(r"LEAK at (\S+):(\d+): ", summary))
     assert (str(SERVICE), "37") in leaks, summary  # body = json.dumps(...): the cached responses
     assert "held by __main__._rendered_orders (dict" in summary
-    assert "/s (confidence" in summary and "process verdict: python-growth" in summary
-    # Neither the warm-up catalogue nor the per-request churn is ever flagged.
+    assert "/s (confidence" in summary
     windows = [json.loads(line) for line in report.read_text().splitlines()]
+    # The process verdict needs as many windows as a site's: judge the last few windows.
+    assert "python-growth" in [w["process_verdict"] for w in windows[-4:]], \
+        [w["process_verdict"] for w in windows]
+    # Neither the warm-up catalogue nor the per-request churn is ever flagged.
     flagged = {s["lineno"] for w in windows for s in w["sites"]
                if s["verdict"] in ("leak", "suspect") and s["filename"] == str(SERVICE)}
     assert not flagged & {29, 30, 36}, flagged
