@@ -15,21 +15,9 @@ const DEPTH: usize = 10;
 const FILES: usize = 300;
 const TARGET: Duration = Duration::from_millis(50);
 
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Two calls with different seeds give snapshots with different id tables but overlapping
 /// frames, like two snapshots of one process.

@@ -27,10 +27,9 @@ pub fn variance_factor(
         return 1.0;
     }
     let mut ranks = [0.0f64; MAX_N];
-    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else {
+    let Some((ranks, denom)) = centred_ranks(values, times, slope, scratch, &mut ranks) else {
         return 1.0;
     };
-    let denom: f64 = ranks.iter().map(|r| r * r).sum();
     let bound = 1.96 / (n as f64).sqrt();
     let nf = n as f64;
     let mut sum = 0.0;
@@ -60,35 +59,27 @@ pub fn lag1_factor(
         return 1.0;
     }
     let mut ranks = [0.0f64; MAX_N];
-    let Some(ranks) = centred_ranks(values, times, slope, scratch, &mut ranks) else {
+    let Some((ranks, denom)) = centred_ranks(values, times, slope, scratch, &mut ranks) else {
         return 1.0;
     };
-    let denom: f64 = ranks.iter().map(|r| r * r).sum();
     let phi = lag_correlation(ranks, 1, denom).clamp(0.0, 0.9);
     (1.0 + phi) / (1.0 - phi)
 }
 
 const MAX_N: usize = 1024;
 
-/// Ranks of the detrended values (average rank for ties) minus their mean, in `out`; `None` if
-/// they are all equal.
+/// Ranks of the detrended values (average rank for ties) minus their mean, in `out`, with their
+/// sum of squares (the denominator of every lag correlation); `None` if they are all equal.
 fn centred_ranks<'a>(
     values: &[u64],
     times: &[f64],
     slope: f64,
     scratch: &mut Vec<(f64, usize)>,
     out: &'a mut [f64; MAX_N],
-) -> Option<&'a [f64]> {
+) -> Option<(&'a [f64], f64)> {
     let n = values.len();
     scratch.clear();
-    let t0 = times[0];
-    scratch.extend(
-        values
-            .iter()
-            .zip(times)
-            .enumerate()
-            .map(|(i, (&x, &t))| (x as f64 - slope * (t - t0), i)),
-    );
+    scratch.extend(super::shape::detrended(values, times, slope).enumerate().map(|(i, r)| (r, i)));
     scratch.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let ranks = &mut out[..n];
     let mut i = 0;
@@ -110,7 +101,8 @@ fn centred_ranks<'a>(
     if ranks.iter().all(|&r| r == 0.0) {
         return None;
     }
-    Some(ranks)
+    let denom = ranks.iter().map(|r| r * r).sum();
+    Some((ranks, denom))
 }
 
 fn lag_correlation(ranks: &[f64], k: usize, denom: f64) -> f64 {

@@ -94,6 +94,13 @@ pub fn residual(x: u64, t: f64, x0: u64, t0: f64, slope: f64) -> f64 {
     (x as f64 - x0 as f64) - slope * (t - t0)
 }
 
+/// The residuals of `values` around the line of slope `slope` (bytes/second) through the first
+/// sample's time: `x − slope·(t − t₀)`.
+pub fn detrended<'a>(values: &'a [u64], times: &'a [f64], slope: f64) -> impl Iterator<Item = f64> + 'a {
+    let t0 = times.first().copied().unwrap_or(0.0);
+    values.iter().zip(times).map(move |(&x, &t)| x as f64 - slope * (t - t0))
+}
+
 /// Robust standard deviation of the residuals around the line of slope `slope` (bytes/second):
 /// `1.4826 · MAD(x − slope·t)`.
 pub fn residual_scale(values: &[u64], times: &[f64], slope: f64, scratch: &mut Vec<f64>) -> f64 {
@@ -101,13 +108,7 @@ pub fn residual_scale(values: &[u64], times: &[f64], slope: f64, scratch: &mut V
         return 0.0;
     }
     scratch.clear();
-    let t0 = times[0];
-    scratch.extend(
-        values
-            .iter()
-            .zip(times)
-            .map(|(&x, &t)| x as f64 - slope * (t - t0)),
-    );
+    scratch.extend(detrended(values, times, slope));
     let med = super::sen_slope::median(scratch);
     for r in scratch.iter_mut() {
         *r = (*r - med).abs();
