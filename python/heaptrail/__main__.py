@@ -11,27 +11,6 @@ from ._settings import Settings
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
-
-
-def _nframe(text):
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 1..65535, not {value}")
-    return value
-
-
-def _positive_seconds(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
-    return value
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="heaptrail",
@@ -52,22 +31,23 @@ def build_parser():
             "processes through HEAPTRAIL_* environment variables."),
         epilog="example: heaptrail run --interval 2 --report leaks.jsonl -- python app.py",
     )
-    run.add_argument("--interval", type=_positive_seconds, default=Settings.interval, metavar="SECONDS",
+    run.add_argument("--interval", type=float, default=Settings.interval, metavar="SECONDS",
                      help=f"seconds between two windows (default {Settings.interval:g})")
     run.add_argument("--report", default="", metavar="FILE",
                      help="append one JSON object per window to FILE (JSON Lines, schema "
                           "heaptrail.watch/1); forked workers write FILE.<pid>")
     run.add_argument("--prometheus", default="", metavar="HOST:PORT",
                      help="serve Prometheus metrics there (a bare PORT binds 127.0.0.1)")
-    run.add_argument("--nframe", type=_nframe, default=Settings.nframe,
+    run.add_argument("--nframe", type=int, default=Settings.nframe,
                      help=f"frames kept per traceback, 1..65535 (default {Settings.nframe})")
-    run.add_argument("--top", type=_positive_int, default=Settings.top, metavar="N",
+    run.add_argument("--top", type=int, default=Settings.top, metavar="N",
                      help=f"sites listed per window besides leaks and suspects (default {Settings.top})")
     run.add_argument("--include", default="", metavar="PATTERNS",
                      help="comma-separated fnmatch patterns of files that are your code even if "
                           "installed as a package")
     run.add_argument("--exclude", default="", metavar="PATTERNS",
                      help="comma-separated fnmatch patterns of files never to blame")
+    # Ranges are checked once, by Settings.check() (the same rules apply to HEAPTRAIL_*).
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                      help="the command to run, after --")
     return parser
@@ -79,9 +59,6 @@ def run_command(args):
         print("heaptrail run: no command given (usage: heaptrail run [options] -- CMD ...)",
               file=sys.stderr)
         return 2
-    if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
-        print(f"heaptrail run: command not found: {cmd[0]}", file=sys.stderr)
-        return 127
     try:
         settings = Settings(interval=args.interval, nframe=args.nframe, top=args.top,
                             report=os.path.abspath(args.report) if args.report else "",
@@ -90,6 +67,9 @@ def run_command(args):
     except ValueError as exc:
         print(f"heaptrail run: {exc}", file=sys.stderr)
         return 2
+    if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
+        print(f"heaptrail run: command not found: {cmd[0]}", file=sys.stderr)
+        return 127
     env = dict(os.environ)
     env.update(settings.to_environment())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP, env.get("PYTHONPATH")]))
