@@ -2,7 +2,6 @@
 (``sys.modules['tracemalloc'] = heaptrail``), and the one guarded way to read its pickles."""
 
 import importlib.util
-import io
 import pickle
 import sys
 import sysconfig
@@ -55,8 +54,7 @@ def load_tracemalloc_dump(filename, *, trust_pickle=False):
             f"arbitrary code, so heaptrail reads it only with trust_pickle=True "
             f"(--trust-pickle on the command line) for files you trust")
     with open(filename, "rb") as f:
-        data = f.read()
-    snapshot = _SnapshotOnlyUnpickler(io.BytesIO(data)).load()
+        snapshot = _SnapshotOnlyUnpickler(f).load()
     if not isinstance(snapshot, stdlib_tracemalloc().Snapshot):
         raise pickle.UnpicklingError(f"{filename} does not hold a tracemalloc.Snapshot")
     return Snapshot.from_tracemalloc(snapshot)
