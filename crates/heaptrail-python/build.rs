@@ -12,10 +12,16 @@ fn main() {
         .or_else(|| std::env::var("PYO3_PYTHON").ok())
         .unwrap_or_else(|| "python3".to_string());
     let out = Command::new(&python)
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('include'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('include'))",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python} to find CPython's headers: {e}"));
-    assert!(out.status.success(), "{python} could not report its include directory");
+    assert!(
+        out.status.success(),
+        "{python} could not report its include directory"
+    );
     let include = String::from_utf8(out.stdout).expect("include path is UTF-8");
     let include = include.trim();
     cc::Build::new()

@@ -14,8 +14,8 @@ pub mod filter;
 pub mod fnmatch;
 pub mod group;
 pub mod model;
-pub mod size_format;
 pub mod sites;
+pub mod size_format;
 pub mod snapshot_file;
 pub mod trend;
 

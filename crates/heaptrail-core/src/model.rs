@@ -84,7 +84,10 @@ impl Snapshot {
         let nfiles = self.filenames.len();
         for (i, f) in self.frames.iter().enumerate() {
             if f.filename as usize >= nfiles {
-                return Err(format!("frame {i} points at filename {} of {nfiles}", f.filename));
+                return Err(format!(
+                    "frame {i} points at filename {} of {nfiles}",
+                    f.filename
+                ));
             }
         }
         let nframes = self.frames.len();
@@ -96,7 +99,10 @@ impl Snapshot {
         let ntb = self.tracebacks.len();
         for (i, t) in self.traces.iter().enumerate() {
             if t.traceback as usize >= ntb {
-                return Err(format!("trace {i} points at traceback {} of {ntb}", t.traceback));
+                return Err(format!(
+                    "trace {i} points at traceback {} of {ntb}",
+                    t.traceback
+                ));
             }
         }
         Ok(())
@@ -151,7 +157,10 @@ impl SnapshotBuilder {
     }
 
     pub fn intern_traceback(&mut self, frames: &[FrameId], total_nframe: u32) -> TracebackId {
-        let tb = Traceback { frames: frames.into(), total_nframe };
+        let tb = Traceback {
+            frames: frames.into(),
+            total_nframe,
+        };
         if let Some(&id) = self.traceback_ids.get(&tb) {
             return id;
         }
@@ -162,7 +171,11 @@ impl SnapshotBuilder {
     }
 
     pub fn push_trace(&mut self, domain: u32, size: u64, traceback: TracebackId) {
-        self.snapshot.traces.push(Trace { domain, size, traceback });
+        self.snapshot.traces.push(Trace {
+            domain,
+            size,
+            traceback,
+        });
     }
 
     pub fn reserve_traces(&mut self, additional: usize) {
@@ -202,7 +215,11 @@ mod tests {
     #[test]
     fn validate_catches_dangling_ids() {
         let mut s = Snapshot::default();
-        s.traces.push(Trace { domain: 0, size: 1, traceback: 0 });
+        s.traces.push(Trace {
+            domain: 0,
+            size: 1,
+            traceback: 0,
+        });
         assert!(s.validate().is_err());
     }
 }

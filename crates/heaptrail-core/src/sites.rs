@@ -28,7 +28,8 @@ impl SiteRules {
         if self.include.iter().any(|p| p.matches(&name)) {
             return true;
         }
-        !(self.library.iter().any(|p| p.matches(&name)) || self.exclude.iter().any(|p| p.matches(&name)))
+        !(self.library.iter().any(|p| p.matches(&name))
+            || self.exclude.iter().any(|p| p.matches(&name)))
     }
 }
 
@@ -81,12 +82,20 @@ pub fn site_statistics(snapshot: &Snapshot, rules: &SiteRules) -> Vec<Site> {
             continue;
         }
         let frames = &snapshot.tracebacks[tb_id].frames;
-        let site_frame = frames.iter().copied().find(|&f| is_user(snapshot, f)).or(frames.first().copied());
+        let site_frame = frames
+            .iter()
+            .copied()
+            .find(|&f| is_user(snapshot, f))
+            .or(frames.first().copied());
         let (filename, lineno) = match site_frame {
             Some(f) => (snapshot.filename(f).clone(), snapshot.frame(f).lineno),
             None => (Filename::from("<unknown>"), 0),
         };
-        let acc = sites.entry((filename, lineno)).or_insert(Acc { size: 0, count: 0, best: (0, tb_id as u32) });
+        let acc = sites.entry((filename, lineno)).or_insert(Acc {
+            size: 0,
+            count: 0,
+            best: (0, tb_id as u32),
+        });
         acc.size += size;
         acc.count += count;
         if size > acc.best.0 {
@@ -136,20 +145,49 @@ mod tests {
     }
 
     fn rules() -> SiteRules {
-        SiteRules { library: vec![Pattern::new("/usr/lib/python3*"), Pattern::new("*/site-packages/*")], ..Default::default() }
+        SiteRules {
+            library: vec![
+                Pattern::new("/usr/lib/python3*"),
+                Pattern::new("*/site-packages/*"),
+            ],
+            ..Default::default()
+        }
     }
 
     #[test]
     fn library_frames_are_skipped_to_the_callers_line() {
         let s = snapshot(&[
-            (&[("/usr/lib/python3.12/logging/__init__.py", 1400), ("/srv/app/views.py", 42)], 100),
-            (&[("/usr/lib/python3.12/logging/__init__.py", 1400), ("/srv/app/jobs.py", 7)], 30),
+            (
+                &[
+                    ("/usr/lib/python3.12/logging/__init__.py", 1400),
+                    ("/srv/app/views.py", 42),
+                ],
+                100,
+            ),
+            (
+                &[
+                    ("/usr/lib/python3.12/logging/__init__.py", 1400),
+                    ("/srv/app/jobs.py", 7),
+                ],
+                30,
+            ),
             (&[("/srv/app/views.py", 42)], 5),
         ]);
         let sites = site_statistics(&s, &rules());
         assert_eq!(sites.len(), 2);
-        assert_eq!((&*sites[0].filename, sites[0].lineno, sites[0].size, sites[0].count), ("/srv/app/views.py", 42, 105, 2));
-        assert_eq!((&*sites[1].filename, sites[1].lineno), ("/srv/app/jobs.py", 7));
+        assert_eq!(
+            (
+                &*sites[0].filename,
+                sites[0].lineno,
+                sites[0].size,
+                sites[0].count
+            ),
+            ("/srv/app/views.py", 42, 105, 2)
+        );
+        assert_eq!(
+            (&*sites[1].filename, sites[1].lineno),
+            ("/srv/app/jobs.py", 7)
+        );
         // The representative traceback is the biggest one: through logging.
         assert_eq!(s.tracebacks[sites[0].traceback as usize].frames.len(), 2);
         assert_eq!(sites[0].key, site_key("/srv/app/views.py", 42));
@@ -157,14 +195,29 @@ mod tests {
 
     #[test]
     fn all_library_frames_fall_back_to_the_innermost() {
-        let s = snapshot(&[(&[("/x/site-packages/lib.py", 3), ("/x/site-packages/other.py", 9)], 10)]);
+        let s = snapshot(&[(
+            &[
+                ("/x/site-packages/lib.py", 3),
+                ("/x/site-packages/other.py", 9),
+            ],
+            10,
+        )]);
         let sites = site_statistics(&s, &rules());
-        assert_eq!((&*sites[0].filename, sites[0].lineno), ("/x/site-packages/lib.py", 3));
+        assert_eq!(
+            (&*sites[0].filename, sites[0].lineno),
+            ("/x/site-packages/lib.py", 3)
+        );
     }
 
     #[test]
     fn include_and_exclude_patterns_win() {
-        let s = snapshot(&[(&[("/x/site-packages/mylib/core.py", 3), ("/srv/app/main.py", 9)], 10)]);
+        let s = snapshot(&[(
+            &[
+                ("/x/site-packages/mylib/core.py", 3),
+                ("/srv/app/main.py", 9),
+            ],
+            10,
+        )]);
         let mut r = rules();
         r.include.push(Pattern::new("*/mylib/*"));
         assert_eq!(site_statistics(&s, &r)[0].lineno, 3);

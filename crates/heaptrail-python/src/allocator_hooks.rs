@@ -2,9 +2,7 @@
 //! allocator it replaced, reporting every allocation and free to the tracer.
 
 use crate::tracer;
-use pyo3::ffi::{
-    PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator,
-};
+use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
 use std::cell::UnsafeCell;
 use std::os::raw::c_void;
 use std::ptr;
@@ -25,8 +23,13 @@ struct Saved(UnsafeCell<[PyMemAllocatorEx; 3]>);
 // SAFETY: see the invariant above.
 unsafe impl Sync for Saved {}
 
-const EMPTY: PyMemAllocatorEx =
-    PyMemAllocatorEx { ctx: ptr::null_mut(), malloc: None, calloc: None, realloc: None, free: None };
+const EMPTY: PyMemAllocatorEx = PyMemAllocatorEx {
+    ctx: ptr::null_mut(),
+    malloc: None,
+    calloc: None,
+    realloc: None,
+    free: None,
+};
 static SAVED: Saved = Saved(UnsafeCell::new([EMPTY; 3]));
 
 /// Domains where [`uninstall`] found another hook on top of ours and had to leave ours in

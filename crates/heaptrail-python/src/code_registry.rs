@@ -95,7 +95,10 @@ fn unknown_filename() -> Filename {
 /// `code.co_filename`, or "<unknown>" if it is not a string (as tracemalloc reports it).
 unsafe fn code_filename(py: Python<'_>, code: *mut ffi::PyCodeObject) -> Filename {
     let code = Bound::from_borrowed_ptr(py, code.cast());
-    match code.getattr("co_filename").and_then(|f| f.extract::<String>()) {
+    match code
+        .getattr("co_filename")
+        .and_then(|f| f.extract::<String>())
+    {
         Ok(name) => Arc::from(name),
         Err(_) => unknown_filename(),
     }

@@ -22,7 +22,10 @@ pub struct RawFrame {
 unsafe impl Send for RawFrame {}
 
 impl RawFrame {
-    pub const UNKNOWN: RawFrame = RawFrame { code: std::ptr::null_mut(), lasti: 0 };
+    pub const UNKNOWN: RawFrame = RawFrame {
+        code: std::ptr::null_mut(),
+        lasti: 0,
+    };
 }
 
 /// Opaque `_PyInterpreterFrame *`.
@@ -66,7 +69,10 @@ pub fn current_thread() -> CurrentThread {
     let mut holds_gil: c_int = 0;
     // SAFETY: the shim only reads thread-state pointers of the calling thread.
     let tstate = unsafe { ht_current_thread_state(&mut holds_gil) };
-    CurrentThread { tstate, holds_gil: holds_gil != 0 }
+    CurrentThread {
+        tstate,
+        holds_gil: holds_gil != 0,
+    }
 }
 
 /// What one capture saw.
@@ -87,13 +93,21 @@ pub struct Capture {
 /// pops its frames, so the chain is stable while it is walked.
 pub unsafe fn capture(thread: CurrentThread, buf: &mut [RawFrame]) -> Capture {
     if thread.tstate.is_null() {
-        return Capture { nframe: 0, total_nframe: 0, rest: std::ptr::null_mut() };
+        return Capture {
+            nframe: 0,
+            total_nframe: 0,
+            rest: std::ptr::null_mut(),
+        };
     }
     let mut total: c_int = 0;
     let mut rest: InterpreterFrame = std::ptr::null_mut();
     let max = buf.len().min(c_int::MAX as usize) as c_int;
     let n = ht_capture_frames(thread.tstate, buf.as_mut_ptr(), max, &mut total, &mut rest);
-    Capture { nframe: n as usize, total_nframe: total as u32, rest }
+    Capture {
+        nframe: n as usize,
+        total_nframe: total as u32,
+        rest,
+    }
 }
 
 /// Complete frames from `frame` to the bottom of its stack (saturated at 65535).
@@ -109,7 +123,10 @@ pub unsafe fn count_frames(frame: InterpreterFrame) -> u32 {
 /// # Safety
 /// As for [`count_frames`].
 pub unsafe fn frame_identity(frame: InterpreterFrame) -> (usize, usize) {
-    (ht_frame_previous(frame) as usize, ht_frame_code(frame) as usize)
+    (
+        ht_frame_previous(frame) as usize,
+        ht_frame_code(frame) as usize,
+    )
 }
 
 /// `(walked, reported)`: the calling thread's stack depth counted frame by frame, and as the

@@ -80,10 +80,15 @@ fn get_trace_count(py: Python<'_>) -> usize {
 
 /// Frames `((filename, lineno), ...)`, most recent first, where `obj` was allocated, or None.
 #[pyfunction]
-fn _get_object_traceback<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+fn _get_object_traceback<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
     // SAFETY: we hold the GIL and a reference to `obj`.
     let addr = unsafe { frames::object_block_address(obj.as_ptr()) };
-    let Some(frames) = tracer::block_traceback(py, addr) else { return Ok(None) };
+    let Some(frames) = tracer::block_traceback(py, addr) else {
+        return Ok(None);
+    };
     let items = frames
         .iter()
         .map(|(name, lineno)| (name.as_ref(), *lineno).into_pyobject(py))
@@ -113,7 +118,12 @@ fn _stack_depths() -> (i32, i32) {
 /// `filename:lineno`: a list of `(object, references)`, most first.
 #[pyfunction]
 #[pyo3(signature = (filename, lineno, limit=3))]
-fn _find_holders<'py>(py: Python<'py>, filename: &str, lineno: u32, limit: usize) -> PyResult<Vec<(Bound<'py, PyAny>, usize)>> {
+fn _find_holders<'py>(
+    py: Python<'py>,
+    filename: &str,
+    lineno: u32,
+    limit: usize,
+) -> PyResult<Vec<(Bound<'py, PyAny>, usize)>> {
     retainers::find_holders(py, filename, lineno, limit)
 }
 
@@ -144,7 +154,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_class::<TraceTable>()?;
     m.add_class::<trend_detector::TrendDetector>()?;
-    m.add("SnapshotFileError", m.py().get_type::<errors::SnapshotFileError>())?;
+    m.add(
+        "SnapshotFileError",
+        m.py().get_type::<errors::SnapshotFileError>(),
+    )?;
     m.add("MAX_NFRAME", tracer::MAX_NFRAME)?;
     Ok(())
 }

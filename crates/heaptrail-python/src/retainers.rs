@@ -56,7 +56,12 @@ unsafe fn references_into(
     untracked: &mut Vec<*mut ffi::PyObject>,
     seen: &mut FxHashSet<usize>,
 ) -> usize {
-    let mut v = Visit { blocks, hits: 0, untracked, seen };
+    let mut v = Visit {
+        blocks,
+        hits: 0,
+        untracked,
+        seen,
+    };
     let arg = &mut v as *mut Visit as *mut c_void;
     if ffi::PyDict_Check(obj) != 0 {
         // A dict's tp_traverse skips string keys (they cannot form cycles), but a cache keyed

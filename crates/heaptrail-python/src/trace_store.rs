@@ -33,7 +33,10 @@ impl TraceStore {
     pub fn add(&mut self, addr: usize, size: usize, tb: TbId) {
         let size = size as u64;
         let is_big = size >= BIG as u64;
-        let packed = Packed { size: if is_big { BIG } else { size as u32 }, tb };
+        let packed = Packed {
+            size: if is_big { BIG } else { size as u32 },
+            tb,
+        };
         // A block freed behind our back (e.g. while tracing was paused) may still be listed
         // under a reused address: replace it, keeping the counters right.
         if let Some(old) = self.traces.insert(addr, packed) {
@@ -78,7 +81,9 @@ impl TraceStore {
     }
 
     pub fn get(&self, addr: usize) -> Option<(u64, TbId)> {
-        self.traces.get(&addr).map(|p| (self.size_of(addr, *p), p.tb))
+        self.traces
+            .get(&addr)
+            .map(|p| (self.size_of(addr, *p), p.tb))
     }
 
     fn size_of(&self, addr: usize, p: Packed) -> u64 {
@@ -105,7 +110,10 @@ impl TraceStore {
 
     /// The real size of a block `for_each_packed` gave as `u32::MAX`.
     pub fn big_size(&self, addr: usize) -> u64 {
-        self.big_sizes.get(&addr).copied().unwrap_or(u32::MAX as u64)
+        self.big_sizes
+            .get(&addr)
+            .copied()
+            .unwrap_or(u32::MAX as u64)
     }
 
     /// Calls `f(address, traceback)` for every live block.

@@ -38,7 +38,10 @@ struct PyCache {
 
 impl TraceTable {
     pub fn new(snapshot: Snapshot) -> Self {
-        TraceTable { snapshot: Arc::new(snapshot), cache: Mutex::new(PyCache::default()) }
+        TraceTable {
+            snapshot: Arc::new(snapshot),
+            cache: Mutex::new(PyCache::default()),
+        }
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -67,7 +70,13 @@ impl TraceTable {
         for &f in s.tracebacks[id as usize].frames.iter() {
             let frame = s.frame(f);
             let name = self.filename_obj(py, cache, frame.filename);
-            frames.push(PyTuple::new(py, [name.into_any(), frame.lineno.into_pyobject(py)?.into_any().unbind()])?);
+            frames.push(PyTuple::new(
+                py,
+                [
+                    name.into_any(),
+                    frame.lineno.into_pyobject(py)?.into_any().unbind(),
+                ],
+            )?);
         }
         let t = PyTuple::new(py, frames)?.unbind();
         cache.tracebacks[id as usize] = Some(t.clone_ref(py));
@@ -116,13 +125,18 @@ fn key_frames<'py>(
             .entry(name.as_ptr())
             .or_insert_with(|| PyString::new(py, name).unbind())
             .clone_ref(py);
-        out.push(PyTuple::new(py, [s.into_any(), lineno.into_pyobject(py)?.into_any().unbind()])?);
+        out.push(PyTuple::new(
+            py,
+            [s.into_any(), lineno.into_pyobject(py)?.into_any().unbind()],
+        )?);
     }
     PyTuple::new(py, out)
 }
 
 fn parse_key_type(key_type: &str, cumulative: bool) -> PyResult<KeyType> {
-    let key: KeyType = key_type.parse().map_err(|e| PyValueError::new_err(format!("{e}")))?;
+    let key: KeyType = key_type
+        .parse()
+        .map_err(|e| PyValueError::new_err(format!("{e}")))?;
     if cumulative && key == KeyType::Traceback {
         return Err(PyValueError::new_err(
             "cumulative mode cannot by used with key type 'traceback'",
@@ -146,10 +160,12 @@ fn snapshot_from_raw(traces: &Bound<'_, PyAny>, traceback_limit: u32) -> PyResul
     }
     for (index, item) in traces.try_iter()?.enumerate() {
         let item = item?;
-        let bad = || PyTypeError::new_err(format!(
-            "trace {index}: expected (domain, size, frames, total_nframe), got {}",
-            item.repr().map(|r| r.to_string()).unwrap_or_default()
-        ));
+        let bad = || {
+            PyTypeError::new_err(format!(
+                "trace {index}: expected (domain, size, frames, total_nframe), got {}",
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        };
         let tuple = item.cast::<PyTuple>().map_err(|_| bad())?;
         if tuple.len() != 3 && tuple.len() != 4 {
             return Err(bad());
@@ -159,7 +175,11 @@ fn snapshot_from_raw(traces: &Bound<'_, PyAny>, traceback_limit: u32) -> PyResul
         let frames = tuple.get_item(2)?;
         let total = if tuple.len() == 4 {
             let t = tuple.get_item(3)?;
-            if t.is_none() { TOTAL_NFRAME_UNKNOWN } else { t.extract::<u32>().map_err(|_| bad())? }
+            if t.is_none() {
+                TOTAL_NFRAME_UNKNOWN
+            } else {
+                t.extract::<u32>().map_err(|_| bad())?
+            }
         } else {
             TOTAL_NFRAME_UNKNOWN
         };
@@ -214,7 +234,11 @@ fn parse_filters(specs: &Bound<'_, PyAny>) -> PyResult<Vec<TraceFilter>> {
                 let (_, inclusive, domain): (String, bool, u64) = spec.extract()?;
                 out.push(TraceFilter::Domain { inclusive, domain });
             }
-            other => return Err(PyValueError::new_err(format!("unknown filter kind {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown filter kind {other:?}"
+                )))
+            }
         }
     }
     Ok(out)
@@ -233,24 +257,34 @@ impl TraceTable {
     /// Reads a heaptrail snapshot file. Returns `(table, metadata_json)`.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<(Self, String)> {
-        let (snapshot, metadata) = py.detach(|| snapshot_file::read_file(&path)).map_err(|e| match e {
-            // OSError(errno, strerror, filename) becomes FileNotFoundError etc., as open() does.
-            snapshot_file::FormatError::Io { path, source } => PyOSError::new_err((
-                source.raw_os_error().unwrap_or(0),
-                source.to_string(),
-                path.display().to_string(),
-            )),
-            other => SnapshotFileError::new_err(other.to_string()),
-        })?;
+        let (snapshot, metadata) =
+            py.detach(|| snapshot_file::read_file(&path))
+                .map_err(|e| match e {
+                    // OSError(errno, strerror, filename) becomes FileNotFoundError etc., as open() does.
+                    snapshot_file::FormatError::Io { path, source } => PyOSError::new_err((
+                        source.raw_os_error().unwrap_or(0),
+                        source.to_string(),
+                        path.display().to_string(),
+                    )),
+                    other => SnapshotFileError::new_err(other.to_string()),
+                })?;
         Ok((Self::new(snapshot), metadata))
     }
 
     /// Writes this table (with `traceback_limit`) and the metadata JSON to `path`.
-    fn dump(&self, py: Python<'_>, path: PathBuf, traceback_limit: u32, metadata: &str) -> PyResult<()> {
+    fn dump(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        traceback_limit: u32,
+        metadata: &str,
+    ) -> PyResult<()> {
         let mut snapshot = (*self.snapshot).clone();
         snapshot.traceback_limit = traceback_limit;
         py.detach(|| snapshot_file::write_file(&path, &snapshot, metadata))
-            .map_err(|e| PyOSError::new_err(format!("cannot write snapshot to {}: {e}", path.display())))
+            .map_err(|e| {
+                PyOSError::new_err(format!("cannot write snapshot to {}: {e}", path.display()))
+            })
     }
 
     #[getter]
@@ -268,7 +302,11 @@ impl TraceTable {
         self.snapshot.traces.len()
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(slice) = index.cast::<PySlice>() {
             let ind = slice.indices(self.snapshot.traces.len() as isize)?;
             let mut items = Vec::with_capacity(ind.slicelength);
@@ -298,8 +336,12 @@ impl TraceTable {
         if let Ok(other) = other.cast::<TraceTable>() {
             return Ok(same_traces(&self.snapshot, &other.get().snapshot));
         }
-        let Ok(len) = other.len() else { return Ok(false) };
-        if !(other.is_instance_of::<PyList>() || other.is_instance_of::<PyTuple>()) || len != self.snapshot.traces.len() {
+        let Ok(len) = other.len() else {
+            return Ok(false);
+        };
+        if !(other.is_instance_of::<PyList>() || other.is_instance_of::<PyTuple>())
+            || len != self.snapshot.traces.len()
+        {
             return Ok(false);
         }
         for (i, item) in other.try_iter()?.enumerate() {
@@ -316,13 +358,21 @@ impl TraceTable {
 
     /// A copy (tables are immutable, so this shares the data).
     fn copy(&self) -> Self {
-        TraceTable { snapshot: self.snapshot.clone(), cache: Mutex::new(PyCache::default()) }
+        TraceTable {
+            snapshot: self.snapshot.clone(),
+            cache: Mutex::new(PyCache::default()),
+        }
     }
 
     /// Grouped statistics, sorted like `tracemalloc.Snapshot.statistics`:
     /// a list of `(frames, size, count)`.
     #[pyo3(signature = (key_type, cumulative=false))]
-    fn statistics<'py>(&self, py: Python<'py>, key_type: &str, cumulative: bool) -> PyResult<Bound<'py, PyList>> {
+    fn statistics<'py>(
+        &self,
+        py: Python<'py>,
+        key_type: &str,
+        cumulative: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         let key = parse_key_type(key_type, cumulative)?;
         let snapshot = self.snapshot.clone();
         let stats = py
@@ -376,8 +426,16 @@ impl TraceTable {
         exclude: Vec<String>,
         limit: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let compile = |v: &[String]| v.iter().map(|p| Pattern::new(&normalize_filename(p))).collect();
-        let rules = SiteRules { library: compile(&library), include: compile(&include), exclude: compile(&exclude) };
+        let compile = |v: &[String]| {
+            v.iter()
+                .map(|p| Pattern::new(&normalize_filename(p)))
+                .collect()
+        };
+        let rules = SiteRules {
+            library: compile(&library),
+            include: compile(&include),
+            exclude: compile(&exclude),
+        };
         let snapshot = self.snapshot.clone();
         let mut sites = py.detach(|| site_statistics(&snapshot, &rules));
         sites.truncate(limit.unwrap_or(usize::MAX));
@@ -416,6 +474,8 @@ fn same_traces(a: &Snapshot, b: &Snapshot) -> bool {
     a.traces.iter().zip(b.traces.iter()).all(|(x, y)| {
         x.domain == y.domain
             && x.size == y.size
-            && *memo.entry((x.traceback, y.traceback)).or_insert_with(|| tb_eq(x.traceback, y.traceback))
+            && *memo
+                .entry((x.traceback, y.traceback))
+                .or_insert_with(|| tb_eq(x.traceback, y.traceback))
     })
 }

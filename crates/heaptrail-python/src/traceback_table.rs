@@ -31,8 +31,13 @@ pub struct TracebackTable {
 const RECENT_SLOTS: usize = 512;
 
 fn recent_slot(frames: &[RawFrame], total_nframe: u16) -> usize {
-    let (code, lasti) = frames.first().map_or((0, 0), |f| (f.code as usize, f.lasti as usize));
-    let mixed = (code >> 4) ^ lasti.wrapping_mul(0x9E37_79B9) ^ ((total_nframe as usize) << 7) ^ frames.len();
+    let (code, lasti) = frames
+        .first()
+        .map_or((0, 0), |f| (f.code as usize, f.lasti as usize));
+    let mixed = (code >> 4)
+        ^ lasti.wrapping_mul(0x9E37_79B9)
+        ^ ((total_nframe as usize) << 7)
+        ^ frames.len();
     mixed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 7 & (RECENT_SLOTS - 1)
 }
 
@@ -78,7 +83,9 @@ impl TracebackTable {
         let hash = hash_traceback(frames, total_nframe);
         let found = self
             .index
-            .find(hash, |&id| self.entries[id as usize].hash == hash && self.matches(id, frames, total_nframe))
+            .find(hash, |&id| {
+                self.entries[id as usize].hash == hash && self.matches(id, frames, total_nframe)
+            })
             .copied();
         if let Some(id) = found {
             self.recent[slot] = id;
@@ -98,7 +105,8 @@ impl TracebackTable {
         });
         self.frames.extend_from_slice(frames);
         let entries = &self.entries;
-        self.index.insert_unique(hash, id, |&i| entries[i as usize].hash);
+        self.index
+            .insert_unique(hash, id, |&i| entries[i as usize].hash);
         if !self.recent.is_empty() {
             self.recent[recent_slot(frames, total_nframe)] = id;
         }
@@ -123,7 +131,10 @@ mod tests {
     use super::*;
 
     fn f(code: usize, lasti: i32) -> RawFrame {
-        RawFrame { code: code as *mut _, lasti }
+        RawFrame {
+            code: code as *mut _,
+            lasti,
+        }
     }
 
     #[test]

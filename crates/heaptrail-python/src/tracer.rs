@@ -63,8 +63,15 @@ static PENDING: Mutex<Vec<PendingOp>> = Mutex::new(Vec::new());
 static HAS_PENDING: AtomicBool = AtomicBool::new(false);
 
 enum PendingOp {
-    Alloc { addr: usize, size: usize, frames: Box<[RawFrame]>, total: u32 },
-    Free { addr: usize },
+    Alloc {
+        addr: usize,
+        size: usize,
+        frames: Box<[RawFrame]>,
+        total: u32,
+    },
+    Free {
+        addr: usize,
+    },
 }
 
 struct Local {
@@ -145,7 +152,12 @@ impl Tracer {
             return slot.depth;
         }
         let depth = frames::count_frames(rest);
-        *slot = DepthMemo { frame: rest as usize, previous, code, depth };
+        *slot = DepthMemo {
+            frame: rest as usize,
+            previous,
+            code,
+            depth,
+        };
         depth
     }
 
@@ -204,7 +216,12 @@ impl Tracer {
         };
         for op in ops {
             match op {
-                PendingOp::Alloc { addr, size, frames, total } => {
+                PendingOp::Alloc {
+                    addr,
+                    size,
+                    frames,
+                    total,
+                } => {
                     let n = frames.len().min(self.scratch.len());
                     self.scratch[..n].copy_from_slice(&frames[..n]);
                     let tb = self.intern(n, total, false);
@@ -291,7 +308,12 @@ pub fn on_alloc(addr: usize, size: usize) {
         };
     } else {
         let (frames, total) = capture_without_gil(thread);
-        queue(PendingOp::Alloc { addr, size, frames, total });
+        queue(PendingOp::Alloc {
+            addr,
+            size,
+            frames,
+            total,
+        });
     }
 }
 
@@ -328,7 +350,8 @@ pub fn on_new_object(block: usize) {
     }
     // The object just allocated in `block` is already stamped. Forget the match, so that the
     // next object in the same block — reused from a free list, no allocation — is re-stamped.
-    let (just_allocated, own_work) = LOCAL.with(|l| (l.last_alloc.replace(0) == block, l.busy.get()));
+    let (just_allocated, own_work) =
+        LOCAL.with(|l| (l.last_alloc.replace(0) == block, l.busy.get()));
     if just_allocated {
         return;
     }
@@ -449,21 +472,35 @@ pub fn block_traceback(py: Python<'_>, addr: usize) -> Option<Vec<(Filename, u32
     let _own = OwnWork::begin();
     // SAFETY: GIL held; the closure stays in Rust.
     let frames: Vec<RawFrame> = unsafe {
-        with_tracer(|t| t.store.get(addr).map(|(_, tb)| t.tracebacks.frames(tb).to_vec()))
+        with_tracer(|t| {
+            t.store
+                .get(addr)
+                .map(|(_, tb)| t.tracebacks.frames(tb).to_vec())
+        })
     }??;
     // SAFETY: GIL held; the frames' code objects are held by the registry until `clear`,
     // which needs the GIL we hold.
     let resolver = unsafe { resolver() };
-    Some(frames.into_iter().map(|f| unsafe { resolver.resolve(py, f) }).collect())
+    Some(
+        frames
+            .into_iter()
+            .map(|f| unsafe { resolver.resolve(py, f) })
+            .collect(),
+    )
 }
 
 /// Addresses of the live blocks whose traceback passes through `filename:lineno`.
 pub fn blocks_through(py: Python<'_>, filename: &str, lineno: u32) -> rustc_hash::FxHashSet<usize> {
     let _own = OwnWork::begin();
     // SAFETY: GIL held; the closure stays in Rust.
-    let tracebacks: Vec<Vec<RawFrame>> =
-        unsafe { with_tracer(|t| (0..t.tracebacks.len() as u32).map(|id| t.tracebacks.frames(id).to_vec()).collect()) }
-            .unwrap_or_default();
+    let tracebacks: Vec<Vec<RawFrame>> = unsafe {
+        with_tracer(|t| {
+            (0..t.tracebacks.len() as u32)
+                .map(|id| t.tracebacks.frames(id).to_vec())
+                .collect()
+        })
+    }
+    .unwrap_or_default();
     // SAFETY: GIL held; the frames' code objects are held by the registry.
     let resolver = unsafe { resolver() };
     let matching: Vec<bool> = tracebacks
@@ -524,7 +561,10 @@ fn try_take_snapshot(py: Python<'_>) -> Option<Snapshot> {
                 let slot = &mut compact[tb as usize];
                 if *slot == u32::MAX {
                     *slot = used.len() as u32;
-                    used.push((t.tracebacks.frames(tb).to_vec(), t.tracebacks.total_nframe(tb)));
+                    used.push((
+                        t.tracebacks.frames(tb).to_vec(),
+                        t.tracebacks.total_nframe(tb),
+                    ));
                 }
                 if size == u32::MAX {
                     big_sizes.push((sizes.len(), t.store.big_size(addr)));

@@ -37,8 +37,11 @@ impl TrendDetector {
             min_growth_bytes: min_growth_bytes.unwrap_or(d.min_growth_bytes),
             min_rate: min_rate.unwrap_or(d.min_rate),
             fixed_after: fixed_after.unwrap_or(d.fixed_after),
+            ..d
         };
-        TrendDetector { inner: Mutex::new(Core::new(config.sanitized())) }
+        TrendDetector {
+            inner: Mutex::new(Core::new(config.sanitized())),
+        }
     }
 
     /// Feeds one window. `time` is monotonic seconds; `sites` a list of `(key, size, count)`.
@@ -53,19 +56,40 @@ impl TrendDetector {
         traced_peak_bytes: u64,
         sites: Vec<(u64, u64, u64)>,
     ) -> (u64, &'static str, f64, Vec<SiteRow>) {
-        let samples: Vec<SiteSample> =
-            sites.into_iter().map(|(key, size, count)| SiteSample { key, size, count }).collect();
-        let process = ProcessSample { rss_bytes, traced_bytes, traced_peak_bytes };
+        let samples: Vec<SiteSample> = sites
+            .into_iter()
+            .map(|(key, size, count)| SiteSample { key, size, count })
+            .collect();
+        let process = ProcessSample {
+            rss_bytes,
+            traced_bytes,
+            traced_peak_bytes,
+        };
         let report = py.detach(|| self.inner.lock().observe(time, process, &samples));
         let rows = report
             .sites
             .iter()
             .map(|s| {
-                (s.key, s.verdict.as_str(), s.confidence, s.size, s.size_diff, s.count, s.count_diff,
-                 s.bytes_per_second, s.windows, s.growth_bytes)
+                (
+                    s.key,
+                    s.verdict.as_str(),
+                    s.confidence,
+                    s.size,
+                    s.size_diff,
+                    s.count,
+                    s.count_diff,
+                    s.bytes_per_second,
+                    s.windows,
+                    s.growth_bytes,
+                )
             })
             .collect();
-        (report.window, report.process_verdict.as_str(), report.process_confidence, rows)
+        (
+            report.window,
+            report.process_verdict.as_str(),
+            report.process_confidence,
+            rows,
+        )
     }
 
     /// `[(time, size), ...]` kept for a site, or None.

@@ -79,7 +79,11 @@ fn centred_ranks<'a>(
 ) -> Option<(&'a [f64], f64)> {
     let n = values.len();
     scratch.clear();
-    scratch.extend(super::shape::detrended(values, times, slope).enumerate().map(|(i, r)| (r, i)));
+    scratch.extend(
+        super::shape::detrended(values, times, slope)
+            .enumerate()
+            .map(|(i, r)| (r, i)),
+    );
     scratch.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let ranks = &mut out[..n];
     let mut i = 0;

@@ -20,6 +20,9 @@ pub struct TrendConfig {
     pub min_rate: f64,
     /// K: a leak whose last K windows do not grow becomes "fixed". Default 5.
     pub fixed_after: usize,
+    /// Samples at the start of a tested window the recent window never includes (see
+    /// [`Self::warm_skip`]). Default `None`: `⌈min_windows/2⌉`.
+    pub warm_skip: Option<usize>,
 }
 
 impl Default for TrendConfig {
@@ -32,6 +35,7 @@ impl Default for TrendConfig {
             min_growth_bytes: 64.0 * 1024.0,
             min_rate: 64.0,
             fixed_after: 5,
+            warm_skip: None,
         }
     }
 }
@@ -59,6 +63,9 @@ impl TrendConfig {
             min_growth_bytes: non_negative(self.min_growth_bytes),
             min_rate: non_negative(self.min_rate),
             fixed_after: self.fixed_after.clamp(2, history - 1),
+            warm_skip: self
+                .warm_skip
+                .map(|k| k.clamp(1, self.min_windows.clamp(2, history))),
         }
     }
 
@@ -73,9 +80,21 @@ impl TrendConfig {
     }
 
     /// Samples at the start of a tested window the recent window never includes:
-    /// `⌈min_windows/2⌉`. A leak needs `min_windows` recent samples beyond them.
+    /// `⌈min_windows/2⌉` unless set. A leak needs `min_windows` recent samples beyond them.
     pub fn warm_skip(&self) -> usize {
-        self.min_windows.div_ceil(2)
+        self.warm_skip.unwrap_or(self.min_windows.div_ceil(2))
+    }
+
+    /// The settings used, one window before a leak can first be called, to look for the
+    /// evidence that confirms it one window later: one warm-up sample fewer skipped. It only
+    /// ever counts as the first of the two confirming windows, never as a leak on its own, so
+    /// a leak present from the start is named at window `min_leak_windows` instead of one
+    /// later, without calling leaks on fewer samples.
+    pub fn early(&self) -> TrendConfig {
+        TrendConfig {
+            warm_skip: Some(self.warm_skip().saturating_sub(1).max(1)),
+            ..self.clone()
+        }
     }
 
     /// The shortest tested window that can be a leak: `min_windows + warm_skip`.

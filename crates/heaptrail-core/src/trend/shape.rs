@@ -96,9 +96,16 @@ pub fn residual(x: u64, t: f64, x0: u64, t0: f64, slope: f64) -> f64 {
 
 /// The residuals of `values` around the line of slope `slope` (bytes/second) through the first
 /// sample's time: `x − slope·(t − t₀)`.
-pub fn detrended<'a>(values: &'a [u64], times: &'a [f64], slope: f64) -> impl Iterator<Item = f64> + 'a {
+pub fn detrended<'a>(
+    values: &'a [u64],
+    times: &'a [f64],
+    slope: f64,
+) -> impl Iterator<Item = f64> + 'a {
     let t0 = times.first().copied().unwrap_or(0.0);
-    values.iter().zip(times).map(move |(&x, &t)| x as f64 - slope * (t - t0))
+    values
+        .iter()
+        .zip(times)
+        .map(move |(&x, &t)| x as f64 - slope * (t - t0))
 }
 
 /// Robust standard deviation of the residuals around the line of slope `slope` (bytes/second):

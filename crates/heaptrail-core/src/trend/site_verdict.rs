@@ -10,14 +10,18 @@
 //!    falling) is `Fixed`; its tested window restarts at those samples, so renewed growth is
 //!    judged on post-fix data only.
 //! 3. **Warm-up.** `seen < min_windows`: `WarmingUp` if the last sample exceeds the first (a site
-//!    seen once is warming up if it holds memory), else `Plateau`.
+//!    seen once is warming up if it holds memory), else `Plateau`. Also `WarmingUp` (instead of
+//!    `Plateau` in 6) while the tested window is shorter than `min_leak_windows` and growing.
 //! 4. **Leak.**
 //!    * *Hysteresis*: a site that was `Leak` in the previous window stays `Leak` while
 //!      [`still_leaking`] holds (cheap, weaker conditions, so a noisy leak does not flicker).
 //!    * Otherwise [`super::evidence::search`] looks for a window (the tested one or a recent suffix) meeting
 //!      every leak condition ([`super::evidence::Evidence::leak_conditions`]). The site is
 //!      `Leak` when that happens in at least [`CONFIRM_WINDOWS`] of the last [`CONFIRM_SPAN`]
-//!      windows (this one included), `Suspect` the first time.
+//!      windows (this one included), `Suspect` the first time. One window before a leak can be
+//!      called, the search runs with [`TrendConfig::early`] settings: that evidence can confirm
+//!      the next window's, so a leak present from the start is named at window
+//!      `min_leak_windows` (9), not 10.
 //! 5. **Suspect**: the whole window (or a searched suffix) is suspect
 //!    ([`super::evidence::Evidence::is_suspect`]).
 //! 6. otherwise `Plateau`.
@@ -136,7 +140,14 @@ pub fn assess(
         out.confidence = 1.0 - p_quick;
         leak_now = true;
     } else {
-        let found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
+        let mut found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
+        if found.leak.is_none() && n + 1 == cfg.min_leak_windows() {
+            // One window before a leak can be called: evidence on one warm-up sample fewer
+            // can only be the first of the two confirming windows (see TrendConfig::early).
+            let early = cfg.early();
+            found.leak =
+                search_with_p(&early, values, times, mk.s, mk.tie_term, p_quick, scratch).leak;
+        }
         if let Some(e) = found.leak {
             leak_now = true;
             out.verdict = leak_verdict(memory);
@@ -146,6 +157,14 @@ pub fn assess(
             out.confidence = 1.0 - e.p_full;
         } else if let Some(e) = found.whole {
             out.confidence = e.p_full;
+        }
+        if out.verdict == Verdict::Plateau
+            && n < cfg.min_leak_windows()
+            && values[n - 1] > values[0]
+        {
+            // Too few samples to judge yet, and growing: still warming up, not a plateau.
+            out.verdict = Verdict::WarmingUp;
+            out.confidence = n as f64 / cfg.min_leak_windows() as f64;
         }
     }
     memory.leak_bits = (memory.leak_bits << 1) | leak_now as u32;
