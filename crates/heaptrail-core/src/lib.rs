@@ -8,6 +8,7 @@
 //! * [`sites`]: live memory per allocation site in the user's code (the watcher's unit).
 //! * [`size_format`]: sizes written like the standard library (`"4.9 KiB"`).
 //! * [`snapshot_file`]: the versioned, compact, hostile-input-safe snapshot file format.
+//! * [`stacks`]: live memory per call stack, folded stacks (flame graphs, pprof).
 
 pub mod diff;
 pub mod filter;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod sites;
 pub mod size_format;
 pub mod snapshot_file;
+pub mod stacks;
 pub mod trend;
 
 #[cfg(test)]
