@@ -12,26 +12,28 @@ FORMATS = ("pprof", "collapsed", "json")
 VALUES = ("bytes", "blocks")
 
 DESCRIPTION = """\
-Write the live memory of a snapshot, per call stack, in a format other tools read.
-
-FILE is a heaptrail snapshot (Snapshot.dump), or a stdlib tracemalloc dump with --trust-pickle.
+Write the live memory of a snapshot, per call stack, in a format other tools
+read. FILE is a heaptrail snapshot (Snapshot.dump), or a stdlib tracemalloc
+dump with --trust-pickle.
 
 formats:
-  pprof      gzipped profile.proto heap profile for `go tool pprof` and Grafana Pyroscope.
-             Sample types alloc_objects, alloc_space, inuse_objects, inuse_space (default
-             inuse_space). A snapshot holds live blocks only, so alloc_* equal inuse_*.
-  collapsed  folded stacks, one line per call stack: `root;...;leaf VALUE`, VALUE in live
-             bytes (or blocks, --value blocks); for flamegraph.pl, inferno, speedscope.
-  json       schema heaptrail.snapshot/1: totals and stacks (size, count, frames most
-             recent first), largest first.
+  pprof      gzipped profile.proto heap profile for `go tool pprof` and Grafana
+             Pyroscope: sample types alloc_objects, alloc_space, inuse_objects,
+             inuse_space (the default). A snapshot holds live blocks only, so
+             alloc_* equal inuse_*.
+  collapsed  folded stacks for flamegraph.pl, inferno, speedscope: one line per
+             call stack, `root;...;leaf VALUE`, VALUE in live bytes (or live
+             blocks with --value blocks), largest first.
+  json       schema heaptrail.snapshot/1: totals, then stacks (size, count,
+             frames most recent first), largest first.
 
-Frames are named after the function around the line (`Cache.put (service.py:38)`), read from
-the source file when it is still there (read only, never run; --no-source turns this off);
-otherwise `service.py:38`.
+Frames are named after the function around the line, `Cache.put (app.py:38)`,
+read from the source file if it is still there (read, never run; --no-source
+turns this off), else `app.py:38`.
 
-OUT is replaced if it exists (atomically: a failed export leaves the old file), except that
-heaptrail refuses to write over FILE itself. `-o -` (the default) writes to stdout; pprof is
-binary and is not written to a terminal."""
+OUT is replaced if it exists, atomically (a failed export leaves the old file
+as it was); heaptrail refuses to write over FILE itself. `-o -` (the default)
+is stdout; pprof is binary and is never written to a terminal."""
 
 
 def register(commands):

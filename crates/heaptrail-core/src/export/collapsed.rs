@@ -75,4 +75,27 @@ mod tests {
             "b.py:8 3\nmain.py:1;a.py:2 2\nb.py:7 1\n"
         );
     }
+
+    #[test]
+    fn inferno_renders_the_output() {
+        let s = snapshot_from_raw(
+            &[
+                (0, 4096, &[("/x/a.py", 2), ("/x/main.py", 1)], 2),
+                (0, 100, &[("/x/b;c.py", 7), ("/x/main.py", 1)], 2),
+                (0, 3, &[], 0),
+            ],
+            2,
+        );
+        let names = FrameNames::new(&s, false);
+        let mut out = Vec::new();
+        write(&s, &names, &ExportOptions::default(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut svg = Vec::new();
+        let mut opts = inferno::flamegraph::Options::default();
+        inferno::flamegraph::from_lines(&mut opts, text.lines(), &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        for frame in ["main.py:1", "a.py:2", "b:c.py:7", "&lt;unknown&gt;"] {
+            assert!(svg.contains(frame), "{frame} missing from the flame graph");
+        }
+    }
 }
