@@ -363,4 +363,18 @@ x = 1
         assert_eq!(s.scope_of(2).unwrap().1.qualname, "f");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    proptest::proptest! {
+        /// Any text, however broken, gets one scope per line and never a panic.
+        #[test]
+        fn any_text_scans(text in r##"(def |class |async |[ \t\r\n'"#()\[\]{}:\\]|[a-zé]){0,200}"##) {
+            let s = SourceScopes::scan(&text);
+            let lines = text.split('\n').count() - usize::from(text.ends_with('\n'));
+            proptest::prop_assert_eq!(s.line_scope.len(), lines);
+            for l in 1..=lines as u32 {
+                let (idx, scope) = s.scope_of(l).unwrap();
+                proptest::prop_assert!(idx < s.scopes.len() && scope.start_line <= l);
+            }
+        }
+    }
 }
