@@ -24,7 +24,7 @@ pub enum FunctionKey {
 
 /// Per-frame names, computed once per export.
 pub struct FrameNames {
-    /// `qualname` of each frame's scope, None without source.
+    /// Per frame: its scope in the source file and the scope's `def` line; None without source.
     qualnames: Vec<Option<(FunctionKey, u32)>>,
     /// Scopes per file that could be read (None: not readable, or lookup disabled).
     sources: Vec<Option<SourceScopes>>,
