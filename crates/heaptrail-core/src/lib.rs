@@ -9,8 +9,10 @@
 //! * [`size_format`]: sizes written like the standard library (`"4.9 KiB"`).
 //! * [`snapshot_file`]: the versioned, compact, hostile-input-safe snapshot file format.
 //! * [`stacks`]: live memory per call stack, folded stacks (flame graphs, pprof).
+//! * [`export`]: pprof heap profiles, folded stacks and versioned JSON for other tools.
 
 pub mod diff;
+pub mod export;
 pub mod filter;
 pub mod fnmatch;
 pub mod group;

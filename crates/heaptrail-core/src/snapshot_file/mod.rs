@@ -198,7 +198,7 @@ pub fn write_file(path: &Path, snapshot: &Snapshot, metadata: &str) -> io::Resul
 
 /// Creates `.<name>.<pid>.<n>.tmp` next to the target; `create_new` so two writers (or a
 /// planted symlink) never share a temporary file.
-fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, fs::File)> {
+pub(crate) fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, fs::File)> {
     let mut last_err = None;
     for n in 0..100u32 {
         let mut tmp_name = std::ffi::OsString::from(".");

@@ -1,0 +1,101 @@
+//! `heaptrail._native.export_snapshot` / `export_snapshot_bytes`: a snapshot as a pprof heap
+//! profile, folded stacks or JSON (see `heaptrail_core::export`). The work, source files read
+//! for function names included, runs with the GIL released.
+
+use std::io;
+use std::path::PathBuf;
+
+use heaptrail_core::export::{self, CollapsedValue, ExportOptions, Format};
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::trace_table::TraceTable;
+use crate::tracer::OwnWork;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(export_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(export_snapshot_bytes, m)?)?;
+    m.add("EXPORT_FORMATS", export::Format::NAMES.to_vec())?;
+    Ok(())
+}
+
+fn options(value: &str, read_sources: bool, time_nanos: Option<i64>) -> PyResult<ExportOptions> {
+    let collapsed_value = match value {
+        "bytes" => CollapsedValue::Bytes,
+        "blocks" => CollapsedValue::Blocks,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown value {other:?} for folded stacks (expected bytes or blocks)"
+            )))
+        }
+    };
+    Ok(ExportOptions {
+        read_sources,
+        collapsed_value,
+        time_nanos,
+    })
+}
+
+fn parse_format(format: &str) -> PyResult<Format> {
+    format.parse().map_err(PyValueError::new_err)
+}
+
+/// `OSError(errno, strerror, filename)`, so Python raises PermissionError, FileNotFoundError,
+/// ... as `open()` would.
+fn os_error(e: io::Error, path: &std::path::Path) -> PyErr {
+    let text = e.to_string();
+    // io::Error's text ends in " (os error N)"; the errno is passed on separately.
+    let strerror = match text.find(" (os error ") {
+        Some(pos) => text[..pos].to_owned(),
+        None => text,
+    };
+    PyOSError::new_err((
+        e.raw_os_error().unwrap_or(0),
+        strerror,
+        path.display().to_string(),
+    ))
+}
+
+/// Writes `table` to `path` in `format` ("pprof", "collapsed" or "json") and returns the
+/// number of bytes written. An existing regular file is replaced atomically.
+///
+/// `value`: "bytes" or "blocks", what folded stacks count. `read_sources`: name functions from
+/// the source files (read, never run). `time_nanos`: when the snapshot was taken (pprof).
+#[pyfunction]
+#[pyo3(signature = (table, format, path, *, value="bytes", read_sources=true, time_nanos=None))]
+fn export_snapshot(
+    py: Python<'_>,
+    table: &TraceTable,
+    format: &str,
+    path: PathBuf,
+    value: &str,
+    read_sources: bool,
+    time_nanos: Option<i64>,
+) -> PyResult<u64> {
+    let format = parse_format(format)?;
+    let options = options(value, read_sources, time_nanos)?;
+    let snapshot = table.snapshot();
+    py.detach(|| export::write_file(&path, snapshot, format, &options))
+        .map_err(|e| os_error(e, &path))
+}
+
+/// The same export as `bytes` (for writing to a stream such as stdout).
+#[pyfunction]
+#[pyo3(signature = (table, format, *, value="bytes", read_sources=true, time_nanos=None))]
+fn export_snapshot_bytes<'py>(
+    py: Python<'py>,
+    table: &TraceTable,
+    format: &str,
+    value: &str,
+    read_sources: bool,
+    time_nanos: Option<i64>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let format = parse_format(format)?;
+    let options = options(value, read_sources, time_nanos)?;
+    let snapshot = table.snapshot();
+    let bytes = py.detach(|| export::export_to_vec(snapshot, format, &options));
+    // The result is heaptrail's own work: not traced.
+    let _own = OwnWork::begin();
+    Ok(PyBytes::new(py, &bytes))
+}
