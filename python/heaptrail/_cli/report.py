@@ -146,7 +146,8 @@ def diff_command(args):
         print()
         return 0
     if not changed:
-        print(f"no change from {args.old} to {args.new}")
+        print(f"no change from {args.old} to {args.new}"
+              + (" in the blocks that match the filters" if args.include or args.exclude else ""))
     for index, d in enumerate(shown, 1):
         _print_entry(index, str(d), d.traceback, args.key)
     _print_rest(changed[len(shown):], lambda d: d.size_diff, lambda d: d.count_diff, sign=True)
