@@ -9,11 +9,13 @@
 //! * [`size_format`]: sizes written like the standard library (`"4.9 KiB"`).
 //! * [`snapshot_file`]: the versioned, compact, hostile-input-safe snapshot file format.
 //! * [`stacks`]: live memory per call stack, folded stacks (flame graphs, pprof).
+//! * [`html`]: the self-contained HTML page of a snapshot or a watcher report.
 
 pub mod diff;
 pub mod filter;
 pub mod fnmatch;
 pub mod group;
+pub mod html;
 pub mod model;
 pub mod sites;
 pub mod size_format;

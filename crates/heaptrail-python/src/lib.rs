@@ -10,6 +10,7 @@ mod allocator_hooks;
 mod code_registry;
 mod errors;
 mod frames;
+mod html;
 mod retainers;
 mod trace_store;
 mod trace_table;
@@ -152,6 +153,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
+    html::register(m)?;
     m.add_class::<TraceTable>()?;
     m.add_class::<trend_detector::TrendDetector>()?;
     m.add(
