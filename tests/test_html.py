@@ -117,13 +117,14 @@ class RecordingProxy:
         self.sock.close()
 
     def page_requests(self):
-        """Requests not made by Chromium for itself."""
+        """Requests not made by Chromium for itself. (Chromium may also open a connection to the
+        proxy ahead of time and send nothing on it: no request.)"""
         def host(line):
             parts = line.split()
             target = parts[1] if len(parts) > 1 else ""
             target = target.split("://", 1)[-1]
             return target.split("/", 1)[0].rsplit(":", 1)[0]
-        return [r for r in self.requests if host(r) not in CHROMIUM_OWN_HOSTS]
+        return [r for r in self.requests if r and host(r) not in CHROMIUM_OWN_HOSTS]
 
 
 def browse(page, screenshot=None):
@@ -470,6 +471,14 @@ def test_bad_options(snapshot, tmp_path):
         assert proc.stderr.startswith(f"heaptrail html: {message}"), (args, proc.stderr)
         assert proc.stderr.count("\n") == 1
     assert snap.read_bytes()[:8] == b"HEAPTRL\0"
+    proc = heaptrail("html", snap, "-o", tmp_path / "all.html", "--limit", 10**30)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_pid_out_of_range(report, tmp_path):
+    proc = heaptrail("html", report, "-o", tmp_path / "x.html", "--pid", 2**40)
+    assert proc.returncode == 2
+    assert proc.stderr == f"heaptrail html: --pid must be a process id, not {2**40}\n"
 
 
 def test_the_network_check_can_fail(tmp_path):

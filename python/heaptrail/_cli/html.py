@@ -54,8 +54,9 @@ def html_command(args):
     path = args.file
     if args.limit < 1:
         raise CliError(f"--limit must be at least 1, not {args.limit}", 2)
-    if args.pid is not None and args.pid < 0:
+    if args.pid is not None and not 0 <= args.pid < 2**32:
         raise CliError(f"--pid must be a process id, not {args.pid}", 2)
+    limit = min(args.limit, 2**31)  # any larger number means "all rows" just as well
     out = args.output or default_output(path)
     kind = file_kind(path)
     if kind is None and os.path.getsize(path) == 0:
@@ -72,7 +73,7 @@ def html_command(args):
         with Progress(f"reading {path} and rendering the page"):
             try:
                 page, warnings = _native._render_report_html(
-                    path, title, f"watcher report {source}", args.limit, args.pid)
+                    path, title, f"watcher report {source}", limit, args.pid)
             except ValueError as exc:
                 raise CliError(f"{path}: {exc}", 2) from None
             except OSError as exc:
@@ -86,7 +87,7 @@ def html_command(args):
         what = {HEAPTRAIL: "heaptrail snapshot", PICKLE: "tracemalloc dump"}.get(kind, kind)
         with Progress("rendering the page"):
             page = _native._render_snapshot_html(snapshot._table, title, f"{what} {source}",
-                                                 args.limit)
+                                                 limit)
     write_atomically(out, page)
     print(f"wrote {out}")
     return 0
