@@ -10,12 +10,14 @@
 //! * [`snapshot_file`]: the versioned, compact, hostile-input-safe snapshot file format.
 //! * [`stacks`]: live memory per call stack, folded stacks (flame graphs, pprof).
 //! * [`export`]: pprof heap profiles, folded stacks and versioned JSON for other tools.
+//! * [`html`]: the self-contained HTML page of a snapshot or a watcher report.
 
 pub mod diff;
 pub mod export;
 pub mod filter;
 pub mod fnmatch;
 pub mod group;
+pub mod html;
 pub mod model;
 pub mod sites;
 pub mod size_format;

@@ -11,6 +11,7 @@ mod code_registry;
 mod errors;
 mod export;
 mod frames;
+mod html;
 mod retainers;
 mod trace_store;
 mod trace_table;
@@ -154,6 +155,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     export::register(m)?;
+    html::register(m)?;
     m.add_class::<TraceTable>()?;
     m.add_class::<trend_detector::TrendDetector>()?;
     m.add(

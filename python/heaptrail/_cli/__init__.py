@@ -1,6 +1,6 @@
 """heaptrail's command-line commands, one module each; every module has ``register(commands)``
 that adds its sub-parser(s) and sets ``func`` to the function that runs the command."""
 
-from . import export, report, run
+from . import export, html, report, run
 
-COMMANDS = [run, report, export]
+COMMANDS = [run, report, export, html]
