@@ -369,3 +369,20 @@ def test_native_export_functions(traced, tmp_path):
         export_snapshot_bytes(snapshot._table, "svg")
     with pytest.raises(FileNotFoundError):
         export_snapshot(snapshot._table, "json", str(tmp_path / "missing" / "x.json"))
+
+
+def test_snapshot_export_method(tmp_path):
+    keep = [bytearray(4096) for _ in range(64)]  # noqa: F841  (live while snapshotting)
+    heaptrail.start(5)
+    try:
+        more = [bytearray(8192) for _ in range(32)]  # noqa: F841
+        snapshot = heaptrail.take_snapshot()
+    finally:
+        heaptrail.stop()
+    out = tmp_path / "s.json"
+    written = snapshot.export(str(out), "json", read_sources=False)
+    assert written == out.stat().st_size
+    doc = json.loads(out.read_text())
+    assert doc["total_size"] == sum(t.size for t in snapshot.traces)
+    with pytest.raises(ValueError):
+        snapshot.export(str(tmp_path / "x"), "svg")

@@ -124,6 +124,19 @@ class Snapshot:
                 setattr(snapshot, name, value)
         return snapshot
 
+    def export(self, filename, format="pprof", *, value="bytes", read_sources=True):
+        """Write the snapshot's live memory per call stack to ``filename`` for other tools:
+        ``format`` is ``"pprof"`` (gzipped profile.proto heap profile), ``"collapsed"``
+        (folded stacks; ``value="blocks"`` counts blocks instead of bytes) or ``"json"``
+        (schema ``heaptrail.snapshot/1``). Function names are read from the source files
+        unless ``read_sources=False``. Returns the number of bytes written; the file is
+        replaced atomically. See ``heaptrail export --help``."""
+        from ._native import export_snapshot
+
+        with _own_work():
+            return export_snapshot(self._table, format, filename, value=value,
+                                   read_sources=read_sources)
+
     # ---- analysis (in Rust) ----------------------------------------------------------------
 
     def filter_traces(self, filters):
