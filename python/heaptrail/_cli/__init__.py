@@ -1,6 +1,6 @@
 """heaptrail's command-line commands, one module each; every module has ``register(commands)``
 that adds its sub-parser(s) and sets ``func`` to the function that runs the command."""
 
-from . import run
+from . import attach, run
 
-COMMANDS = [run]
+COMMANDS = [run, attach]
