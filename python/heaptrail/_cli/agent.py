@@ -83,6 +83,7 @@ def _import_heaptrail(request):
         return heaptrail, None
     except ImportError as exc:
         first = f"{type(exc).__name__}: {exc}"
+    request["borrowed"] = True
     fallback = request.get("fallback_path")
     same_python = (sys.implementation.name == "cpython"
                    and list(sys.version_info[:2]) == request.get("cli_version"))
@@ -116,6 +117,12 @@ def _attach(request):
     heaptrail, error = _import_heaptrail(request)
     if heaptrail is None:
         return _failure("not-importable", error, sys_path=list(sys.path))
+    # Two attach requests at once must not start two watchers (setdefault is atomic).
+    with heaptrail.__dict__.setdefault("_attach_lock", threading.Lock()):
+        return _start_watcher(heaptrail, request)
+
+
+def _start_watcher(heaptrail, request):
     state = getattr(heaptrail, "_attached", None)
     if state is not None and not state["finished"]:
         return _failure("already-attached", "heaptrail attach is already watching this process",
@@ -139,6 +146,7 @@ def _attach(request):
                          name="heaptrail-attach-timer", daemon=True).start()
     return dict(ok=True, heaptrail=os.path.dirname(heaptrail.__file__),
                 heaptrail_version=getattr(heaptrail, "__version__", "?"),
+                borrowed=bool(request.get("borrowed")),
                 tracing_before=tracing_before)
 
 

@@ -75,7 +75,29 @@ def main():
     inferior.write_memory(address, payload + b"\0")
     run = value("(long)&PyRun_SimpleString")
     queued = value(f"((int (*)(void *, void *))Py_AddPendingCall)({run}, {address})")
-    emit(version=version, queued=queued == 0, address=address, size=size)
+    # Py_AddPendingCall's calls wait for the main thread. If it is blocked in a system call (a
+    # long sleep, joining workers), 3.12+ can also queue the same call for whichever thread
+    # runs bytecode first (flag 0: any thread), through the internal but exported
+    # _PyEval_AddPendingCall. The code runs once: the first to run claims the request, the
+    # other finds it claimed and does nothing. Only from a thread blocked in a system call, which
+    # holds none of the GIL's internal locks that 3.13's version takes.
+    any_thread = False
+    if queued == 0 and version >= 0x030C0000 and in_system_call(inferior.pid) \
+            and has_symbol("_PyEval_AddPendingCall"):
+        interp = value("((void *(*)(void))PyInterpreterState_Main)()")
+        any_thread = value(f"((int (*)(void *, void *, void *, int))_PyEval_AddPendingCall)"
+                           f"({interp}, {run}, {address}, 0)") == 0
+    emit(version=version, queued=queued == 0, any_thread=any_thread, address=address, size=size)
+
+
+def in_system_call(pid):
+    """Whether the (stopped) main thread was stopped inside a system call."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/syscall") as f:
+            first = f.read().split()[:1]
+    except OSError:
+        return False
+    return bool(first) and first[0] not in ("running", "-1")
 
 
 try:
