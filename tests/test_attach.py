@@ -63,12 +63,13 @@ def heaptrail_cli(*args, timeout=120, env=None):
 class Target:
     """A running target process; stopped (SIGKILL) at the end of the test."""
 
-    def __init__(self, tmp_path, python=sys.executable, options=(), program=TARGET, argv=()):
+    def __init__(self, tmp_path, python=sys.executable, options=(), program=TARGET, argv=None):
         self.script = tmp_path / "service.py"
         self.script.write_text(program)
         self.state_file = tmp_path / "state.json"
-        self.process = subprocess.Popen([python, *options, str(self.script),
-                                         str(self.state_file), *argv],
+        # Own programs get STATE_FILE first; another program gets `argv` alone.
+        argv = [str(self.state_file), *(argv or ())] if program in (TARGET, BLOCKED) else argv
+        self.process = subprocess.Popen([python, *options, str(self.script), *argv],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = self.process.pid
         if program is TARGET:
@@ -215,6 +216,29 @@ def test_attach_snapshot_detach_in_a_process_without_heaptrail(target, tmp_path)
     # Attaching again after a detach starts a fresh watcher.
     out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5", "--duration", "1")
     assert out.returncode == 0, out.stderr
+    t.assert_running()
+
+
+def test_threaded_http_service(target, tmp_path):
+    """The bundled example service: a thread per request (threads start and end while gdb
+    attaches), its main thread in serve_forever()."""
+    service = Path(__file__).resolve().parent.parent / "examples" / "leaky_service.py"
+    t = target(program=service.read_text(), argv=["--seconds", "120"])
+    time.sleep(1)
+    out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5")
+    assert out.returncode == 0, out.stderr
+    for i in range(3):
+        time.sleep(1.5)
+        snap = tmp_path / f"s{i}.heaptrail"
+        out = heaptrail_cli("snapshot", str(t.pid), "-o", str(snap))
+        assert out.returncode == 0, out.stderr
+    stats = heaptrail.Snapshot.load(str(snap)).statistics("lineno")
+    assert (str(t.script), 37) in [(s.traceback[0].filename, s.traceback[0].lineno)
+                                   for s in stats[:3]], stats[:5]
+    out = heaptrail_cli("detach", str(t.pid))
+    assert out.returncode == 0, out.stderr
+    assert f"LEAK at {t.script}:37: " in out.stdout, out.stdout
+    assert "held by __main__._rendered_orders (dict" in out.stdout
     t.assert_running()
 
 

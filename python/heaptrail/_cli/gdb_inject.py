@@ -35,7 +35,9 @@ def has_symbol(name):
     try:
         value(f"(long)&{name}")
         return True
-    except gdb.error:
+    except gdb.error as exc:
+        if "No symbol" not in str(exc):
+            raise
         return False
 
 
@@ -44,10 +46,17 @@ def main():
     if inferior is None or inferior.pid == 0:
         emit(error="not-attached")
         return
+    # Work from the main thread (a thread id equal to the process id): it lives as long as the
+    # process, while gdb may have picked a thread that is exiting; and pending calls run there.
+    for thread in inferior.threads():
+        if thread.ptid[1] == inferior.pid:
+            thread.switch()
     # Py_Version (PY_VERSION_HEX) is exported from 3.11 on; older or non-Python processes lack it.
     try:
         version = value("*(unsigned long *)&Py_Version") & 0xFFFFFFFF
-    except gdb.error:
+    except gdb.error as exc:
+        if "No symbol" not in str(exc):
+            raise
         emit(error="old-python" if has_symbol("Py_Initialize") else "not-python")
         return
     payload = bytes.fromhex(os.environ.get("HEAPTRAIL_GDB_PAYLOAD", ""))
@@ -57,11 +66,6 @@ def main():
     if not 0x030B0000 <= version < 0x030E0000:
         emit(version=version, error="unsupported")
         return
-    # Pending calls run in the main thread: issue the calls from it too, so they need no other
-    # thread to make progress (a thread id equal to the process id is the main thread).
-    for thread in inferior.threads():
-        if thread.ptid[1] == inferior.pid:
-            thread.switch()
     if value("((int (*)(void))Py_IsInitialized)()") == 0:
         emit(version=version, error="not-initialized")
         return

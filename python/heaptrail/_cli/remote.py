@@ -44,6 +44,11 @@ class Target:
             raise CliError(f"no process with PID {pid}")
         if status.get("State", "").startswith("Z"):
             raise CliError(f"process {pid} has exited (it is a zombie waiting for its parent)")
+        if status.get("Tgid", str(pid)) != str(pid):
+            raise CliError(f"{pid} is a thread of process {status['Tgid']}: give that PID", 2)
+        if "VmSize" not in status:
+            raise CliError(f"process {pid} ({status.get('Name', '?')}) is a kernel thread, not "
+                           "a Python process")
         self.name = status.get("Name", "?")
         self.uid = int(status.get("Uid", "0").split()[1])   # effective ids
         self.gid = int(status.get("Gid", "0").split()[1])
@@ -312,7 +317,12 @@ def send(target, request_dir, request, timeout, gdb_timeout=None):
     if guess is not None and guess >= (3, 14):
         _remote_exec(target, request_dir, code, guess, timeout)
     else:
-        answer = run_gdb(target, code, gdb_timeout or timeout)
+        # One more try if gdb itself stumbled (e.g. on a thread exiting as it attached). Safe
+        # even if the first try queued the call: the code runs at most once (the claim file).
+        for _ in range(2):
+            answer = run_gdb(target, code, gdb_timeout or timeout)
+            if answer.get("error") != "gdb" or not target.alive():
+                break
         _check_gdb_answer(target, answer)
     status = wait_for(request_dir, "status.json", timeout)
     if status is not None:
