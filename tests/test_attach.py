@@ -165,7 +165,7 @@ def test_attach_with_duration_flags_the_leaking_line(target, tmp_path):
     assert not state["tracing"] and "heaptrail-watcher" not in state["threads"], state
 
 
-# ---- attach / snapshot / detach, borrowing this heaptrail -----------------------------------------
+# ---- attach / snapshot / detach, borrowing this heaptrail ------------------------------------
 
 def test_attach_snapshot_detach_in_a_process_without_heaptrail(target, tmp_path):
     python = base_python()

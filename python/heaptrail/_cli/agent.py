@@ -181,8 +181,10 @@ def _summary(heaptrail, report, windows):
     except ImportError:  # another heaptrail version: the verdict counts at least
         if report is None:
             return [f"heaptrail [pid {os.getpid()}]: no window was taken"]
-        leaks = [f"{s['filename']}:{s['lineno']}" for s in report["sites"] if s["verdict"] == "leak"]
-        return [f"heaptrail [pid {os.getpid()}]: {windows} windows; leaks: {', '.join(leaks) or 'none'}"]
+        leaks = [f"{s['filename']}:{s['lineno']}" for s in report["sites"]
+                 if s["verdict"] == "leak"]
+        return [f"heaptrail [pid {os.getpid()}]: {windows} windows; "
+                f"leaks: {', '.join(leaks) or 'none'}"]
     return summary_lines(report, windows)
 
 

@@ -197,7 +197,8 @@ def attach_command(args):
             fallback_path=os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__)))))
         pid = session.target.pid
-        borrowed = " (borrowed from this heaptrail's installation)" if status.get("borrowed") else ""
+        borrowed = (" (borrowed from this heaptrail's installation)" if status.get("borrowed")
+                    else "")
         print(f"heaptrail attach: watching process {pid} ({status.get('executable')}, Python "
               f"{status.get('python')}) every {settings.interval:g} s with heaptrail "
               f"{status.get('heaptrail_version')} from {status.get('heaptrail')}{borrowed}")
