@@ -343,7 +343,9 @@ def worker():
 
 if sys.argv[3] == "worker":
     threading.Thread(target=worker, daemon=True).start()
-threading.Event().wait(float(sys.argv[2]))  # the main thread is blocked in C
+# The main thread is blocked in C. (Not in a lock's acquire(): a wait there that ends with EINTR,
+# as one may after gdb's calls, runs pending calls at once.)
+time.sleep(float(sys.argv[2]))
 time.sleep(1)  # now it runs Python code: a pending call would run here
 with open(sys.argv[1], "w") as f:
     json.dump({"heaptrail_imported": "heaptrail" in sys.modules,
