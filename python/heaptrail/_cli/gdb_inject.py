@@ -105,6 +105,9 @@ def in_system_call(pid):
 
 
 try:
+    # Expressions below are C; otherwise gdb parses them in the language of the stopped frame,
+    # e.g. Rust when a thread is in heaptrail's own extension.
+    gdb.execute("set language c")
     gdb.execute("set confirm off")
     gdb.execute("set pagination off")
     # If anything goes wrong inside a called function (a signal, or the CLI interrupting a call
