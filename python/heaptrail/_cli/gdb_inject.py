@@ -15,12 +15,14 @@ ends (or when gdb dies), and the target carries on.
 
 import json
 import os
+import platform
 
 import gdb
 
 MARK = "HEAPTRAIL-GDB "
 PROT_READ = 0x1
 MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+FUTEX = {"x86_64": (202,), "aarch64": (98,)}  # futex's system call number per machine
 
 
 def emit(**result):
@@ -83,10 +85,14 @@ def main():
     # long sleep, joining workers), 3.12+ can also queue the same call for whichever thread
     # runs bytecode first (flag 0: any thread), through the internal but exported
     # _PyEval_AddPendingCall. The code runs once: the first to run claims the request, the
-    # other finds it claimed and does nothing. Only from a thread blocked in a system call, which
-    # holds none of the GIL's internal locks that 3.13's version takes.
+    # other finds it claimed and does nothing. Only from a main thread blocked in a system call:
+    # then it holds no lock the call takes. 3.13's version also takes the GIL's internal mutex,
+    # which a thread holds while it wakes another through a futex: not from a futex call there
+    # (a hang seen in testing; gdb would unwind it after the CLI's timeout, but slowly).
     any_thread = False
-    if queued == 0 and version >= 0x030C0000 and in_system_call(inferior.pid) \
+    call = system_call(inferior.pid)
+    if queued == 0 and version >= 0x030C0000 and call is not None \
+            and (version < 0x030D0000 or call not in FUTEX.get(platform.machine(), (call,))) \
             and has_symbol("_PyEval_AddPendingCall"):
         interp = value("((void *(*)(void))PyInterpreterState_Main)()")
         any_thread = value(f"((int (*)(void *, void *, void *, int))_PyEval_AddPendingCall)"
@@ -94,14 +100,14 @@ def main():
     emit(version=version, queued=queued == 0, any_thread=any_thread, address=address, size=size)
 
 
-def in_system_call(pid):
-    """Whether the (stopped) main thread was stopped inside a system call."""
+def system_call(pid):
+    """The number of the system call the (stopped) main thread is in, or None."""
     try:
         with open(f"/proc/{pid}/task/{pid}/syscall") as f:
             first = f.read().split()[:1]
     except OSError:
-        return False
-    return bool(first) and first[0] not in ("running", "-1")
+        return None
+    return int(first[0]) if first and first[0].isdigit() else None
 
 
 try:
