@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -247,6 +248,13 @@ def test_snapshot_and_detach_in_a_process_under_heaptrail_run(target, tmp_path):
     t = target(python=HEAPTRAIL[0], options=["-m", "heaptrail", "run", "--interval", "0.5",
                                                "--", sys.executable])
     pid = _python_child(t.pid)
+    try:
+        _under_heaptrail_run(t, pid, tmp_path)
+    finally:
+        os.kill(pid, signal.SIGKILL)  # killing `heaptrail run` does not end its child
+
+
+def _under_heaptrail_run(t, pid, tmp_path):
     out = heaptrail_cli("attach", str(pid))
     assert out.returncode == 1
     assert "a heaptrail watcher already runs in this process" in out.stderr
