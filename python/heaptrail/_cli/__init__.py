@@ -1,6 +1,6 @@
 """heaptrail's command-line commands, one module each; every module has ``register(commands)``
 that adds its sub-parser(s) and sets ``func`` to the function that runs the command."""
 
-from . import export, html, report, run
+from . import attach, export, html, report, run
 
-COMMANDS = [run, report, export, html]
+COMMANDS = [run, attach, report, export, html]
