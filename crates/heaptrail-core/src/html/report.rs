@@ -607,4 +607,33 @@ mod tests {
         let r = read(&format!("{line}\r\n")).unwrap();
         assert_eq!(r.runs[0].last_sites[0].size, 10);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        /// Reports are files from elsewhere: whatever bytes a valid report is mutated into,
+        /// reading it gives a report or an error, and a report always renders.
+        #[test]
+        fn mutated_reports_never_panic(
+            edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..12),
+            cut in 0usize..4096,
+        ) {
+            let text = [
+                window(7, 1, &site("a.py", 1, 100, "warming-up")),
+                window(7, 2, &[site("a.py", 1, 200, "leak"), site("b.py", 2, 5, "plateau")].join(",")),
+                window(8, 1, &site("c.py", 3, 50, "suspect")),
+            ]
+            .join("\n");
+            let mut bytes = text.into_bytes();
+            for (at, byte) in edits {
+                let i = at % bytes.len();
+                bytes[i] = byte;
+            }
+            bytes.truncate(cut.max(1).min(bytes.len()));
+            if let Ok(report) = read_report(&bytes[..], None) {
+                let opts = crate::html::PageOptions { title: "t", subtitle: "s", limit: 10 };
+                let page = crate::html::report_page(&report, &opts);
+                proptest::prop_assert!(page.contains("</html>"));
+            }
+        }
+    }
 }
