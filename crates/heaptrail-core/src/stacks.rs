@@ -36,6 +36,19 @@ pub fn stack_totals(snapshot: &Snapshot) -> Vec<StackTotal> {
     out
 }
 
+/// `label` made safe inside a folded line: `;` separates frames and line breaks separate
+/// stacks, so they become `:` and spaces.
+pub fn folded_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| match c {
+            ';' => ':',
+            '\n' | '\r' => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 /// Folded stacks (`root;...;leaf`), one per traceback, with the live bytes and blocks under it.
 /// `label` names a frame; `;` and newlines in labels are replaced by `:` and spaces, since they
 /// delimit frames and lines in the folded format. A traceback cut at the traceback limit starts
@@ -52,16 +65,7 @@ pub fn folded_stacks(
             let mut line = String::new();
             // Frames are stored most recent first; folded stacks go from the root.
             for &f in frames.iter().rev() {
-                let name = labels.entry(f).or_insert_with(|| {
-                    label(f)
-                        .chars()
-                        .map(|c| match c {
-                            ';' => ':',
-                            '\n' | '\r' => ' ',
-                            c => c,
-                        })
-                        .collect()
-                });
+                let name = labels.entry(f).or_insert_with(|| folded_label(&label(f)));
                 if !line.is_empty() {
                     line.push(';');
                 }

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use super::escape::push_escaped;
 use super::format::size;
 use super::report::SiteRow;
-use crate::stacks::folded_stacks;
+use crate::stacks::{folded_label, folded_stacks};
 use crate::Snapshot;
 
 /// Width of the SVG in its own units; the frame scales it to the page.
@@ -43,18 +43,6 @@ pub fn frame_label(filename: &str, lineno: u32) -> String {
         }
         _ => format!("{filename}:{lineno}"),
     }
-}
-
-/// `label` safe inside a folded line: `;` separates frames, line breaks separate stacks.
-fn clean(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| match c {
-            ';' => ':',
-            '\n' | '\r' => ' ',
-            c => c,
-        })
-        .collect()
 }
 
 /// Folded stacks of a snapshot: live bytes per call stack.
@@ -87,7 +75,7 @@ pub fn report_stacks(sites: &[SiteRow]) -> Vec<(String, u64)> {
             if !line.is_empty() {
                 line.push(';');
             }
-            line.push_str(&clean(&frame_label(filename, lineno)));
+            line.push_str(&folded_label(&frame_label(filename, lineno)));
         }
         *merged.entry(line).or_default() += site.size;
     }
@@ -270,7 +258,7 @@ mod tests {
     #[test]
     fn the_graph_is_a_sandboxed_frame_with_escaped_names() {
         let evil = "<script>alert(\"x\")</script>&'.py";
-        let html = flame_graph(&[(clean(&frame_label(evil, 1)), 100)], "t<").unwrap();
+        let html = flame_graph(&[(folded_label(&frame_label(evil, 1)), 100)], "t<").unwrap();
         assert!(html.starts_with("<iframe class=\"flame\" sandbox=\"allow-scripts allow-modals\""));
         assert!(html.contains("title=\"t&lt;\""));
         // One quoted attribute value: no raw quote or markup from the name can end it.
