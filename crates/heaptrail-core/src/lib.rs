@@ -1,16 +1,16 @@
 //! heaptrail-core: everything heaptrail knows about snapshots, with no Python in sight.
 //!
-//! * [`model`]: interned filenames, frames, tracebacks and traces.
-//! * [`fnmatch`]: filename patterns with the standard library's `fnmatch` semantics.
-//! * [`filter`]: `Filter` / `DomainFilter` evaluation (`Snapshot.filter_traces`).
-//! * [`group`]: `Snapshot.statistics` (group by traceback, line or file; cumulative or not).
-//! * [`diff`]: `Snapshot.compare_to`.
-//! * [`sites`]: live memory per allocation site in the user's code (the watcher's unit).
-//! * [`size_format`]: sizes written like the standard library (`"4.9 KiB"`).
-//! * [`snapshot_file`]: the versioned, compact, hostile-input-safe snapshot file format.
-//! * [`stacks`]: live memory per call stack, folded stacks (flame graphs, pprof).
-//! * [`export`]: pprof heap profiles, folded stacks and versioned JSON for other tools.
-//! * [`html`]: the self-contained HTML page of a snapshot or a watcher report.
+//! * [`model`] — interned filenames, frames, tracebacks and traces.
+//! * [`fnmatch`] — filename patterns with the standard library's `fnmatch` semantics.
+//! * [`filter`] — `Filter` / `DomainFilter` evaluation (`Snapshot.filter_traces`).
+//! * [`group`] — `Snapshot.statistics` (group by traceback, line or file; cumulative or not).
+//! * [`diff`] — `Snapshot.compare_to`.
+//! * [`sites`] — live memory per allocation site in the user's code (the watcher's unit).
+//! * [`size_format`] — sizes written like the standard library (`"4.9 KiB"`).
+//! * [`snapshot_file`] — the versioned, compact, hostile-input-safe snapshot file format.
+//! * [`stacks`] — live memory per call stack, folded stacks (flame graphs, pprof).
+//! * [`export`] — pprof heap profiles, folded stacks and versioned JSON for other tools.
+//! * [`html`] — the self-contained HTML page of a snapshot or a watcher report.
 
 pub mod diff;
 pub mod export;
