@@ -110,18 +110,24 @@ fn median_of_keys(keys: &mut [i64]) -> f64 {
     if m == 0 {
         return 0.0;
     }
-    let hi = from_order_key(select(keys, m / 2));
+    let hi = select(keys, m / 2);
+    median_from_middle(&keys[..m / 2], hi, m)
+}
+
+/// The median of `m` order keys, given the upper middle one (`hi`, the `m/2`-th smallest) and
+/// the keys below it: for an even count, the mean of `hi` and the largest of those below.
+fn median_from_middle(below: &[i64], hi: i64, m: usize) -> f64 {
+    let hi = from_order_key(hi);
     if m % 2 == 1 {
-        hi
-    } else {
-        let lo = keys[..m / 2]
-            .iter()
-            .copied()
-            .max()
-            .map(from_order_key)
-            .unwrap_or(hi);
-        (lo + hi) / 2.0
+        return hi;
     }
+    let lo = below
+        .iter()
+        .copied()
+        .max()
+        .map(from_order_key)
+        .unwrap_or(hi);
+    (lo + hi) / 2.0
 }
 
 /// The `k`-th smallest of `a` (0-based); afterwards `a[..k]` holds the smaller ones.
@@ -184,19 +190,10 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
     let keys: &mut [i64] = bytemuck_i64(v);
     let mid = m / 2;
+    // select_nth_unstable, not `select`: this median runs over up to n(n−1)/2 slopes of long
+    // windows, where its linear worst case matters more than `select`'s speed on small ones.
     let (below, &mut hi, _) = keys.select_nth_unstable(mid);
-    let hi = from_order_key(hi);
-    let result = if m % 2 == 1 {
-        hi
-    } else {
-        let lo = below
-            .iter()
-            .copied()
-            .max()
-            .map(from_order_key)
-            .unwrap_or(hi);
-        (lo + hi) / 2.0
-    };
+    let result = median_from_middle(below, hi, m);
     for x in keys.iter_mut() {
         *x = from_order_key(*x).to_bits() as i64;
     }
