@@ -2,6 +2,7 @@
 watcher in a Python process that is already running and was started without heaptrail.
 remote.py delivers the request, agent.py carries it out inside the process."""
 
+import dataclasses
 import math
 import os
 import shutil
@@ -9,9 +10,9 @@ import sys
 import time
 
 from .._classes import _format_size
-from .._settings import Settings
 from . import remote
 from .errors import CliError
+from .watch_options import add_watch_options, watch_settings
 
 DEFAULT_TIMEOUT = 15.0
 GDB_MIN_TIMEOUT = 30.0  # attaching to a big process and reading its symbols takes a while
@@ -43,27 +44,15 @@ def register(commands):
                "--duration 300",
     )
     _add_pid(attach)
-    attach.add_argument("--interval", type=float, default=Settings.interval, metavar="SECONDS",
-                        help=f"seconds between two windows (default {Settings.interval:g})")
-    attach.add_argument("--report", default="", metavar="FILE",
-                        help="the process appends one JSON object per window to FILE (JSON "
-                             "Lines, schema heaptrail.watch/1); a path as the process sees it")
+    add_watch_options(
+        attach,
+        report_help="the process appends one JSON object per window to FILE (JSON Lines, "
+                    "schema heaptrail.watch/1); a path as the process sees it",
+        prometheus_help="the process serves Prometheus metrics there (a bare PORT binds "
+                        "127.0.0.1)")
     attach.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help="stop watching after SECONDS and print the verdicts (default: "
                              "watch until `heaptrail detach`)")
-    attach.add_argument("--prometheus", default="", metavar="HOST:PORT",
-                        help="the process serves Prometheus metrics there (a bare PORT binds "
-                             "127.0.0.1)")
-    attach.add_argument("--nframe", type=int, default=Settings.nframe,
-                        help=f"frames kept per traceback, 1..65535 (default {Settings.nframe})")
-    attach.add_argument("--top", type=int, default=Settings.top, metavar="N",
-                        help=f"sites listed per window besides leaks and suspects "
-                             f"(default {Settings.top})")
-    attach.add_argument("--include", default="", metavar="PATTERNS",
-                        help="comma-separated fnmatch patterns of files that are your code even "
-                             "if installed as a package")
-    attach.add_argument("--exclude", default="", metavar="PATTERNS",
-                        help="comma-separated fnmatch patterns of files never to blame")
     _add_timeout(attach)
     attach.set_defaults(func=attach_command)
 
@@ -173,27 +162,13 @@ def _status_error(target, status):
     return CliError(f"heaptrail failed inside {where}: {message or kind}")
 
 
-def _settings(args):
-    report = os.path.abspath(args.report) if args.report else ""
-    try:
-        settings = Settings(interval=args.interval, nframe=args.nframe, top=args.top,
-                            report=report, prometheus=args.prometheus, include=args.include,
-                            exclude=args.exclude)
-        settings.check()
-    except ValueError as exc:
-        raise CliError(str(exc), 2) from None
-    return settings
-
-
 def attach_command(args):
-    settings = _settings(args)
+    settings = watch_settings(args)
     _positive("--duration", args.duration)
     session = _Session(args)
     try:
-        status = session.send("attach", duration=args.duration, settings={
-            "interval": settings.interval, "nframe": settings.nframe, "report": settings.report,
-            "prometheus": settings.prometheus, "include": settings.include,
-            "exclude": settings.exclude, "top": settings.top},
+        status = session.send("attach", duration=args.duration,
+                              settings=dataclasses.asdict(settings),
             fallback_path=os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__)))))
         pid = session.target.pid

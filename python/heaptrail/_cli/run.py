@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from .._settings import Settings
+from .watch_options import add_watch_options, watch_settings
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
 
@@ -25,22 +25,11 @@ def register(commands):
             "processes through HEAPTRAIL_* environment variables."),
         epilog="example: heaptrail run --interval 2 --report leaks.jsonl -- python app.py",
     )
-    run.add_argument("--interval", type=float, default=Settings.interval, metavar="SECONDS",
-                     help=f"seconds between two windows (default {Settings.interval:g})")
-    run.add_argument("--report", default="", metavar="FILE",
-                     help="append one JSON object per window to FILE (JSON Lines, schema "
-                          "heaptrail.watch/1); forked workers write FILE.<pid>")
-    run.add_argument("--prometheus", default="", metavar="HOST:PORT",
-                     help="serve Prometheus metrics there (a bare PORT binds 127.0.0.1)")
-    run.add_argument("--nframe", type=int, default=Settings.nframe,
-                     help=f"frames kept per traceback, 1..65535 (default {Settings.nframe})")
-    run.add_argument("--top", type=int, default=Settings.top, metavar="N",
-                     help=f"sites listed per window besides leaks and suspects (default {Settings.top})")
-    run.add_argument("--include", default="", metavar="PATTERNS",
-                     help="comma-separated fnmatch patterns of files that are your code even if "
-                          "installed as a package")
-    run.add_argument("--exclude", default="", metavar="PATTERNS",
-                     help="comma-separated fnmatch patterns of files never to blame")
+    add_watch_options(
+        run,
+        report_help="append one JSON object per window to FILE (JSON Lines, schema "
+                    "heaptrail.watch/1); forked workers write FILE.<pid>",
+        prometheus_help="serve Prometheus metrics there (a bare PORT binds 127.0.0.1)")
     # Ranges are checked once, by Settings.check() (the same rules apply to HEAPTRAIL_*).
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                      help="the command to run, after --")
@@ -53,14 +42,7 @@ def run_command(args):
         print("heaptrail run: no command given (usage: heaptrail run [options] -- CMD ...)",
               file=sys.stderr)
         return 2
-    try:
-        settings = Settings(interval=args.interval, nframe=args.nframe, top=args.top,
-                            report=os.path.abspath(args.report) if args.report else "",
-                            prometheus=args.prometheus, include=args.include, exclude=args.exclude)
-        settings.check()
-    except ValueError as exc:
-        print(f"heaptrail run: {exc}", file=sys.stderr)
-        return 2
+    settings = watch_settings(args)
     if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
         print(f"heaptrail run: command not found: {cmd[0]}", file=sys.stderr)
         return 127
