@@ -110,6 +110,18 @@ fn _last_snapshot_pause() -> f64 {
     tracer::last_snapshot_pause()
 }
 
+/// What a file is, from its first bytes: "heaptrail" (a snapshot file), "pickle" (a stdlib
+/// tracemalloc dump) or "unknown"; the same test the snapshot loader applies.
+#[pyfunction]
+fn _sniff_file(prefix: &[u8]) -> &'static str {
+    use heaptrail_core::snapshot_file::{sniff, FileKind};
+    match sniff(prefix) {
+        FileKind::Heaptrail => "heaptrail",
+        FileKind::Pickle => "pickle",
+        _ => "unknown",
+    }
+}
+
 /// `(walked, reported)` depth of the calling thread's stack (tests of the depth shortcut).
 #[pyfunction]
 fn _stack_depths() -> (i32, i32) {
@@ -154,6 +166,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
+    m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
     export::register(m)?;
     html::register(m)?;
     m.add_class::<TraceTable>()?;

@@ -4,7 +4,7 @@ that says what the file is and what to do."""
 
 import os
 
-from .._native import SnapshotFileError
+from .._native import SnapshotFileError, _sniff_file
 from .errors import CliError
 from .progress import Progress
 
@@ -22,11 +22,12 @@ def file_kind(path):
         raise CliError(f"{path}: is a directory", 2) from None
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}", 2) from None
-    if head.startswith(b"HEAPTRL\0"):
+    kind = _sniff_file(head)  # the snapshot loader's own test of the first bytes
+    if kind == "heaptrail":
         return HEAPTRAIL
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+    if kind == "pickle":
         return PICKLE
-    if head.lstrip().startswith(b'{"schema"') or head.lstrip().startswith(b"{"):
+    if head.lstrip().startswith(b"{"):
         return WATCH_REPORT
     return None
 
