@@ -223,6 +223,59 @@ def at_depth(d):
     return at_depth(d - 1) if d else allocate_with_depth()
 
 
+def test_block_headers_outlive_stop_and_clear():
+    """MEM/OBJ blocks carry their trace in a header in front of the block: blocks allocated
+    while tracing must still be freed correctly (header and all) after clear_traces() and
+    after stop(), whatever is traced meanwhile, and the counters must stay exact."""
+    heaptrail.start()
+    in_use, _ = heaptrail._native._block_headers()
+    assert in_use
+    data = allocate_here(2000)
+    assert heaptrail._native._block_headers()[1] >= 2000
+    heaptrail.clear_traces()
+    del data  # headered blocks of a cleared generation: freed, not counted
+    gc.collect()
+    assert heaptrail.get_traced_memory()[0] < 50_000
+    more = allocate_here(1000)
+    traced = heaptrail.get_traced_memory()[0]
+    assert traced >= 1000 * 100
+    heaptrail.stop()
+    # The hooks stay (silent) while headered blocks are allocated: only they can free them.
+    assert heaptrail._native._block_headers()[1] >= 1000
+    grown = [bytearray(100) for _ in range(10)]
+    del more
+    gc.collect()
+    for b in grown:
+        b.extend(bytes(5000))  # realloc of blocks allocated while stopped: no header
+    heaptrail.start()
+    again = allocate_here(10)
+    for b in grown:
+        b.extend(bytes(50))
+    assert heaptrail.get_object_traceback(again[0])[-1].lineno == ALLOC_LINE
+    del grown, again
+    gc.collect()
+    assert heaptrail.get_traced_memory()[0] < 50_000
+
+
+def test_realloc_of_headered_blocks_is_traced_at_the_new_size():
+    heaptrail.start()
+    blocks = [bytearray(10) for _ in range(200)]  # REALLOC-LINE
+    for b in blocks:
+        b.extend(bytes(990))  # PyObject_Realloc: the header moves with the block
+    stat = lines_of_this_file(heaptrail.take_snapshot())[REALLOC_LINE]
+    assert stat.count >= 200
+    stats = lines_of_this_file(heaptrail.take_snapshot())
+    grown = sum(s.size for line, s in stats.items() if line != REALLOC_LINE)
+    assert grown >= 200 * 1000  # the grown buffers, blamed on the extend line
+    before = heaptrail.get_traced_memory()[0]
+    del blocks
+    gc.collect()
+    assert before - heaptrail.get_traced_memory()[0] >= 200 * 1000
+
+
+REALLOC_LINE = next(i for i, line in enumerate(open(HERE), 1) if "# REALLOC-LINE" in line)
+
+
 def test_total_nframe_is_the_real_stack_depth():
     """total_nframe is not walked frame by frame on every allocation (3.12+ reads the
     interpreter's frame counter, 3.11 memoises the depth below the captured frames): check

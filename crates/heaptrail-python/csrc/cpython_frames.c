@@ -14,6 +14,12 @@
 
 #define Py_BUILD_CORE 1
 #include "internal/pycore_frame.h"
+#if PY_VERSION_HEX < 0x030C0000
+/* _PyRuntimeState_GetThreadState: the GIL holder, read inline. (pycore_gc.h redefines this
+   public macro with the same meaning.) */
+#undef _PyGC_FINALIZED
+#include "internal/pycore_pystate.h"
+#endif
 #undef Py_BUILD_CORE
 
 #include <stdint.h>
@@ -54,36 +60,75 @@ ht_init(void)
 }
 
 /*
- * The thread state of the calling thread, and whether this thread holds the GIL of the main
- * interpreter (only then are the tracer's tables, guarded by that GIL, accessed directly).
+ * heaptrail's own per-thread flags. Initial-exec TLS: read with one %fs-relative load, where
+ * Rust's thread_local! in a shared library goes through __tls_get_addr on every allocation.
+ * (Two words of static TLS; glibc keeps spare room for libraries loaded later.)
+ */
+#define HT_TLS __thread __attribute__((tls_model("initial-exec")))
+static HT_TLS int ht_busy;                /* doing heaptrail's own work: do not trace */
+static HT_TLS uintptr_t ht_last_alloc;    /* block allocated last (3.13 re-stamping) */
+#if PY_VERSION_HEX < 0x030C0000
+static HT_TLS unsigned long ht_thread_ident; /* PyThread_get_thread_ident(), cached */
+#endif
+
+int
+ht_set_busy(int busy)
+{
+    int old = ht_busy;
+    ht_busy = busy;
+    return old;
+}
+
+uintptr_t
+ht_swap_last_alloc(uintptr_t block)
+{
+    uintptr_t old = ht_last_alloc;
+    ht_last_alloc = block;
+    return old;
+}
+
+/*
+ * The thread state of the calling thread, and in `*flags` whether this thread holds the GIL
+ * of the main interpreter (HT_HOLDS_GIL: only then are the tracer's tables, guarded by that
+ * GIL, accessed directly) and whether it is doing heaptrail's own work (HT_BUSY).
  * Returns NULL when the thread has no thread state (e.g. during thread teardown).
  */
+#define HT_HOLDS_GIL 1
+#define HT_BUSY 2
+
 PyThreadState *
-ht_current_thread_state(int *holds_gil)
+ht_current_thread_state(int *flags)
 {
+    int busy = ht_busy ? HT_BUSY : 0;
 #if PY_VERSION_HEX >= 0x030D0000
     /* 3.13: the attached thread state of *this* thread, NULL when detached. */
     PyThreadState *cur = PyThreadState_GetUnchecked();
     if (cur != NULL) {
-        *holds_gil = cur->interp == ht_main_interpreter;
+        *flags = busy | (cur->interp == ht_main_interpreter ? HT_HOLDS_GIL : 0);
         return cur;
     }
 #elif PY_VERSION_HEX >= 0x030C0000
     /* 3.12: same, a thread-local read. */
     PyThreadState *cur = _PyThreadState_UncheckedGet();
     if (cur != NULL) {
-        *holds_gil = cur->interp == ht_main_interpreter;
+        *flags = busy | (cur->interp == ht_main_interpreter ? HT_HOLDS_GIL : 0);
         return cur;
     }
 #else
     /* 3.11: the "current" thread state is the GIL holder, which may be another thread. */
-    PyThreadState *cur = _PyThreadState_UncheckedGet();
-    if (cur != NULL && cur->thread_id == PyThread_get_thread_ident()) {
-        *holds_gil = cur->interp == ht_main_interpreter;
-        return cur;
+    PyThreadState *cur = _PyRuntimeState_GetThreadState(&_PyRuntime);
+    if (cur != NULL) {
+        unsigned long me = ht_thread_ident;
+        if (me == 0) {
+            me = ht_thread_ident = PyThread_get_thread_ident();
+        }
+        if (cur->thread_id == me) {
+            *flags = busy | (cur->interp == ht_main_interpreter ? HT_HOLDS_GIL : 0);
+            return cur;
+        }
     }
 #endif
-    *holds_gil = 0;
+    *flags = busy;
     /* A thread without the GIL: its own frames are still stable (only it pops them). */
     return PyGILState_GetThisThreadState();
 }
@@ -111,11 +156,13 @@ ht_count_frames(struct _PyInterpreterFrame *frame)
  *  - 3.12+: `*total` receives the interpreter's own count of Python frames running on this
  *    thread (the recursion counter), and `*rest` NULL;
  *  - 3.11: that counter also counts C recursion, so `*total` receives the frames copied and
- *    `*rest` the first frame not copied; the caller adds ht_count_frames(*rest), memoised.
+ *    `*rest` the first frame not copied; the caller adds ht_count_frames(*rest), memoised by
+ *    the identity of `*rest` (its caller and code: `rest_identity[0]` and `[1]`, read here to
+ *    save the caller two calls).
  */
 int
 ht_capture_frames(PyThreadState *tstate, ht_raw_frame *out, int max_frames, int *total,
-                  struct _PyInterpreterFrame **rest)
+                  struct _PyInterpreterFrame **rest, void *rest_identity[2])
 {
     int n = 0;
     _PyInterpreterFrame *frame = ht_top_frame(tstate);
@@ -135,21 +182,12 @@ ht_capture_frames(PyThreadState *tstate, ht_raw_frame *out, int max_frames, int 
 #else
     *total = n;
     *rest = frame;
+    if (frame != NULL) {
+        rest_identity[0] = frame->previous;
+        rest_identity[1] = HT_FRAME_CODE(frame);
+    }
 #endif
     return n;
-}
-
-/* The next frame up the stack (towards the bottom): used to validate memoised depths. */
-struct _PyInterpreterFrame *
-ht_frame_previous(struct _PyInterpreterFrame *frame)
-{
-    return frame->previous;
-}
-
-void *
-ht_frame_code(struct _PyInterpreterFrame *frame)
-{
-    return HT_FRAME_CODE(frame);
 }
 
 /* (walked depth, depth the interpreter reports) of the calling thread, for tests. */

@@ -1,6 +1,7 @@
 //! The PyMem allocator hooks: installed on the RAW, MEM and OBJ domains, each chained to the
 //! allocator it replaced, reporting every allocation and free to the tracer.
 
+use crate::block_headers::{self, HEADER};
 use crate::tracer;
 use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
 use std::cell::UnsafeCell;
@@ -8,6 +9,8 @@ use std::os::raw::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Index of the RAW domain in [`DOMAINS`]; MEM and OBJ follow it.
+const RAW: usize = 0;
 const DOMAINS: [PyMemAllocatorDomain; 3] = [
     PyMemAllocatorDomain::PYMEM_DOMAIN_RAW,
     PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
@@ -40,6 +43,8 @@ fn saved(ctx: *mut c_void) -> &'static PyMemAllocatorEx {
     // SAFETY: every hook is installed with ctx = &SAVED[i] (see `install`).
     unsafe { &*(ctx as *const PyMemAllocatorEx) }
 }
+
+// ---- RAW domain (and MEM/OBJ when headers are off): traces kept in the tracer's table -------
 
 extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     let a = saved(ctx);
@@ -79,6 +84,133 @@ extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
     (a.free.expect("chained free"))(a.ctx, p)
 }
 
+// ---- MEM and OBJ domains: traces kept in a header in front of the block (block_headers.rs) ---
+
+/// Calls the allocator below with the tracer told that its RAW allocations are part of this
+/// block (pymalloc takes big blocks from the RAW domain): they must not be traced twice.
+fn below<R>(f: impl FnOnce() -> R) -> R {
+    tracer::set_nested(true);
+    let r = f();
+    tracer::set_nested(false);
+    r
+}
+
+/// Hands out a block just obtained with room for a header at `p`: marks it and records its
+/// trace. Where it cannot be marked (no memory for the bitmap), the block is handed out
+/// whole, without a header, and traced in the table instead.
+fn headered(p: *mut c_void, size: usize, plan: tracer::HeaderPlan) -> *mut c_void {
+    if p.is_null() {
+        return p;
+    }
+    let q = p as usize + HEADER;
+    if !block_headers::mark(q) {
+        tracer::on_alloc(p as usize, size);
+        return p;
+    }
+    // SAFETY: `p` is a live block of `size + HEADER` bytes, just marked; the plan says we
+    // hold the main GIL.
+    unsafe { tracer::on_alloc_headered(q, size, plan) };
+    q as *mut c_void
+}
+
+extern "C" fn obj_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let a = saved(ctx);
+    let malloc = a.malloc.expect("chained malloc");
+    match (tracer::header_plan(), size.checked_add(HEADER)) {
+        (Some(plan), Some(total)) => headered(below(|| malloc(a.ctx, total)), size, plan),
+        (Some(_), None) => ptr::null_mut(),
+        (None, _) => {
+            let p = malloc(a.ctx, size);
+            if !p.is_null() {
+                tracer::on_alloc(p as usize, size);
+            }
+            p
+        }
+    }
+}
+
+extern "C" fn obj_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    let a = saved(ctx);
+    let calloc = a.calloc.expect("chained calloc");
+    let Some(size) = nelem.checked_mul(elsize) else {
+        return ptr::null_mut();
+    };
+    match (tracer::header_plan(), size.checked_add(HEADER)) {
+        (Some(plan), Some(total)) => headered(below(|| calloc(a.ctx, 1, total)), size, plan),
+        (Some(_), None) => ptr::null_mut(),
+        (None, _) => {
+            let p = calloc(a.ctx, nelem, elsize);
+            if !p.is_null() {
+                tracer::on_alloc(p as usize, size);
+            }
+            p
+        }
+    }
+}
+
+extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
+    let a = saved(ctx);
+    let realloc = a.realloc.expect("chained realloc");
+    if old.is_null() {
+        return obj_malloc(ctx, size);
+    }
+    let q = old as usize;
+    if !block_headers::is_marked(q) {
+        // A block without a header (allocated before tracing, or untraced) keeps none: its
+        // new trace, if any, goes to the table.
+        let p = realloc(a.ctx, old, size);
+        if !p.is_null() {
+            tracer::on_realloc(q, p as usize, size);
+        }
+        return p;
+    }
+    let Some(total) = size.checked_add(HEADER) else {
+        return ptr::null_mut();
+    };
+    let plan = tracer::header_plan();
+    // SAFETY: `q` is marked: a live headered block of the caller's.
+    let before = unsafe { block_headers::read(q) };
+    let p = below(|| realloc(a.ctx, (q - HEADER) as *mut c_void, total));
+    if p.is_null() {
+        return p; // the old block is untouched and still marked
+    }
+    let moved = p as usize + HEADER;
+    block_headers::take_mark(q);
+    tracer::forget_headered(before);
+    if block_headers::mark(moved) {
+        // SAFETY: `p` is the live block of `total` bytes the realloc returned.
+        unsafe { tracer::on_realloc_headered(moved, size, plan) };
+        return moved as *mut c_void;
+    }
+    // No memory to mark the moved block: copy it into a block without a header.
+    let plain = (a.malloc.expect("chained malloc"))(a.ctx, size);
+    if !plain.is_null() {
+        // SAFETY: both blocks are live and at least `size` bytes long, and distinct.
+        unsafe { ptr::copy_nonoverlapping(moved as *const u8, plain as *mut u8, size) };
+        tracer::on_alloc(plain as usize, size);
+    }
+    (a.free.expect("chained free"))(a.ctx, p);
+    plain
+}
+
+extern "C" fn obj_free(ctx: *mut c_void, p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    let a = saved(ctx);
+    let free = a.free.expect("chained free");
+    let q = p as usize;
+    if block_headers::take_mark(q) {
+        // SAFETY: it was marked: a live headered block, freed by its owner (with the GIL).
+        let header = unsafe { block_headers::read(q) };
+        tracer::forget_headered(header);
+        free(a.ctx, (q - HEADER) as *mut c_void);
+    } else {
+        tracer::on_free(q);
+        free(a.ctx, p)
+    }
+}
+
 #[cfg(Py_3_13)]
 mod ref_tracer {
     use std::os::raw::c_int;
@@ -97,23 +229,53 @@ mod ref_tracer {
 fn hook_for(index: usize) -> PyMemAllocatorEx {
     // SAFETY: taking the address of a static's element; nothing is read here.
     let ctx = unsafe { (SAVED.0.get() as *mut PyMemAllocatorEx).add(index) };
-    PyMemAllocatorEx {
-        ctx: ctx.cast(),
-        malloc: Some(hook_malloc),
-        calloc: Some(hook_calloc),
-        realloc: Some(hook_realloc),
-        free: Some(hook_free),
+    if index == RAW {
+        PyMemAllocatorEx {
+            ctx: ctx.cast(),
+            malloc: Some(hook_malloc),
+            calloc: Some(hook_calloc),
+            realloc: Some(hook_realloc),
+            free: Some(hook_free),
+        }
+    } else {
+        PyMemAllocatorEx {
+            ctx: ctx.cast(),
+            malloc: Some(obj_malloc),
+            calloc: Some(obj_calloc),
+            realloc: Some(obj_realloc),
+            free: Some(obj_free),
+        }
     }
 }
 
 fn is_our_hook(a: &PyMemAllocatorEx) -> bool {
-    a.malloc.map(|f| f as *const () as usize) == Some(hook_malloc as *const () as usize)
+    let ours = [hook_malloc as *const (), obj_malloc as *const ()];
+    a.malloc.is_some_and(|f| ours.contains(&(f as *const ())))
 }
 
-/// Installs the hooks on all three domains. Caller holds the GIL and has checked that they
-/// are not installed.
-pub unsafe fn install() {
+/// Whether `f` is code of the Python runtime itself (pymalloc, libc's malloc via CPython's
+/// wrappers, or CPython's debug hooks) rather than of another extension's allocator hook.
+fn is_runtime_allocator(f: *const ()) -> bool {
+    let object_of = |addr: *const ()| {
+        // SAFETY: dladdr only reads the loader's tables; a zeroed Dl_info is valid.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        let found = unsafe { libc::dladdr(addr.cast(), &mut info) } != 0;
+        found.then_some(info.dli_fbase)
+    };
+    let runtime = object_of(pyo3::ffi::PyMem_Malloc as *const ());
+    runtime.is_some() && object_of(f) == runtime
+}
+
+/// Installs the hooks on all three domains. Caller holds the GIL.
+///
+/// `headers_allowed`: no other tracer (stdlib tracemalloc) is hooked below us. Block headers
+/// are used only when, in addition, the MEM and OBJ allocators below are the runtime's own:
+/// a tracer below us would see every block 16 bytes bigger and at another address. The
+/// choice is made when the MEM and OBJ hooks are installed afresh, and kept while they stay
+/// (a tracer started later hooks above us and sees only what our hooks hand out).
+pub unsafe fn install(headers_allowed: bool) {
     let saved = &mut *SAVED.0.get();
+    let mut fresh = [false; 3];
     for (i, domain) in DOMAINS.iter().enumerate() {
         let mut current = EMPTY;
         PyMem_GetAllocator(*domain, &mut current);
@@ -121,8 +283,24 @@ pub unsafe fn install() {
             continue; // still in the chain from an earlier start
         }
         saved[i] = current;
-        let mut hook = hook_for(i);
-        PyMem_SetAllocator(*domain, &mut hook);
+        fresh[i] = true;
+    }
+    if fresh[1] || fresh[2] {
+        // A hook put back on top of another tracer must not add headers that tracer would see.
+        let ok = headers_allowed
+            && (1..3).filter(|&i| fresh[i]).all(|i| {
+                saved[i]
+                    .malloc
+                    .is_some_and(|f| is_runtime_allocator(f as *const ()))
+            });
+        let both = fresh[1] && fresh[2];
+        tracer::set_header_mode(ok && (both || tracer::header_mode()));
+    }
+    for (i, domain) in DOMAINS.iter().enumerate() {
+        if fresh[i] {
+            let mut hook = hook_for(i);
+            PyMem_SetAllocator(*domain, &mut hook);
+        }
     }
     #[cfg(Py_3_13)]
     ref_tracer::ht_set_ref_tracer(Some(ref_tracer::on_new_object));
@@ -130,13 +308,16 @@ pub unsafe fn install() {
 
 /// Puts the saved allocators back where our hook is still on top of a domain. Where someone
 /// else hooked the domain after us, our hook stays in their chain and simply stops tracing.
-/// Caller holds the GIL.
+/// The MEM and OBJ hooks also stay while blocks with headers are allocated: only they can free
+/// those. Caller holds the GIL.
 pub unsafe fn uninstall() {
     let saved = &mut *SAVED.0.get();
+    let headers_live = block_headers::marked_count() > 0;
     for (i, domain) in DOMAINS.iter().enumerate() {
         let mut current = EMPTY;
         PyMem_GetAllocator(*domain, &mut current);
-        if is_our_hook(&current) {
+        let needed = headers_live && i != RAW;
+        if is_our_hook(&current) && !needed {
             PyMem_SetAllocator(*domain, &mut saved[i]);
             LEFT_IN_CHAIN[i].store(false, Ordering::Relaxed);
         } else {

@@ -33,17 +33,18 @@ pub type InterpreterFrame = *mut c_void;
 
 extern "C" {
     fn ht_init();
-    fn ht_current_thread_state(holds_gil: *mut c_int) -> *mut ffi::PyThreadState;
+    fn ht_current_thread_state(flags: *mut c_int) -> *mut ffi::PyThreadState;
+    fn ht_set_busy(busy: c_int) -> c_int;
+    fn ht_swap_last_alloc(block: usize) -> usize;
     fn ht_capture_frames(
         tstate: *mut ffi::PyThreadState,
         out: *mut RawFrame,
         max_frames: c_int,
         total: *mut c_int,
         rest: *mut InterpreterFrame,
+        rest_identity: *mut [usize; 2],
     ) -> c_int;
     fn ht_count_frames(frame: InterpreterFrame) -> c_int;
-    fn ht_frame_previous(frame: InterpreterFrame) -> InterpreterFrame;
-    fn ht_frame_code(frame: InterpreterFrame) -> *mut c_void;
     fn ht_stack_depths(walked: *mut c_int, reported: *mut c_int);
     fn ht_code_lineno(code: *mut ffi::PyCodeObject, lasti: c_int) -> c_int;
     fn ht_object_block_address(obj: *mut ffi::PyObject) -> usize;
@@ -62,17 +63,39 @@ pub struct CurrentThread {
     pub tstate: *mut ffi::PyThreadState,
     /// Whether it holds the main interpreter's GIL.
     pub holds_gil: bool,
+    /// Whether it is doing heaptrail's own work (see [`set_busy`]).
+    pub busy: bool,
 }
 
-/// Which thread is calling, and whether it holds the GIL. Never allocates or locks.
+// Flags of `ht_current_thread_state`.
+const HOLDS_GIL: c_int = 1;
+const BUSY: c_int = 2;
+
+/// Which thread is calling, whether it holds the GIL, whether it is busy with heaptrail's
+/// own work. Never allocates or locks.
+#[inline]
 pub fn current_thread() -> CurrentThread {
-    let mut holds_gil: c_int = 0;
-    // SAFETY: the shim only reads thread-state pointers of the calling thread.
-    let tstate = unsafe { ht_current_thread_state(&mut holds_gil) };
+    let mut flags: c_int = 0;
+    // SAFETY: the shim only reads thread-state pointers and flags of the calling thread.
+    let tstate = unsafe { ht_current_thread_state(&mut flags) };
     CurrentThread {
         tstate,
-        holds_gil: holds_gil != 0,
+        holds_gil: flags & HOLDS_GIL != 0,
+        busy: flags & BUSY != 0,
     }
+}
+
+/// Marks the calling thread as doing heaptrail's own work (its allocations are not traced).
+/// Returns the previous setting.
+pub fn set_busy(busy: bool) -> bool {
+    // SAFETY: writes a thread-local flag of the calling thread.
+    unsafe { ht_set_busy(busy as c_int) != 0 }
+}
+
+/// Records `block` as the calling thread's latest allocation; returns the previous one.
+pub fn swap_last_alloc(block: usize) -> usize {
+    // SAFETY: writes a thread-local word of the calling thread.
+    unsafe { ht_swap_last_alloc(block) }
 }
 
 /// What one capture saw.
@@ -83,6 +106,8 @@ pub struct Capture {
     pub total_nframe: u32,
     /// First frame not copied, whose depth the caller must add (3.11), or null.
     pub rest: InterpreterFrame,
+    /// `(rest->previous, code of rest)`: what identifies `rest`'s position in its stack.
+    pub rest_identity: [usize; 2],
 }
 
 /// Copies the thread's stack, most recent frame first, into `buf` (its length is the frame
@@ -97,16 +122,26 @@ pub unsafe fn capture(thread: CurrentThread, buf: &mut [RawFrame]) -> Capture {
             nframe: 0,
             total_nframe: 0,
             rest: std::ptr::null_mut(),
+            rest_identity: [0; 2],
         };
     }
     let mut total: c_int = 0;
     let mut rest: InterpreterFrame = std::ptr::null_mut();
+    let mut rest_identity = [0usize; 2];
     let max = buf.len().min(c_int::MAX as usize) as c_int;
-    let n = ht_capture_frames(thread.tstate, buf.as_mut_ptr(), max, &mut total, &mut rest);
+    let n = ht_capture_frames(
+        thread.tstate,
+        buf.as_mut_ptr(),
+        max,
+        &mut total,
+        &mut rest,
+        &mut rest_identity,
+    );
     Capture {
         nframe: n as usize,
         total_nframe: total as u32,
         rest,
+        rest_identity,
     }
 }
 
@@ -116,17 +151,6 @@ pub unsafe fn capture(thread: CurrentThread, buf: &mut [RawFrame]) -> Capture {
 /// `frame` is a live frame of the calling thread (the `rest` of a capture just made).
 pub unsafe fn count_frames(frame: InterpreterFrame) -> u32 {
     ht_count_frames(frame) as u32
-}
-
-/// `(frame->previous, code of frame)`: what identifies a frame's position in its stack.
-///
-/// # Safety
-/// As for [`count_frames`].
-pub unsafe fn frame_identity(frame: InterpreterFrame) -> (usize, usize) {
-    (
-        ht_frame_previous(frame) as usize,
-        ht_frame_code(frame) as usize,
-    )
 }
 
 /// `(walked, reported)`: the calling thread's stack depth counted frame by frame, and as the

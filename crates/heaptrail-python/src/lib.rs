@@ -2,11 +2,13 @@
 //!
 //! * `allocator_hooks`: PyMem hooks on the RAW, MEM and OBJ domains.
 //! * `frames`: frame capture through the per-version C shim (`csrc/cpython_frames.c`).
-//! * `traceback_table`, `trace_store`, `code_registry`: what is recorded per allocation.
+//! * `traceback_table`, `trace_store`, `block_headers`, `code_registry`: what is recorded per
+//!   allocation (traces of MEM/OBJ blocks in a header in front of the block, others in a table).
 //! * `tracer`: the global tracing state and the operations of the tracemalloc API.
 //! * `trace_table`: core snapshots exposed to Python.
 
 mod allocator_hooks;
+mod block_headers;
 mod code_registry;
 mod errors;
 mod export;
@@ -149,6 +151,13 @@ fn _ignore_current_thread(ignored: bool) -> bool {
     tracer::set_thread_ignored(ignored)
 }
 
+/// `(in use, blocks carrying one)`: whether new MEM/OBJ blocks get a trace header, and how
+/// many allocated blocks have one. For tests.
+#[pyfunction]
+fn _block_headers(_py: Python<'_>) -> (bool, usize) {
+    (tracer::header_mode(), block_headers::marked_count())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start, m)?)?;
@@ -167,6 +176,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
+    m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
     export::register(m)?;
     html::register(m)?;
     m.add_class::<TraceTable>()?;

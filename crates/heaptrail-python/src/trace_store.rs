@@ -21,13 +21,38 @@ struct Packed {
 pub struct TraceStore {
     traces: HashMap<usize, Packed, FxBuildHasher>,
     big_sizes: HashMap<usize, u64, FxBuildHasher>,
+    /// Live traces kept in block headers (see `block_headers.rs`), counted here so that the
+    /// counters cover every trace.
+    headered: usize,
     traced: u64,
     peak: u64,
 }
 
 impl TraceStore {
+    /// Live traces, in this table and in block headers.
     pub fn len(&self) -> usize {
-        self.traces.len()
+        self.traces.len() + self.headered
+    }
+
+    pub fn headered_len(&self) -> usize {
+        self.headered
+    }
+
+    /// Counts a trace kept in a block header.
+    #[inline]
+    pub fn count_in(&mut self, size: u64) {
+        self.headered += 1;
+        self.traced += size;
+        if self.traced > self.peak {
+            self.peak = self.traced;
+        }
+    }
+
+    /// Forgets a trace kept in a block header.
+    #[inline]
+    pub fn count_out(&mut self, size: u64) {
+        self.headered = self.headered.saturating_sub(1);
+        self.traced -= size.min(self.traced);
     }
 
     pub fn add(&mut self, addr: usize, size: usize, tb: TbId) {
@@ -138,6 +163,7 @@ impl TraceStore {
     pub fn clear(&mut self) {
         self.traces = HashMap::default();
         self.big_sizes = HashMap::default();
+        self.headered = 0;
         self.traced = 0;
         self.peak = 0;
     }

@@ -25,8 +25,26 @@ pub struct TracebackTable {
     /// Recently found tracebacks, by a cheap key (innermost frame, depth): a hot loop
     /// allocates from a handful of sites over and over, and checking one candidate is much
     /// cheaper than hashing a whole traceback.
-    recent: Vec<TbId>,
+    recent: Vec<Recent>,
 }
+
+/// A slot of `TracebackTable::recent`. It repeats the traceback's innermost frame, depth and
+/// length, so that a one-frame traceback is recognised from the slot alone (one cache line
+/// instead of three) and a longer one compares only its other frames.
+#[derive(Clone, Copy)]
+struct Recent {
+    first: RawFrame,
+    total_nframe: u16,
+    len: u16,
+    id: TbId,
+}
+
+const EMPTY_RECENT: Recent = Recent {
+    first: RawFrame::UNKNOWN,
+    total_nframe: 0,
+    len: 0, // no traceback is empty: never matches
+    id: TbId::MAX,
+};
 
 const RECENT_SLOTS: usize = 512;
 
@@ -71,15 +89,25 @@ impl TracebackTable {
     }
 
     /// Returns the id of an existing equal traceback, if any.
+    #[inline]
     pub fn find(&mut self, frames: &[RawFrame], total_nframe: u16) -> Option<TbId> {
         if self.recent.is_empty() {
-            self.recent = vec![TbId::MAX; RECENT_SLOTS];
+            self.recent = vec![EMPTY_RECENT; RECENT_SLOTS];
         }
         let slot = recent_slot(frames, total_nframe);
-        let candidate = self.recent[slot];
-        if candidate != TbId::MAX && self.matches(candidate, frames, total_nframe) {
-            return Some(candidate);
+        let r = self.recent[slot];
+        if r.len as usize == frames.len()
+            && r.total_nframe == total_nframe
+            && frames.first() == Some(&r.first)
+            && (frames.len() == 1 || self.frames(r.id)[1..] == frames[1..])
+        {
+            return Some(r.id);
         }
+        self.find_slow(slot, frames, total_nframe)
+    }
+
+    #[inline(never)]
+    fn find_slow(&mut self, slot: usize, frames: &[RawFrame], total_nframe: u16) -> Option<TbId> {
         let hash = hash_traceback(frames, total_nframe);
         let found = self
             .index
@@ -88,7 +116,7 @@ impl TracebackTable {
             })
             .copied();
         if let Some(id) = found {
-            self.recent[slot] = id;
+            self.remember(slot, frames, total_nframe, id);
         }
         found
     }
@@ -108,9 +136,21 @@ impl TracebackTable {
         self.index
             .insert_unique(hash, id, |&i| entries[i as usize].hash);
         if !self.recent.is_empty() {
-            self.recent[recent_slot(frames, total_nframe)] = id;
+            self.remember(recent_slot(frames, total_nframe), frames, total_nframe, id);
         }
         id
+    }
+
+    fn remember(&mut self, slot: usize, frames: &[RawFrame], total_nframe: u16, id: TbId) {
+        if frames.is_empty() {
+            return; // callers intern at least one frame; an empty key is never looked up
+        }
+        self.recent[slot] = Recent {
+            first: frames[0],
+            total_nframe,
+            len: frames.len() as u16,
+            id,
+        };
     }
 
     pub fn clear(&mut self) {
@@ -122,7 +162,7 @@ impl TracebackTable {
         self.frames.capacity() * std::mem::size_of::<RawFrame>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.index.capacity() * (std::mem::size_of::<TbId>() + 1)
-            + self.recent.capacity() * std::mem::size_of::<TbId>()
+            + self.recent.capacity() * std::mem::size_of::<Recent>()
     }
 }
 

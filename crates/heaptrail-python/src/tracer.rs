@@ -14,6 +14,7 @@
 //!   (Rust's own allocations use the system `malloc`, which is not hooked).
 
 use crate::allocator_hooks;
+use crate::block_headers::{self, Header, HEADER};
 use crate::code_registry::{self, CodeRegistry, LineResolver};
 use crate::frames::{self, CurrentThread, RawFrame};
 use crate::trace_store::TraceStore;
@@ -23,7 +24,7 @@ use parking_lot::lock_api::RawMutex as _;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 
@@ -39,6 +40,13 @@ static LAST_SNAPSHOT_PAUSE_NS: std::sync::atomic::AtomicU64 = std::sync::atomic:
 
 /// Bumped by every `clear`: code objects a snapshot copied may be released after it.
 static GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+/// MEM and OBJ blocks get a header holding their trace (see `block_headers.rs`); decided by
+/// `allocator_hooks::install`.
+static HEADER_MODE: AtomicBool = AtomicBool::new(false);
+/// Set by the main-GIL holder while a headered hook calls the allocator below it: RAW
+/// allocations made meanwhile are part of that block and are not traced on their own.
+static NESTED: AtomicBool = AtomicBool::new(false);
 
 /// Longest stretch of work a snapshot does with the GIL held before letting other threads run.
 const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
@@ -72,17 +80,6 @@ enum PendingOp {
     Free {
         addr: usize,
     },
-}
-
-struct Local {
-    /// Set while a thread does heaptrail's own work: its allocations are not traced.
-    busy: Cell<bool>,
-    /// The block this thread allocated last: a new object in it needs no re-stamping.
-    last_alloc: Cell<usize>,
-}
-
-thread_local! {
-    static LOCAL: Local = const { Local { busy: Cell::new(false), last_alloc: Cell::new(0) } };
 }
 
 /// Runs `f` on the tracer's tables, first applying operations queued without the GIL.
@@ -122,6 +119,9 @@ struct Tracer {
     /// Capture buffer, `nframe` long.
     scratch: Vec<RawFrame>,
     depth_memo: Vec<DepthMemo>,
+    /// Generation of the current traces in block headers (never 0, which marks a header that
+    /// holds no trace); `clear` moves to the next one, forgetting every headered trace at once.
+    gen: u32,
 }
 
 impl Tracer {
@@ -132,6 +132,7 @@ impl Tracer {
             codes: CodeRegistry::default(),
             scratch: vec![RawFrame::UNKNOWN; nframe],
             depth_memo: Vec::new(),
+            gen: 1,
         }
     }
 
@@ -141,12 +142,12 @@ impl Tracer {
     /// and the same caller address, is the one case that can fool it, and only by a count).
     ///
     /// # Safety
-    /// `rest` is a live frame of the calling thread.
-    unsafe fn depth_below(&mut self, rest: frames::InterpreterFrame) -> u32 {
+    /// `rest` is a live frame of the calling thread, `identity` its `(previous, code)`.
+    unsafe fn depth_below(&mut self, rest: frames::InterpreterFrame, identity: [usize; 2]) -> u32 {
         if self.depth_memo.is_empty() {
             self.depth_memo = vec![DepthMemo::default(); DEPTH_MEMO_SIZE];
         }
-        let (previous, code) = frames::frame_identity(rest);
+        let [previous, code] = identity;
         let slot = &mut self.depth_memo[(rest as usize >> 4) % DEPTH_MEMO_SIZE];
         if slot.frame == rest as usize && slot.previous == previous && slot.code == code {
             return slot.depth;
@@ -168,7 +169,8 @@ impl Tracer {
         let mut total = cap.total_nframe;
         if !cap.rest.is_null() {
             // SAFETY: `rest` is a frame of this thread's stack, just walked.
-            total = (total + unsafe { self.depth_below(cap.rest) }).min(MAX_NFRAME as u32);
+            total = (total + unsafe { self.depth_below(cap.rest, cap.rest_identity) })
+                .min(MAX_NFRAME as u32);
         }
         let n = cap.nframe;
         self.intern(n, total, true)
@@ -234,8 +236,34 @@ impl Tracer {
         }
     }
 
+    /// Calls `f(size, traceback)` for every live trace kept in a block header.
+    fn for_each_headered(&self, mut f: impl FnMut(usize, u64, TbId)) {
+        if self.store.headered_len() == 0 {
+            return;
+        }
+        block_headers::for_each_marked(|q| {
+            // SAFETY: marked blocks are live; the caller holds the GIL (it has `self`).
+            let h = unsafe { block_headers::read(q) };
+            if h.gen == self.gen {
+                f(q, h.size, h.tb);
+            }
+        });
+    }
+
+    /// The trace of the block at `addr`: `(size, traceback)`.
+    fn trace_of(&self, addr: usize) -> Option<(u64, TbId)> {
+        if block_headers::is_marked(addr) {
+            // SAFETY: marked, so live and headered; GIL held (we have `self`).
+            let h = unsafe { block_headers::read(addr) };
+            return (h.gen == self.gen).then_some((h.size, h.tb));
+        }
+        self.store.get(addr)
+    }
+
     fn heap_bytes(&self) -> usize {
         self.store.heap_bytes()
+            + self.store.headered_len() * HEADER
+            + block_headers::node_bytes()
             + self.tracebacks.heap_bytes()
             + self.codes.heap_bytes()
             + (self.scratch.capacity() * std::mem::size_of::<RawFrame>())
@@ -268,20 +296,20 @@ pub struct OwnWork(bool);
 
 impl OwnWork {
     pub fn begin() -> Self {
-        OwnWork(LOCAL.with(|l| l.busy.replace(true)))
+        OwnWork(frames::set_busy(true))
     }
 }
 
 impl Drop for OwnWork {
     fn drop(&mut self) {
-        LOCAL.with(|l| l.busy.set(self.0));
+        frames::set_busy(self.0);
     }
 }
 
 /// Excludes (or re-includes) every allocation of the calling thread, e.g. heaptrail's own
 /// background threads. Returns the previous setting.
 pub fn set_thread_ignored(ignored: bool) -> bool {
-    LOCAL.with(|l| l.busy.replace(ignored))
+    frames::set_busy(ignored)
 }
 
 // ---- called by the allocator hooks -------------------------------------------------------
@@ -290,15 +318,17 @@ pub fn on_alloc(addr: usize, size: usize) {
     if !TRACING.load(Ordering::Relaxed) {
         return;
     }
-    let skip = LOCAL.with(|l| {
-        l.last_alloc.set(addr);
-        l.busy.get()
-    });
-    if skip {
+    // The block this thread allocated last: a new object in it needs no re-stamping (3.13).
+    #[cfg(Py_3_13)]
+    frames::swap_last_alloc(addr);
+    let thread = frames::current_thread();
+    if thread.busy {
         return;
     }
-    let thread = frames::current_thread();
     if thread.holds_gil {
+        if NESTED.load(Ordering::Relaxed) {
+            return; // part of a headered block being allocated (see `NESTED`)
+        }
         // SAFETY: GIL held; the closure stays in Rust.
         unsafe {
             with_tracer(|t| {
@@ -315,6 +345,104 @@ pub fn on_alloc(addr: usize, size: usize) {
             total,
         });
     }
+}
+
+/// The go-ahead for a headered allocation: tracing, headers in use, and the calling thread
+/// holds the main GIL and is not doing heaptrail's own work.
+#[derive(Clone, Copy)]
+pub struct HeaderPlan {
+    thread: CurrentThread,
+}
+
+#[inline]
+pub fn header_plan() -> Option<HeaderPlan> {
+    if !TRACING.load(Ordering::Relaxed) || !HEADER_MODE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let thread = frames::current_thread();
+    (thread.holds_gil && !thread.busy).then_some(HeaderPlan { thread })
+}
+
+pub fn set_header_mode(on: bool) {
+    HEADER_MODE.store(on, Ordering::Relaxed);
+}
+
+pub fn header_mode() -> bool {
+    HEADER_MODE.load(Ordering::Relaxed)
+}
+
+/// See [`NESTED`]. Called only on a headered path, by the main-GIL holder.
+#[inline]
+pub fn set_nested(on: bool) {
+    NESTED.store(on, Ordering::Relaxed);
+}
+
+/// Records the trace of the new headered block `q` in its header.
+///
+/// # Safety
+/// `q` is marked and `q - HEADER` starts a live block of `size + HEADER` bytes; `plan` was
+/// made on this thread for this allocation (so the main GIL is held).
+pub unsafe fn on_alloc_headered(q: usize, size: usize, plan: HeaderPlan) {
+    #[cfg(Py_3_13)]
+    frames::swap_last_alloc(q);
+    let traced = with_tracer(|t| {
+        let tb = t.capture(plan.thread);
+        block_headers::write(
+            q,
+            Header {
+                size: size as u64,
+                tb,
+                gen: t.gen,
+            },
+        );
+        t.store.count_in(size as u64);
+    });
+    if traced.is_none() {
+        block_headers::write(
+            q,
+            Header {
+                size: size as u64,
+                tb: 0,
+                gen: 0,
+            },
+        );
+    }
+}
+
+/// Writes the header of a headered block just moved or resized by realloc: a new trace when
+/// `plan` says so, else an untraced header.
+///
+/// # Safety
+/// As for [`on_alloc_headered`], with `plan` made on this thread for this reallocation.
+pub unsafe fn on_realloc_headered(q: usize, size: usize, plan: Option<HeaderPlan>) {
+    match plan {
+        Some(plan) => on_alloc_headered(q, size, plan),
+        None => block_headers::write(
+            q,
+            Header {
+                size: size as u64,
+                tb: 0,
+                gen: 0,
+            },
+        ),
+    }
+}
+
+/// Called when a headered block whose header is `header` is released (or moved). The caller
+/// holds the main GIL, as every MEM/OBJ free must (see `block_headers.rs`).
+#[inline]
+pub fn forget_headered(header: Header) {
+    if header.gen == 0 {
+        return;
+    }
+    // SAFETY: GIL held (above); the closure stays in Rust.
+    unsafe {
+        with_tracer(|t| {
+            if header.gen == t.gen {
+                t.store.count_out(header.size);
+            }
+        })
+    };
 }
 
 /// Called after the real realloc. (Without the GIL, the old address is queued as freed only
@@ -350,19 +478,30 @@ pub fn on_new_object(block: usize) {
     }
     // The object just allocated in `block` is already stamped. Forget the match, so that the
     // next object in the same block — reused from a free list, no allocation — is re-stamped.
-    let (just_allocated, own_work) =
-        LOCAL.with(|l| (l.last_alloc.replace(0) == block, l.busy.get()));
-    if just_allocated {
+    if frames::swap_last_alloc(0) == block {
         return;
     }
     let thread = frames::current_thread();
     if !thread.holds_gil {
         return;
     }
+    let own_work = thread.busy;
     // SAFETY: GIL held; the closure stays in Rust.
     unsafe {
         with_tracer(|t| {
-            if t.store.get(block).is_some() {
+            if block_headers::is_marked(block) {
+                let mut h = block_headers::read(block);
+                if h.gen != t.gen {
+                    return;
+                }
+                if own_work {
+                    h.gen = 0;
+                    t.store.count_out(h.size);
+                } else {
+                    h.tb = t.capture(thread);
+                }
+                block_headers::write(block, h);
+            } else if t.store.get(block).is_some() {
                 if own_work {
                     // heaptrail's own object now lives there: like its allocations, untraced.
                     t.store.remove(block);
@@ -387,10 +526,17 @@ pub fn traceback_limit() -> usize {
 
 /// Starts tracing with up to `nframe` frames per traceback; if already tracing, only the
 /// limit changes (as with tracemalloc).
-pub fn start(_py: Python<'_>, nframe: usize) {
+pub fn start(py: Python<'_>, nframe: usize) {
     register_fork_handlers();
     frames::init();
     let _own = OwnWork::begin();
+    // Stdlib tracemalloc hooked below us would see headered blocks 16 bytes bigger and at
+    // another address: no headers then (see `allocator_hooks::install`).
+    let stdlib_tracing = py
+        .import("_tracemalloc")
+        .and_then(|m| m.call_method0("is_tracing"))
+        .and_then(|r| r.is_truthy())
+        .unwrap_or(true);
     NFRAME.store(nframe, Ordering::Relaxed);
     // SAFETY: GIL held; no Python call while the slot is borrowed.
     unsafe {
@@ -402,7 +548,7 @@ pub fn start(_py: Python<'_>, nframe: usize) {
     }
     if !TRACING.load(Ordering::Relaxed) {
         // SAFETY: GIL held, hooks not installed by us while not tracing.
-        unsafe { allocator_hooks::install() };
+        unsafe { allocator_hooks::install(!stdlib_tracing) };
         TRACING.store(true, Ordering::Relaxed);
     }
 }
@@ -426,6 +572,7 @@ pub fn clear(py: Python<'_>) {
             t.store.clear();
             t.tracebacks.clear();
             t.depth_memo.clear();
+            t.gen = t.gen.checked_add(1).unwrap_or(1);
             t.codes.take()
         })
     }
@@ -473,8 +620,7 @@ pub fn block_traceback(py: Python<'_>, addr: usize) -> Option<Vec<(Filename, u32
     // SAFETY: GIL held; the closure stays in Rust.
     let frames: Vec<RawFrame> = unsafe {
         with_tracer(|t| {
-            t.store
-                .get(addr)
+            t.trace_of(addr)
                 .map(|(_, tb)| t.tracebacks.frames(tb).to_vec())
         })
     }??;
@@ -516,11 +662,13 @@ pub fn blocks_through(py: Python<'_>, filename: &str, lineno: u32) -> rustc_hash
     // SAFETY: GIL held; the closure stays in Rust.
     unsafe {
         with_tracer(|t| {
-            t.store.for_each_block(|addr, tb| {
+            let mut visit = |addr: usize, tb: TbId| {
                 if matching.get(tb as usize).copied().unwrap_or(false) {
                     blocks.insert(addr);
                 }
-            })
+            };
+            t.store.for_each_block(&mut visit);
+            t.for_each_headered(|addr, _, tb| visit(addr, tb));
         })
     };
     blocks
@@ -557,7 +705,7 @@ fn try_take_snapshot(py: Python<'_>) -> Option<Snapshot> {
             // 8 bytes a trace: the copy is the one part of a snapshot that cannot be split up.
             let mut sizes: Vec<(u32, u32)> = Vec::with_capacity(t.store.len());
             let mut big_sizes: Vec<(usize, u64)> = Vec::new();
-            t.store.for_each_packed(|size, tb, addr| {
+            let mut copy = |size: u64, tb: TbId| {
                 let slot = &mut compact[tb as usize];
                 if *slot == u32::MAX {
                     *slot = used.len() as u32;
@@ -566,11 +714,20 @@ fn try_take_snapshot(py: Python<'_>) -> Option<Snapshot> {
                         t.tracebacks.total_nframe(tb),
                     ));
                 }
-                if size == u32::MAX {
-                    big_sizes.push((sizes.len(), t.store.big_size(addr)));
+                if size >= u32::MAX as u64 {
+                    big_sizes.push((sizes.len(), size));
                 }
-                sizes.push((size, *slot));
+                sizes.push((size.min(u32::MAX as u64) as u32, *slot));
+            };
+            t.store.for_each_packed(|size, tb, addr| {
+                let size = if size == u32::MAX {
+                    t.store.big_size(addr)
+                } else {
+                    size as u64
+                };
+                copy(size, tb)
             });
+            t.for_each_headered(|_, size, tb| copy(size, tb));
             (sizes, big_sizes, used)
         })
     }?;
