@@ -276,6 +276,30 @@ def test_realloc_of_headered_blocks_is_traced_at_the_new_size():
 REALLOC_LINE = next(i for i, line in enumerate(open(HERE), 1) if "# REALLOC-LINE" in line)
 
 
+def test_live_totals_per_traceback_match_a_full_snapshot():
+    """The watcher reads the live bytes and blocks per traceback that the tracer keeps on every
+    allocation and free (a short pause) instead of copying every trace: the sites it gets
+    must be those of a full snapshot of the same moment, through allocations, frees, reallocs
+    and clear_traces()."""
+    heaptrail.start(5)
+    data = allocate_here(3000)
+    heaptrail.clear_traces()
+    more = allocate_here(2000)
+    grown = [bytearray(10) for _ in range(500)]
+    for b in grown:
+        b.extend(bytes(300))
+    del data, more[::2]
+    gc.collect()
+    args = ([], [], [])
+    from_totals = heaptrail._native._get_traceback_totals().sites(*args)
+    from_traces = heaptrail._native._get_traces().sites(*args)
+    assert len(from_totals) > 3
+    assert [(k, size, count) for k, _, _, size, count, _ in from_totals] == \
+        [(k, size, count) for k, _, _, size, count, _ in from_traces]
+    assert any(f == HERE and line == ALLOC_LINE and count >= 1000
+               for _, f, line, _, count, _ in from_totals)
+
+
 def test_total_nframe_is_the_real_stack_depth():
     """total_nframe is not walked frame by frame on every allocation (3.12+ reads the
     interpreter's frame counter, 3.11 memoises the depth below the captured frames): check

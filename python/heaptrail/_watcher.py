@@ -124,7 +124,7 @@ class Watcher:
 
     def _take_window(self):
         now, mono = time.time(), time.monotonic()
-        table = _native._get_traces()
+        table = _native._get_traceback_totals()  # per-traceback totals: a short pause
         traced, peak = _native.get_traced_memory()
         _native.reset_peak()  # the peak of the *next* window
         self.pauses.append(_native._last_snapshot_pause())

@@ -57,12 +57,6 @@ pub fn site_key(filename: &str, lineno: u32) -> u64 {
 
 /// Live memory per site, biggest first.
 pub fn site_statistics(snapshot: &Snapshot, rules: &SiteRules) -> Vec<Site> {
-    // Per traceback: its site frame. Per file: whether it is user code (few files, many frames).
-    let mut user_file: Vec<Option<bool>> = vec![None; snapshot.filenames.len()];
-    let mut is_user = |snapshot: &Snapshot, frame: FrameId| -> bool {
-        let fid = snapshot.frames[frame as usize].filename as usize;
-        *user_file[fid].get_or_insert_with(|| rules.is_user_file(&snapshot.filenames[fid]))
-    };
     // (size, count) per traceback first: a million traces, a few thousand tracebacks.
     let mut per_tb = vec![(0u64, 0u64); snapshot.tracebacks.len()];
     for t in &snapshot.traces {
@@ -70,6 +64,22 @@ pub fn site_statistics(snapshot: &Snapshot, rules: &SiteRules) -> Vec<Site> {
         e.0 += t.size;
         e.1 += 1;
     }
+    site_statistics_from_totals(snapshot, &per_tb, rules)
+}
+
+/// Live memory per site, biggest first, from `(bytes, blocks)` per traceback of `snapshot`
+/// (its traces are not read): what a tracer that keeps live totals per traceback gives.
+pub fn site_statistics_from_totals(
+    snapshot: &Snapshot,
+    per_tb: &[(u64, u64)],
+    rules: &SiteRules,
+) -> Vec<Site> {
+    // Per traceback: its site frame. Per file: whether it is user code (few files, many frames).
+    let mut user_file: Vec<Option<bool>> = vec![None; snapshot.filenames.len()];
+    let mut is_user = |snapshot: &Snapshot, frame: FrameId| -> bool {
+        let fid = snapshot.frames[frame as usize].filename as usize;
+        *user_file[fid].get_or_insert_with(|| rules.is_user_file(&snapshot.filenames[fid]))
+    };
     // Sites keyed by their frame's text, so duplicated frame ids cannot split a site.
     struct Acc {
         size: u64,
@@ -77,7 +87,7 @@ pub fn site_statistics(snapshot: &Snapshot, rules: &SiteRules) -> Vec<Site> {
         best: (u64, TracebackId),
     }
     let mut sites: FxHashMap<(Filename, u32), Acc> = FxHashMap::default();
-    for (tb_id, &(size, count)) in per_tb.iter().enumerate() {
+    for (tb_id, &(size, count)) in per_tb.iter().enumerate().take(snapshot.tracebacks.len()) {
         if count == 0 {
             continue;
         }
@@ -152,6 +162,28 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn totals_per_traceback_give_the_same_sites_as_traces() {
+        let s = snapshot(&[
+            (&[("/srv/app/a.py", 1), ("/usr/lib/python3.12/x.py", 2)], 10),
+            (&[("/usr/lib/python3.12/x.py", 2), ("/srv/app/b.py", 3)], 20),
+            (&[("/srv/app/a.py", 1), ("/usr/lib/python3.12/x.py", 2)], 15),
+        ]);
+        let mut per_tb = vec![(0, 0); s.tracebacks.len()];
+        for t in &s.traces {
+            per_tb[t.traceback as usize].0 += t.size;
+            per_tb[t.traceback as usize].1 += 1;
+        }
+        let row = |x: &Site| (x.key, x.size, x.count, x.traceback);
+        let from_traces: Vec<_> = site_statistics(&s, &rules()).iter().map(row).collect();
+        let from_totals: Vec<_> = site_statistics_from_totals(&s, &per_tb, &rules())
+            .iter()
+            .map(row)
+            .collect();
+        assert_eq!(from_traces, from_totals);
+        assert_eq!(from_totals[0].1, 25);
     }
 
     #[test]

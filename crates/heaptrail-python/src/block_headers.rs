@@ -33,6 +33,18 @@ pub struct Header {
     pub gen: u32,
 }
 
+impl Header {
+    /// The header of a block that holds no trace (allocated while heaptrail does its own work,
+    /// or resized after tracing stopped).
+    pub fn untraced(size: usize) -> Header {
+        Header {
+            size: size as u64,
+            tb: 0,
+            gen: 0,
+        }
+    }
+}
+
 /// Reads the header of the marked block `q`.
 ///
 /// # Safety

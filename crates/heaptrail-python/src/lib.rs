@@ -106,6 +106,14 @@ fn _get_traces(py: Python<'_>) -> TraceTable {
     TraceTable::new(tracer::take_snapshot(py).unwrap_or_default())
 }
 
+/// The live bytes and blocks per traceback, as a `TraceTable` whose only use is `sites()`:
+/// the watcher's window, at a pause that does not grow with the number of live blocks.
+#[pyfunction]
+fn _get_traceback_totals(py: Python<'_>) -> TraceTable {
+    let (snapshot, per_tb) = tracer::take_totals(py).unwrap_or_default();
+    TraceTable::with_totals(snapshot, per_tb)
+}
+
 /// Seconds the last snapshot held the GIL (the pause it imposed on the application).
 #[pyfunction]
 fn _last_snapshot_pause() -> f64 {
@@ -171,6 +179,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_trace_count, m)?)?;
     m.add_function(wrap_pyfunction!(_get_object_traceback, m)?)?;
     m.add_function(wrap_pyfunction!(_get_traces, m)?)?;
+    m.add_function(wrap_pyfunction!(_get_traceback_totals, m)?)?;
     m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
     m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;

@@ -1,4 +1,6 @@
-//! The live-block table: address -> (size, traceback id), plus traced/peak counters.
+//! The live-block table: address -> (size, traceback id), plus traced/peak counters and the
+//! live bytes and blocks of each traceback (what the leak watcher reads every window: a copy
+//! of a few thousand totals instead of a million traces).
 //!
 //! This is the structure every allocation and every free touches, so it is kept small: a
 //! trace is 16 bytes in an open-addressing table (8-byte address key, 4-byte size, 4-byte
@@ -24,6 +26,8 @@ pub struct TraceStore {
     /// Live traces kept in block headers (see `block_headers.rs`), counted here so that the
     /// counters cover every trace.
     headered: usize,
+    /// `(bytes, blocks)` live per traceback id, over both kinds of trace.
+    totals: Vec<(u64, u64)>,
     traced: u64,
     peak: u64,
 }
@@ -40,19 +44,45 @@ impl TraceStore {
 
     /// Counts a trace kept in a block header.
     #[inline]
-    pub fn count_in(&mut self, size: u64) {
+    pub fn count_in(&mut self, size: u64, tb: TbId) {
         self.headered += 1;
-        self.traced += size;
-        if self.traced > self.peak {
-            self.peak = self.traced;
-        }
+        self.live_in(size, tb);
     }
 
     /// Forgets a trace kept in a block header.
     #[inline]
-    pub fn count_out(&mut self, size: u64) {
+    pub fn count_out(&mut self, size: u64, tb: TbId) {
         self.headered = self.headered.saturating_sub(1);
+        self.live_out(size, tb);
+    }
+
+    #[inline]
+    fn live_in(&mut self, size: u64, tb: TbId) {
+        self.traced += size;
+        if self.traced > self.peak {
+            self.peak = self.traced;
+        }
+        let i = tb as usize;
+        if i >= self.totals.len() {
+            self.totals.resize(i + 1, (0, 0));
+        }
+        let t = &mut self.totals[i];
+        t.0 += size;
+        t.1 += 1;
+    }
+
+    #[inline]
+    fn live_out(&mut self, size: u64, tb: TbId) {
         self.traced -= size.min(self.traced);
+        if let Some(t) = self.totals.get_mut(tb as usize) {
+            t.0 -= size.min(t.0);
+            t.1 = t.1.saturating_sub(1);
+        }
+    }
+
+    /// `(bytes, blocks)` live per traceback id (ids past the end have none).
+    pub fn totals(&self) -> &[(u64, u64)] {
+        &self.totals
     }
 
     pub fn add(&mut self, addr: usize, size: usize, tb: TbId) {
@@ -66,15 +96,12 @@ impl TraceStore {
         // under a reused address: replace it, keeping the counters right.
         if let Some(old) = self.traces.insert(addr, packed) {
             let old_size = self.take_size(addr, old);
-            self.traced -= old_size.min(self.traced);
+            self.live_out(old_size, old.tb);
         }
         if is_big {
             self.big_sizes.insert(addr, size);
         }
-        self.traced += size;
-        if self.traced > self.peak {
-            self.peak = self.traced;
-        }
+        self.live_in(size, tb);
     }
 
     /// The size of a trace that is leaving the table.
@@ -91,7 +118,7 @@ impl TraceStore {
         match self.traces.remove(&addr) {
             Some(p) => {
                 let size = self.take_size(addr, p);
-                self.traced -= size.min(self.traced);
+                self.live_out(size, p.tb);
                 true
             }
             None => false,
@@ -100,8 +127,13 @@ impl TraceStore {
 
     /// Gives the block at `addr` a new traceback (an object reused from a free list).
     pub fn retag(&mut self, addr: usize, tb: TbId) {
-        if let Some(p) = self.traces.get_mut(&addr) {
-            p.tb = tb;
+        if let Some(&p) = self.traces.get(&addr) {
+            let size = self.size_of(addr, p);
+            self.live_out(size, p.tb);
+            self.live_in(size, tb);
+            if let Some(p) = self.traces.get_mut(&addr) {
+                p.tb = tb;
+            }
         }
     }
 
@@ -164,13 +196,16 @@ impl TraceStore {
         self.traces = HashMap::default();
         self.big_sizes = HashMap::default();
         self.headered = 0;
+        self.totals = Vec::new();
         self.traced = 0;
         self.peak = 0;
     }
 
     pub fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(usize, Packed)>() + 1;
-        self.traces.capacity() * slot + self.big_sizes.capacity() * 17
+        self.traces.capacity() * slot
+            + self.big_sizes.capacity() * 17
+            + self.totals.capacity() * std::mem::size_of::<(u64, u64)>()
     }
 }
 
@@ -203,6 +238,21 @@ mod tests {
         assert_eq!(seen, vec![(u32::MAX, 3, big as u64)]);
         assert!(s.remove(64));
         assert_eq!(s.traced(), 0);
+    }
+
+    #[test]
+    fn totals_per_traceback_follow_every_change() {
+        let mut s = TraceStore::default();
+        s.add(16, 100, 0);
+        s.add(32, 50, 0);
+        s.count_in(7, 2);
+        s.retag(32, 1);
+        assert_eq!(s.totals(), &[(100, 1), (50, 1), (7, 1)]);
+        s.add(16, 10, 1); // an address reused behind our back
+        s.remove(32);
+        s.count_out(7, 2);
+        assert_eq!(s.totals(), &[(0, 0), (10, 1), (0, 0)]);
+        assert_eq!((s.traced(), s.len()), (10, 1));
     }
 
     #[test]

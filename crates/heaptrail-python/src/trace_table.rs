@@ -10,7 +10,7 @@ use heaptrail_core::filter::{filter_traces, FrameFilter, TraceFilter};
 use heaptrail_core::fnmatch::{normalize_filename, Pattern};
 use heaptrail_core::group::{statistics, KeyFrame, KeyType};
 use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
-use heaptrail_core::sites::{site_statistics, SiteRules};
+use heaptrail_core::sites::{site_statistics, site_statistics_from_totals, SiteRules};
 use heaptrail_core::{snapshot_file, Snapshot, SnapshotBuilder};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
@@ -26,6 +26,9 @@ use crate::tracer::OwnWork;
 #[pyclass(module = "heaptrail._native", frozen, sequence)]
 pub struct TraceTable {
     snapshot: Arc<Snapshot>,
+    /// A totals table (`_get_traceback_totals`, for the watcher's `sites()`): `(bytes,
+    /// blocks)` live per traceback of `snapshot`, which then holds no traces.
+    per_traceback: Option<Arc<Vec<(u64, u64)>>>,
     /// Python objects already built, so equal tracebacks are the *same* tuple (as in stdlib).
     cache: Mutex<PyCache>,
 }
@@ -40,7 +43,16 @@ impl TraceTable {
     pub fn new(snapshot: Snapshot) -> Self {
         TraceTable {
             snapshot: Arc::new(snapshot),
+            per_traceback: None,
             cache: Mutex::new(PyCache::default()),
+        }
+    }
+
+    /// A totals table: tracebacks only, with their live `(bytes, blocks)`.
+    pub fn with_totals(snapshot: Snapshot, per_traceback: Vec<(u64, u64)>) -> Self {
+        TraceTable {
+            per_traceback: Some(Arc::new(per_traceback)),
+            ..TraceTable::new(snapshot)
         }
     }
 
@@ -360,6 +372,7 @@ impl TraceTable {
     fn copy(&self) -> Self {
         TraceTable {
             snapshot: self.snapshot.clone(),
+            per_traceback: self.per_traceback.clone(),
             cache: Mutex::new(PyCache::default()),
         }
     }
@@ -437,7 +450,11 @@ impl TraceTable {
             exclude: compile(&exclude),
         };
         let snapshot = self.snapshot.clone();
-        let mut sites = py.detach(|| site_statistics(&snapshot, &rules));
+        let totals = self.per_traceback.clone();
+        let mut sites = py.detach(|| match totals {
+            Some(per_tb) => site_statistics_from_totals(&snapshot, &per_tb, &rules),
+            None => site_statistics(&snapshot, &rules),
+        });
         sites.truncate(limit.unwrap_or(usize::MAX));
         let _own = OwnWork::begin();
         let mut cache = self.cache.lock();

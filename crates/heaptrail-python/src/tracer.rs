@@ -236,7 +236,7 @@ impl Tracer {
         }
     }
 
-    /// Calls `f(size, traceback)` for every live trace kept in a block header.
+    /// Calls `f(block address, size, traceback)` for every live trace kept in a block header.
     fn for_each_headered(&self, mut f: impl FnMut(usize, u64, TbId)) {
         if self.store.headered_len() == 0 {
             return;
@@ -395,17 +395,10 @@ pub unsafe fn on_alloc_headered(q: usize, size: usize, plan: HeaderPlan) {
                 gen: t.gen,
             },
         );
-        t.store.count_in(size as u64);
+        t.store.count_in(size as u64, tb);
     });
     if traced.is_none() {
-        block_headers::write(
-            q,
-            Header {
-                size: size as u64,
-                tb: 0,
-                gen: 0,
-            },
-        );
+        block_headers::write(q, Header::untraced(size));
     }
 }
 
@@ -417,14 +410,7 @@ pub unsafe fn on_alloc_headered(q: usize, size: usize, plan: HeaderPlan) {
 pub unsafe fn on_realloc_headered(q: usize, size: usize, plan: Option<HeaderPlan>) {
     match plan {
         Some(plan) => on_alloc_headered(q, size, plan),
-        None => block_headers::write(
-            q,
-            Header {
-                size: size as u64,
-                tb: 0,
-                gen: 0,
-            },
-        ),
+        None => block_headers::write(q, Header::untraced(size)),
     }
 }
 
@@ -439,7 +425,7 @@ pub fn forget_headered(header: Header) {
     unsafe {
         with_tracer(|t| {
             if header.gen == t.gen {
-                t.store.count_out(header.size);
+                t.store.count_out(header.size, header.tb);
             }
         })
     };
@@ -494,11 +480,12 @@ pub fn on_new_object(block: usize) {
                 if h.gen != t.gen {
                     return;
                 }
+                t.store.count_out(h.size, h.tb);
                 if own_work {
                     h.gen = 0;
-                    t.store.count_out(h.size);
                 } else {
                     h.tb = t.capture(thread);
+                    t.store.count_in(h.size, h.tb);
                 }
                 block_headers::write(block, h);
             } else if t.store.get(block).is_some() {
@@ -679,56 +666,104 @@ pub fn blocks_through(py: Python<'_>, filename: &str, lineno: u32) -> rustc_hash
 /// The application is paused (GIL held) only while the trace table is copied and in short
 /// stretches of line-number resolution; the snapshot itself is built without the GIL.
 pub fn take_snapshot(py: Python<'_>) -> Option<Snapshot> {
+    take(py, Kind::Traces).map(|(snapshot, _)| snapshot)
+}
+
+/// The live bytes and blocks of every traceback: a snapshot holding the tracebacks (no
+/// traces), and `(bytes, blocks)` per snapshot traceback id. What the leak watcher needs each
+/// window; the copy is of a few thousand totals, not of every trace, so the pause does not
+/// grow with the heap. `None` when not tracing.
+pub fn take_totals(py: Python<'_>) -> Option<(Snapshot, Vec<(u64, u64)>)> {
+    take(py, Kind::Totals)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Traces,
+    Totals,
+}
+
+fn take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
     loop {
         if !is_tracing() {
             return None;
         }
-        if let Some(snapshot) = try_take_snapshot(py) {
-            return Some(snapshot);
+        if let Some(taken) = try_take(py, kind) {
+            return Some(taken);
         }
         // The traces were cleared while we let other threads run: start over.
     }
 }
 
-fn try_take_snapshot(py: Python<'_>) -> Option<Snapshot> {
+/// What the GIL-held copy gives, besides the tracebacks in use.
+enum Copied {
+    /// (size, compact traceback id) per trace; sizes of 4 GiB and more by trace index.
+    Traces {
+        sizes: Vec<(u32, u32)>,
+        big_sizes: Vec<(usize, u64)>,
+    },
+    /// (bytes, blocks) per compact traceback id.
+    Totals(Vec<(u64, u64)>),
+}
+
+fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
     let _own = OwnWork::begin();
     let generation = GENERATION.load(Ordering::Relaxed);
     let mut hold = std::time::Instant::now();
     let mut longest = std::time::Duration::ZERO;
-    // 1. Copy only: (size, compact traceback id) per trace, and the frames of the tracebacks
-    //    that live traces use.
+    // 1. Copy only: per trace (size, compact traceback id), or per traceback its totals, and
+    //    the frames of the tracebacks that live traces use.
     // SAFETY: GIL held; the closure stays in Rust.
-    let (sizes, big_sizes, tracebacks) = unsafe {
+    let (copied, tracebacks) = unsafe {
         with_tracer(|t| {
-            let mut compact: Vec<u32> = vec![u32::MAX; t.tracebacks.len()];
             let mut used: Vec<(Vec<RawFrame>, u16)> = Vec::new();
-            // 8 bytes a trace: the copy is the one part of a snapshot that cannot be split up.
-            let mut sizes: Vec<(u32, u32)> = Vec::with_capacity(t.store.len());
-            let mut big_sizes: Vec<(usize, u64)> = Vec::new();
-            let mut copy = |size: u64, tb: TbId| {
-                let slot = &mut compact[tb as usize];
-                if *slot == u32::MAX {
-                    *slot = used.len() as u32;
-                    used.push((
-                        t.tracebacks.frames(tb).to_vec(),
-                        t.tracebacks.total_nframe(tb),
-                    ));
-                }
-                if size >= u32::MAX as u64 {
-                    big_sizes.push((sizes.len(), size));
-                }
-                sizes.push((size.min(u32::MAX as u64) as u32, *slot));
+            let mut use_tb = |tb: TbId| {
+                used.push((
+                    t.tracebacks.frames(tb).to_vec(),
+                    t.tracebacks.total_nframe(tb),
+                ));
+                (used.len() - 1) as u32
             };
-            t.store.for_each_packed(|size, tb, addr| {
-                let size = if size == u32::MAX {
-                    t.store.big_size(addr)
-                } else {
-                    size as u64
-                };
-                copy(size, tb)
-            });
-            t.for_each_headered(|_, size, tb| copy(size, tb));
-            (sizes, big_sizes, used)
+            let copied = match kind {
+                Kind::Totals => {
+                    let mut totals = Vec::new();
+                    for (tb, &(bytes, blocks)) in t.store.totals().iter().enumerate() {
+                        if blocks > 0 {
+                            use_tb(tb as TbId);
+                            totals.push((bytes, blocks));
+                        }
+                    }
+                    Copied::Totals(totals)
+                }
+                Kind::Traces => {
+                    let mut compact: Vec<u32> = vec![u32::MAX; t.tracebacks.len()];
+                    // 8 bytes a trace: the copy is the one part of a snapshot that cannot be
+                    // split up.
+                    let mut sizes: Vec<(u32, u32)> = Vec::with_capacity(t.store.len());
+                    let mut big_sizes: Vec<(usize, u64)> = Vec::new();
+                    let mut copy = |size: u64, tb: TbId| {
+                        let slot = &mut compact[tb as usize];
+                        if *slot == u32::MAX {
+                            *slot = use_tb(tb);
+                        }
+                        if size >= u32::MAX as u64 {
+                            big_sizes.push((sizes.len(), size));
+                        }
+                        sizes.push((size.min(u32::MAX as u64) as u32, *slot));
+                    };
+                    t.store.for_each_packed(|size, tb, addr| {
+                        let size = if size == u32::MAX {
+                            t.store.big_size(addr)
+                        } else {
+                            size as u64
+                        };
+                        copy(size, tb)
+                    });
+                    t.for_each_headered(|_, size, tb| copy(size, tb));
+                    Copied::Traces { sizes, big_sizes }
+                }
+            };
+            (copied, used)
         })
     }?;
     // 2. Resolve each distinct frame once. New code objects make this slow (a line table to
@@ -787,19 +822,38 @@ fn try_take_snapshot(py: Python<'_>) -> Option<Snapshot> {
                 builder.intern_traceback(&ids, *total as u32)
             })
             .collect();
-        builder.reserve_traces(sizes.len());
-        let mut big = big_sizes.into_iter().peekable();
-        for (i, (size, tb)) in sizes.into_iter().enumerate() {
-            let size = match big.peek() {
-                Some(&(at, real)) if at == i => {
-                    big.next();
-                    real
+        match copied {
+            Copied::Traces { sizes, big_sizes } => {
+                builder.reserve_traces(sizes.len());
+                let mut big = big_sizes.into_iter().peekable();
+                for (i, (size, tb)) in sizes.into_iter().enumerate() {
+                    let size = match big.peek() {
+                        Some(&(at, real)) if at == i => {
+                            big.next();
+                            real
+                        }
+                        _ => size as u64,
+                    };
+                    builder.push_trace(0, size, tb_ids[tb as usize]);
                 }
-                _ => size as u64,
-            };
-            builder.push_trace(0, size, tb_ids[tb as usize]);
+                (builder.finish(), Vec::new())
+            }
+            Copied::Totals(totals) => {
+                // Two raw tracebacks can resolve to the same frames: their totals add up.
+                let mut per_tb: Vec<(u64, u64)> = Vec::new();
+                for (&(bytes, blocks), &id) in totals.iter().zip(&tb_ids) {
+                    let id = id as usize;
+                    if id >= per_tb.len() {
+                        per_tb.resize(id + 1, (0, 0));
+                    }
+                    per_tb[id].0 += bytes;
+                    per_tb[id].1 += blocks;
+                }
+                let snapshot = builder.finish();
+                per_tb.resize(snapshot.tracebacks.len(), (0, 0));
+                (snapshot, per_tb)
+            }
         }
-        builder.finish()
     }))
 }
 
