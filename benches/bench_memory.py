@@ -6,8 +6,10 @@ after. It does this untraced, under stdlib tracemalloc (nframe=1) and under heap
 The tracer's bookkeeping per block is (RSS growth traced - RSS growth untraced) / N, medians over
 the repeats. The tracer's own accounting, ``get_tracemalloc_memory()`` growth / N, and the traced
 bytes per block (``get_traced_memory()`` growth / N, should be 16) are shown as cross-checks.
-RSS counts what the process really touched, including a hash table's empty slots, so the
-number depends a little on where N falls between two table sizes; try several ``--blocks``.
+RSS counts what the process really touched: for heaptrail mostly the 16-byte header it puts
+in front of each traced block (a 16-byte object takes a 32-byte block), for stdlib its hash
+table, empty slots included, so that number depends a little on where N falls between two
+table sizes; try several ``--blocks``.
 
 Why: leaving a tracer on in a service holding millions of objects must not add much memory.
 DESIGN.md's target is <= 40 B of RSS per live trace (stdlib tracemalloc: ~102 B).

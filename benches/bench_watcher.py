@@ -2,8 +2,9 @@
 
 1. Pause: with about a million live traces, how long each window holds the GIL (the time the
    application cannot run Python code). heaptrail: `Watcher.check_now()`, of which only the
-   copy of the trace table holds the GIL (grouping, trend tests and reporting run without it
-   or in the watcher thread). The same method done with stdlib tracemalloc: `take_snapshot()`
+   copy of the live totals per traceback (kept by the tracer on every allocation and free)
+   and the resolution of new line numbers hold the GIL (grouping, trend tests and reporting
+   run without it or in the watcher thread). The same method done with stdlib tracemalloc: `take_snapshot()`
    + `compare_to()` against the previous window, all under the GIL.
    Target: heaptrail <= 10 ms per window at ~1M traces.
 2. CPU: a service-like workload (parse a request, build and serialise a response, keep a

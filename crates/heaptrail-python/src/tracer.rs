@@ -163,6 +163,7 @@ impl Tracer {
     }
 
     /// Captures the calling thread's stack (it holds the GIL) and interns it.
+    #[inline]
     fn capture(&mut self, thread: CurrentThread) -> TbId {
         // SAFETY: `thread` is the calling thread (see `frames::capture`).
         let cap = unsafe { frames::capture(thread, &mut self.scratch) };
@@ -178,7 +179,19 @@ impl Tracer {
 
     /// Interns the first `n` frames of `scratch`. `may_hold`: the GIL holder captured them
     /// from its own live stack, so their code objects are alive and may be referenced.
-    fn intern(&mut self, mut n: usize, mut total: u32, may_hold: bool) -> TbId {
+    #[inline]
+    fn intern(&mut self, n: usize, total: u32, may_hold: bool) -> TbId {
+        if n > 0 {
+            let total = total.min(u16::MAX as u32) as u16;
+            if let Some(id) = self.tracebacks.find(&self.scratch[..n], total) {
+                return id; // the common case: a traceback seen before
+            }
+        }
+        self.intern_slow(n, total, may_hold)
+    }
+
+    #[inline(never)]
+    fn intern_slow(&mut self, mut n: usize, mut total: u32, may_hold: bool) -> TbId {
         if n == 0 {
             // No Python frame (a C thread, thread teardown): tracemalloc's "<unknown>:0".
             self.scratch[0] = RawFrame::UNKNOWN;
