@@ -28,10 +28,11 @@
 #error "heaptrail reads interpreter frames of CPython 3.11, 3.12 and 3.13 only"
 #endif
 
-/* Mirrors `RawFrame` in src/frames.rs. */
+/* Mirrors `RawFrame` in src/frames.rs: two whole words, no padding, so that frames compare
+   and hash as plain words. */
 typedef struct {
     PyCodeObject *code;
-    int32_t lasti; /* instruction index, as _PyInterpreterFrame_LASTI */
+    int64_t lasti; /* instruction index, as _PyInterpreterFrame_LASTI */
 } ht_raw_frame;
 
 #if PY_VERSION_HEX >= 0x030D0000

@@ -57,7 +57,7 @@ pub fn release(_py: Python<'_>, codes: Vec<usize>) {
 #[derive(Default)]
 pub struct LineResolver {
     filenames: FxHashMap<usize, Filename>,
-    lines: FxHashMap<(usize, i32), u32>,
+    lines: FxHashMap<(usize, i64), u32>,
 }
 
 impl LineResolver {

@@ -7,15 +7,18 @@
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 
-/// One captured frame. Layout shared with `ht_raw_frame` in the C shim.
+/// One captured frame. Layout shared with `ht_raw_frame` in the C shim: two whole words and no
+/// padding, so that a run of frames can be compared and hashed as words ([`RawFrame::words`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RawFrame {
     /// `PyCodeObject *`; null for a frame heaptrail could not attribute ("<unknown>").
     pub code: *mut ffi::PyCodeObject,
     /// Index of the current instruction in the code's bytecode.
-    pub lasti: i32,
+    pub lasti: i64,
 }
+
+const _: () = assert!(std::mem::size_of::<RawFrame>() == 2 * std::mem::size_of::<u64>());
 
 // SAFETY: a RawFrame is plain data. The code pointer is only dereferenced through the C shim
 // with the GIL held, while `CodeRegistry` holds a reference to the object.
@@ -26,6 +29,15 @@ impl RawFrame {
         code: std::ptr::null_mut(),
         lasti: 0,
     };
+
+    /// The frames as words (code, lasti, code, lasti, ...): equal frames, equal words. Slices of
+    /// words compare with one memcmp, where frames compare field by field.
+    #[inline]
+    pub fn words(frames: &[RawFrame]) -> &[u64] {
+        // SAFETY: RawFrame is repr(C), 8-aligned, exactly two 8-byte fields with no padding
+        // (asserted above), every bit pattern of which is a valid u64.
+        unsafe { std::slice::from_raw_parts(frames.as_ptr().cast::<u64>(), frames.len() * 2) }
+    }
 }
 
 /// Opaque `_PyInterpreterFrame *`.
@@ -167,7 +179,7 @@ pub unsafe fn frame_lineno(frame: RawFrame) -> u32 {
     if frame.code.is_null() {
         return 0;
     }
-    ht_code_lineno(frame.code, frame.lasti) as u32
+    ht_code_lineno(frame.code, frame.lasti as c_int) as u32
 }
 
 /// Address of the memory block holding `obj` (objects can carry a GC/managed-dict pre-header).

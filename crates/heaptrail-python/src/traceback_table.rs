@@ -62,9 +62,8 @@ fn recent_slot(frames: &[RawFrame], total_nframe: u16) -> usize {
 fn hash_traceback(frames: &[RawFrame], total_nframe: u16) -> u64 {
     let mut h = rustc_hash::FxBuildHasher.build_hasher();
     total_nframe.hash(&mut h);
-    for f in frames {
-        (f.code as usize).hash(&mut h);
-        f.lasti.hash(&mut h);
+    for &w in RawFrame::words(frames) {
+        h.write_u64(w);
     }
     h.finish()
 }
@@ -85,7 +84,8 @@ impl TracebackTable {
 
     fn matches(&self, id: TbId, frames: &[RawFrame], total_nframe: u16) -> bool {
         let e = &self.entries[id as usize];
-        e.total_nframe == total_nframe && self.frames(id) == frames
+        e.total_nframe == total_nframe
+            && RawFrame::words(self.frames(id)) == RawFrame::words(frames)
     }
 
     /// Returns the id of an existing equal traceback, if any.
@@ -99,7 +99,8 @@ impl TracebackTable {
         if r.len as usize == frames.len()
             && r.total_nframe == total_nframe
             && frames.first() == Some(&r.first)
-            && (frames.len() == 1 || self.frames(r.id)[1..] == frames[1..])
+            && (frames.len() == 1
+                || RawFrame::words(&self.frames(r.id)[1..]) == RawFrame::words(&frames[1..]))
         {
             return Some(r.id);
         }
@@ -170,7 +171,7 @@ impl TracebackTable {
 mod tests {
     use super::*;
 
-    fn f(code: usize, lasti: i32) -> RawFrame {
+    fn f(code: usize, lasti: i64) -> RawFrame {
         RawFrame {
             code: code as *mut _,
             lasti,
