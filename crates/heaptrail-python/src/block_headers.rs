@@ -123,10 +123,10 @@ fn child<T>(slot: &AtomicPtr<T>, create: bool) -> *mut T {
     }
 }
 
-/// The leaf covering `q`; None when there is none (and `create` is false or memory ran out)
-/// or `q` is outside the covered address range.
+/// The word holding `q`'s mark and the bit in it; None when no leaf covers `q` (and
+/// `create` is false or memory ran out) or `q` is outside the covered address range.
 #[inline]
-fn leaf_of(q: usize, create: bool) -> Option<&'static Leaf> {
+fn locate(q: usize, create: bool) -> Option<(&'static AtomicU64, u64)> {
     if q >> ADDRESS_BITS != 0 {
         return None;
     }
@@ -137,47 +137,20 @@ fn leaf_of(q: usize, create: bool) -> Option<&'static Leaf> {
     // SAFETY: published nodes are never freed.
     let mid = unsafe { &*mid };
     let leaf = child(&mid.0[(q >> LEAF_SHIFT) & (MID_ENTRIES - 1)], create);
-    // SAFETY: as above.
-    (!leaf.is_null()).then(|| unsafe { &*leaf })
-}
-
-/// The leaf the main-GIL holder used last, with its `q >> LEAF_SHIFT`: allocations and frees
-/// cluster in a few 4 MiB stretches, so this saves the walk down the radix most of the time.
-struct LastLeaf(std::cell::UnsafeCell<(usize, *const Leaf)>);
-// SAFETY: only read and written by the thread holding the main interpreter's GIL (`mark`,
-// `take_mark`), which serialises them.
-unsafe impl Sync for LastLeaf {}
-static LAST_LEAF: LastLeaf = LastLeaf(std::cell::UnsafeCell::new((usize::MAX, std::ptr::null())));
-
-/// [`leaf_of`] through [`LAST_LEAF`]. Main-GIL holder only.
-#[inline]
-fn leaf_of_gil_holder(q: usize, create: bool) -> Option<&'static Leaf> {
-    // SAFETY: see `LastLeaf`.
-    let last = unsafe { &mut *LAST_LEAF.0.get() };
-    if last.0 == q >> LEAF_SHIFT {
-        // SAFETY: a published leaf, never freed.
-        return Some(unsafe { &*last.1 });
+    if leaf.is_null() {
+        return None;
     }
-    let leaf = leaf_of(q, create)?;
-    *last = (q >> LEAF_SHIFT, leaf);
-    Some(leaf)
-}
-
-/// The word of `leaf` holding `q`'s mark, and the bit in it.
-#[inline]
-fn bit_in(leaf: &'static Leaf, q: usize) -> (&'static AtomicU64, u64) {
+    // SAFETY: as above.
+    let leaf = unsafe { &*leaf };
     let granule = (q >> GRANULE_SHIFT) & ((1 << (LEAF_SHIFT - GRANULE_SHIFT)) - 1);
-    (&leaf.0[granule >> 6], 1u64 << (granule & 63))
+    Some((&leaf.0[granule >> 6], 1u64 << (granule & 63)))
 }
 
 /// Whether block `q` carries a heaptrail header. Any thread may ask.
 #[inline]
 pub fn is_marked(q: usize) -> bool {
-    match leaf_of(q, false) {
-        Some(leaf) => {
-            let (word, bit) = bit_in(leaf, q);
-            word.load(Ordering::Relaxed) & bit != 0
-        }
+    match locate(q, false) {
+        Some((word, bit)) => word.load(Ordering::Relaxed) & bit != 0,
         None => false,
     }
 }
@@ -186,7 +159,7 @@ pub fn is_marked(q: usize) -> bool {
 /// caller then must not hand out a headered block. Main-GIL holder only.
 #[inline]
 pub fn mark(q: usize) -> bool {
-    match leaf_of_gil_holder(q, true).map(|leaf| bit_in(leaf, q)) {
+    match locate(q, true) {
         Some((word, bit)) => {
             word.store(word.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
             true
@@ -196,10 +169,13 @@ pub fn mark(q: usize) -> bool {
 }
 
 /// Unmarks `q` if it is marked, and says whether it was: the one lookup a free needs.
-/// Main-GIL holder only.
+/// Called on every MEM/OBJ free: by the main-GIL holder (the only thread that writes marks),
+/// or by a subinterpreter thread with its own GIL freeing its own block, which is never
+/// marked, so that call only reads. (Hence no cache of the last leaf here: it would be a
+/// write shared by those threads.)
 #[inline]
 pub fn take_mark(q: usize) -> bool {
-    match leaf_of_gil_holder(q, false).map(|leaf| bit_in(leaf, q)) {
+    match locate(q, false) {
         Some((word, bit)) => {
             let bits = word.load(Ordering::Relaxed);
             if bits & bit == 0 {
