@@ -88,13 +88,18 @@ const _: () = assert!(std::mem::size_of::<Leaf>() == NODE_BYTES);
 const _: () = assert!(std::mem::size_of::<Mid>() == NODE_BYTES);
 
 /// A zeroed node from the system allocator (never Python's, so no hook re-enters), or null.
+/// Aligned on its size (32 KiB), so a leaf's address fits in 32 bits once shifted (see
+/// [`LAST_LEAF`]).
 fn new_node<T>() -> *mut T {
-    // SAFETY: all-zero bytes are a valid array of atomics (null pointers / zero words).
-    let p = unsafe { libc::calloc(1, std::mem::size_of::<T>()) } as *mut T;
-    if !p.is_null() {
-        NODES.fetch_add(1, Ordering::Relaxed);
+    let mut p: *mut libc::c_void = std::ptr::null_mut();
+    // SAFETY: NODE_BYTES is a power of two and a multiple of the pointer size.
+    if unsafe { libc::posix_memalign(&mut p, NODE_BYTES, NODE_BYTES) } != 0 {
+        return std::ptr::null_mut();
     }
-    p
+    // SAFETY: a fresh block of NODE_BYTES; all-zero bytes are a valid array of atomics.
+    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, NODE_BYTES) };
+    NODES.fetch_add(1, Ordering::Relaxed);
+    p.cast()
 }
 
 /// The node in `slot`, created if `create`. Null when absent (or out of memory).
@@ -115,13 +120,22 @@ fn child<T>(slot: &AtomicPtr<T>, create: bool) -> *mut T {
     ) {
         Ok(_) => fresh,
         Err(existing) => {
-            // SAFETY: `fresh` was never published.
+            // SAFETY: `fresh` was never published; posix_memalign blocks are freed by free().
             unsafe { libc::free(fresh.cast()) };
             NODES.fetch_sub(1, Ordering::Relaxed);
             existing
         }
     }
 }
+
+/// The leaf used last, by any thread, as one word: `(q >> LEAF_SHIFT) << 32 | leaf >> 15`
+/// (0: none). Allocations and frees cluster in a few 4 MiB stretches, so this saves the walk
+/// down the radix most of the time. One atomic word, so no thread ever sees one stretch paired
+/// with another's leaf; an entry overwritten by another thread only costs a walk.
+static LAST_LEAF: AtomicU64 = AtomicU64::new(0);
+const LEAF_ALIGN_SHIFT: u32 = NODE_BYTES.trailing_zeros();
+const _: () = assert!(ADDRESS_BITS - LEAF_ALIGN_SHIFT <= 32);
+const _: () = assert!(ADDRESS_BITS - LEAF_SHIFT <= 32);
 
 /// The word holding `q`'s mark and the bit in it; None when no leaf covers `q` (and
 /// `create` is false or memory ran out) or `q` is outside the covered address range.
@@ -130,6 +144,28 @@ fn locate(q: usize, create: bool) -> Option<(&'static AtomicU64, u64)> {
     if q >> ADDRESS_BITS != 0 {
         return None;
     }
+    let stretch = (q >> LEAF_SHIFT) as u64;
+    let last = LAST_LEAF.load(Ordering::Acquire);
+    let leaf = if last != 0 && last >> 32 == stretch {
+        // SAFETY: a published leaf (never freed), stored below by the thread that found it.
+        unsafe { &*(((last & 0xFFFF_FFFF) << LEAF_ALIGN_SHIFT) as *const Leaf) }
+    } else {
+        let leaf = leaf_of(q, create)?;
+        let address = leaf as *const Leaf as u64;
+        if address >> ADDRESS_BITS == 0 {
+            LAST_LEAF.store(
+                (stretch << 32) | (address >> LEAF_ALIGN_SHIFT),
+                Ordering::Release,
+            );
+        }
+        leaf
+    };
+    let granule = (q >> GRANULE_SHIFT) & ((1 << (LEAF_SHIFT - GRANULE_SHIFT)) - 1);
+    Some((&leaf.0[granule >> 6], 1u64 << (granule & 63)))
+}
+
+/// The leaf covering `q` (< 2^47), walking the radix; None as for [`locate`].
+fn leaf_of(q: usize, create: bool) -> Option<&'static Leaf> {
     let mid = child(&TOP[q >> MID_SHIFT], create);
     if mid.is_null() {
         return None;
@@ -137,13 +173,8 @@ fn locate(q: usize, create: bool) -> Option<(&'static AtomicU64, u64)> {
     // SAFETY: published nodes are never freed.
     let mid = unsafe { &*mid };
     let leaf = child(&mid.0[(q >> LEAF_SHIFT) & (MID_ENTRIES - 1)], create);
-    if leaf.is_null() {
-        return None;
-    }
     // SAFETY: as above.
-    let leaf = unsafe { &*leaf };
-    let granule = (q >> GRANULE_SHIFT) & ((1 << (LEAF_SHIFT - GRANULE_SHIFT)) - 1);
-    Some((&leaf.0[granule >> 6], 1u64 << (granule & 63)))
+    (!leaf.is_null()).then(|| unsafe { &*leaf })
 }
 
 /// Whether block `q` carries a heaptrail header. Any thread may ask.
@@ -171,8 +202,7 @@ pub fn mark(q: usize) -> bool {
 /// Unmarks `q` if it is marked, and says whether it was: the one lookup a free needs.
 /// Called on every MEM/OBJ free: by the main-GIL holder (the only thread that writes marks),
 /// or by a subinterpreter thread with its own GIL freeing its own block, which is never
-/// marked, so that call only reads. (Hence no cache of the last leaf here: it would be a
-/// write shared by those threads.)
+/// marked, so that call only writes [`LAST_LEAF`], which is safe from any thread.
 #[inline]
 pub fn take_mark(q: usize) -> bool {
     match locate(q, false) {
