@@ -257,6 +257,18 @@ def test_block_headers_outlive_stop_and_clear():
     assert heaptrail.get_traced_memory()[0] < 50_000
 
 
+def test_survives_churn_while_tracing_is_cleared_stopped_and_restarted():
+    """Threads allocate, reallocate and free (blocks with and without headers) while another
+    keeps snapshotting, clearing, stopping and restarting heaptrail and starting stdlib
+    tracemalloc on top of it: the process must neither crash nor raise."""
+    import subprocess
+    script = os.path.join(os.path.dirname(HERE), "workloads", "engine_stress.py")
+    out = subprocess.run([sys.executable, script, "5"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.strip().endswith("ok")
+
+
 def test_realloc_of_headered_blocks_is_traced_at_the_new_size():
     heaptrail.start()
     blocks = [bytearray(10) for _ in range(200)]  # REALLOC-LINE
