@@ -113,14 +113,15 @@ fn headered(p: *mut c_void, size: usize, plan: tracer::HeaderPlan) -> *mut c_voi
     q as *mut c_void
 }
 
-extern "C" fn obj_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    let a = saved(ctx);
-    let malloc = a.malloc.expect("chained malloc");
+/// A new MEM/OBJ block of `size` bytes, `get(n)` asking the allocator below for `n` bytes:
+/// with room for a header when the tracer plans one, else as asked and traced in the table.
+#[inline]
+fn obj_alloc(size: usize, get: impl Fn(usize) -> *mut c_void) -> *mut c_void {
     match (tracer::header_plan(), size.checked_add(HEADER)) {
-        (Some(plan), Some(total)) => headered(below(|| malloc(a.ctx, total)), size, plan),
+        (Some(plan), Some(total)) => headered(below(|| get(total)), size, plan),
         (Some(_), None) => ptr::null_mut(),
         (None, _) => {
-            let p = malloc(a.ctx, size);
+            let p = get(size);
             if !p.is_null() {
                 tracer::on_alloc(p as usize, size);
             }
@@ -129,23 +130,26 @@ extern "C" fn obj_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     }
 }
 
+extern "C" fn obj_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let a = saved(ctx);
+    let malloc = a.malloc.expect("chained malloc");
+    obj_alloc(size, |n| malloc(a.ctx, n))
+}
+
 extern "C" fn obj_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     let a = saved(ctx);
     let calloc = a.calloc.expect("chained calloc");
     let Some(size) = nelem.checked_mul(elsize) else {
         return ptr::null_mut();
     };
-    match (tracer::header_plan(), size.checked_add(HEADER)) {
-        (Some(plan), Some(total)) => headered(below(|| calloc(a.ctx, 1, total)), size, plan),
-        (Some(_), None) => ptr::null_mut(),
-        (None, _) => {
-            let p = calloc(a.ctx, nelem, elsize);
-            if !p.is_null() {
-                tracer::on_alloc(p as usize, size);
-            }
-            p
+    // Without a header the caller's own (nelem, elsize) go down, as they came.
+    obj_alloc(size, |n| {
+        if n == size {
+            calloc(a.ctx, nelem, elsize)
+        } else {
+            calloc(a.ctx, 1, n)
         }
-    }
+    })
 }
 
 extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {

@@ -151,26 +151,17 @@ impl TraceStore {
         }
     }
 
-    /// Calls `f(size, traceback)` for every live block, with sizes of 4 GiB and more given as
-    /// `u32::MAX` (see [`TraceStore::big_size`]): a compact copy for snapshots.
-    pub fn for_each_packed(&self, mut f: impl FnMut(u32, TbId, usize)) {
+    /// Calls `f(size, traceback)` for every live block in this table.
+    pub fn for_each_trace(&self, mut f: impl FnMut(u64, TbId)) {
         if self.big_sizes.is_empty() {
             for p in self.traces.values() {
-                f(p.size, p.tb, 0);
+                f(p.size as u64, p.tb);
             }
         } else {
-            for (&addr, p) in &self.traces {
-                f(p.size, p.tb, addr);
+            for (&addr, &p) in &self.traces {
+                f(self.size_of(addr, p), p.tb);
             }
         }
-    }
-
-    /// The real size of a block `for_each_packed` gave as `u32::MAX`.
-    pub fn big_size(&self, addr: usize) -> u64 {
-        self.big_sizes
-            .get(&addr)
-            .copied()
-            .unwrap_or(u32::MAX as u64)
     }
 
     /// Calls `f(address, traceback)` for every live block.
@@ -234,8 +225,8 @@ mod tests {
         s.add(64, big, 3);
         assert_eq!(s.get(64), Some((big as u64, 3)));
         let mut seen = vec![];
-        s.for_each_packed(|size, tb, addr| seen.push((size, tb, s.big_size(addr))));
-        assert_eq!(seen, vec![(u32::MAX, 3, big as u64)]);
+        s.for_each_trace(|size, tb| seen.push((size, tb)));
+        assert_eq!(seen, vec![(big as u64, 3)]);
         assert!(s.remove(64));
         assert_eq!(s.traced(), 0);
     }

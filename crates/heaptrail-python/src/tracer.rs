@@ -764,14 +764,7 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
                         }
                         sizes.push((size.min(u32::MAX as u64) as u32, *slot));
                     };
-                    t.store.for_each_packed(|size, tb, addr| {
-                        let size = if size == u32::MAX {
-                            t.store.big_size(addr)
-                        } else {
-                            size as u64
-                        };
-                        copy(size, tb)
-                    });
+                    t.store.for_each_trace(&mut copy);
                     t.for_each_headered(|_, size, tb| copy(size, tb));
                     Copied::Traces { sizes, big_sizes }
                 }
