@@ -18,6 +18,7 @@ pub mod filter;
 pub mod fnmatch;
 pub mod group;
 pub mod html;
+pub mod leak;
 pub mod model;
 pub mod sites;
 pub mod size_format;

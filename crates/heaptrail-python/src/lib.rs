@@ -6,6 +6,7 @@
 //!   allocation (traces of MEM/OBJ blocks in a header in front of the block, others in a table).
 //! * `tracer`: the global tracing state and the operations of the tracemalloc API.
 //! * `trace_table`: core snapshots exposed to Python.
+//! * `leak_entries`: leak grouping by holder, and the report's verdict and pattern names.
 
 mod allocator_hooks;
 mod block_headers;
@@ -14,6 +15,7 @@ mod errors;
 mod export;
 mod frames;
 mod html;
+mod leak_entries;
 mod retainers;
 mod trace_store;
 mod trace_table;
@@ -188,6 +190,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
     export::register(m)?;
     html::register(m)?;
+    leak_entries::register(m)?;
     m.add_class::<TraceTable>()?;
     m.add_class::<trend_detector::TrendDetector>()?;
     m.add(

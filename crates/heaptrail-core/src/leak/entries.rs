@@ -1,0 +1,337 @@
+//! One leak entry per holder: the growing sites that feed one container, grouped, with the
+//! line a user would name first.
+//!
+//! Rules (see docs/verdicts.md for the reasoning):
+//! 1. Each growing site's analysis names its holder; sites whose holders have the same path
+//!    form one entry. A site without a holder (unreachable from any root the analysis knows,
+//!    or the analysis failed) is an entry of its own, holder unknown.
+//! 2. A site whose reached blocks are mostly the internal storage of objects created at
+//!    another line (a dict's key table, a list's item array) is never the entry's line: it is
+//!    listed with role `internal`. When an entry has only such sites, its line is where the
+//!    owning objects were created (the analysis's top owner site).
+//! 3. The entry's line is its first site in the order: role `element` (the objects put into
+//!    the holder), then `content` (deeper inside them), then `storage` (the holder's own
+//!    table), then `internal`; bigger first within a role.
+
+use super::analysis::{Edge, HolderAnalysis, Role};
+use super::holder_text::holder_text;
+use super::pattern::{classify, ElementKinds, LeakPattern};
+use crate::sites::site_key;
+use serde::Serialize;
+
+/// A site the trend detector calls a leak, with what the heap analysis found for it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub key: u64,
+    pub filename: String,
+    pub lineno: u32,
+    pub size: u64,
+    pub count: u64,
+    pub bytes_per_second: f64,
+    pub analysis: HolderAnalysis,
+    pub kinds: ElementKinds,
+}
+
+/// How a site relates to its entry's holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteRole {
+    Element,
+    Content,
+    Storage,
+    /// Internal storage of objects created at another line.
+    Internal,
+    /// No holder was found.
+    Unknown,
+}
+
+impl SiteRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteRole::Element => "element",
+            SiteRole::Content => "content",
+            SiteRole::Storage => "storage",
+            SiteRole::Internal => "internal",
+            SiteRole::Unknown => "unknown",
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            SiteRole::Element | SiteRole::Unknown => 0,
+            SiteRole::Content => 1,
+            SiteRole::Storage => 2,
+            SiteRole::Internal => 3,
+        }
+    }
+}
+
+/// One site listed under an entry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EntrySite {
+    #[serde(skip)]
+    pub key: u64,
+    pub filename: String,
+    pub lineno: u32,
+    pub role: SiteRole,
+    pub size: u64,
+    pub count: u64,
+    pub bytes_per_second: f64,
+}
+
+/// One leak: a holder and the sites that feed it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LeakEntry {
+    /// Key of the entry's line (a site key; the owner's site when every site is internal).
+    #[serde(skip)]
+    pub key: u64,
+    pub filename: String,
+    pub lineno: u32,
+    /// The holder's path as text, when a holder was found.
+    pub holder: Option<String>,
+    pub holder_type: Option<String>,
+    pub path: Vec<Edge>,
+    pub pattern: LeakPattern,
+    pub size: u64,
+    pub count: u64,
+    pub bytes_per_second: f64,
+    /// The entry's line first.
+    pub sites: Vec<EntrySite>,
+    /// Why no holder is named, when none is.
+    pub note: Option<String>,
+}
+
+/// Which entry a candidate site went to, and whether it is that entry's line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteAssignment {
+    pub key: u64,
+    pub entry: usize,
+    pub primary: bool,
+}
+
+fn role_of(c: &Candidate) -> SiteRole {
+    if c.analysis.is_mostly_internal() {
+        return SiteRole::Internal;
+    }
+    match c.analysis.holder.as_ref().map(|h| h.role) {
+        Some(Role::Element) => SiteRole::Element,
+        Some(Role::Content) => SiteRole::Content,
+        Some(Role::Storage) => SiteRole::Storage,
+        None => SiteRole::Unknown,
+    }
+}
+
+fn no_holder_note(a: &HolderAnalysis) -> String {
+    if let Some(error) = &a.error {
+        return format!("holder not found: {error}");
+    }
+    if a.blocks == 0 {
+        return "holder not found: the line's blocks were freed before the analysis".into();
+    }
+    if a.reached == 0 {
+        return "holder not found: no live block of the line is reachable from a module, a \
+                thread's stack or gc.garbage (held by C-level state?)"
+            .into();
+    }
+    "holder not found: the blocks are spread over many containers".into()
+}
+
+/// Groups leak candidates by holder. Returns the entries (fastest growing first) and, for
+/// each candidate, where it went.
+pub fn group_leaks(candidates: &[Candidate]) -> (Vec<LeakEntry>, Vec<SiteAssignment>) {
+    // Group keys in first-seen order.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let text = c
+            .analysis
+            .holder
+            .as_ref()
+            .map(|h| holder_text(&h.path))
+            .filter(|t| !t.is_empty());
+        let group = text.unwrap_or_else(|| format!("\0site {}:{}", c.filename, c.lineno));
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((group, vec![i])),
+        }
+    }
+    let mut entries: Vec<(LeakEntry, Vec<usize>)> = Vec::new();
+    for (group, mut members) in groups {
+        members.sort_by(|&a, &b| {
+            let (ca, cb) = (&candidates[a], &candidates[b]);
+            role_of(ca)
+                .rank()
+                .cmp(&role_of(cb).rank())
+                .then(cb.size.cmp(&ca.size))
+                .then(ca.key.cmp(&cb.key))
+        });
+        let sites: Vec<EntrySite> = members
+            .iter()
+            .map(|&i| {
+                let c = &candidates[i];
+                EntrySite {
+                    key: c.key,
+                    filename: c.filename.clone(),
+                    lineno: c.lineno,
+                    role: role_of(c),
+                    size: c.size,
+                    count: c.count,
+                    bytes_per_second: c.bytes_per_second,
+                }
+            })
+            .collect();
+        let first = &candidates[members[0]];
+        let holder = first.analysis.holder.as_ref();
+        // Every site internal: the entry's line is where the owning objects were created.
+        let (key, filename, lineno) = match first.analysis.owner_sites.first() {
+            Some((f, l, _)) if role_of(first) == SiteRole::Internal => {
+                (site_key(f, *l), f.clone(), *l)
+            }
+            _ => (first.key, first.filename.clone(), first.lineno),
+        };
+        let entry = LeakEntry {
+            key,
+            filename,
+            lineno,
+            holder: holder.map(|_| group.clone()),
+            holder_type: holder.map(|h| h.type_name.clone()),
+            path: holder.map(|h| h.path.clone()).unwrap_or_default(),
+            pattern: holder
+                .map(|h| classify(h, &first.kinds))
+                .unwrap_or(LeakPattern::Unknown),
+            size: sites.iter().map(|s| s.size).sum(),
+            count: sites.iter().map(|s| s.count).sum(),
+            bytes_per_second: sites.iter().map(|s| s.bytes_per_second).sum(),
+            sites,
+            note: if holder.is_none() {
+                Some(no_holder_note(&first.analysis))
+            } else {
+                None
+            },
+        };
+        entries.push((entry, members));
+    }
+    entries.sort_by(|a, b| {
+        b.0.bytes_per_second
+            .total_cmp(&a.0.bytes_per_second)
+            .then(a.0.key.cmp(&b.0.key))
+    });
+    let mut assignments = Vec::new();
+    for (e, (entry, members)) in entries.iter().enumerate() {
+        for (i, &m) in members.iter().enumerate() {
+            // The entry's first site is its line unless the line is an owner site that is not
+            // a candidate (then every candidate of the entry is internal storage).
+            let primary = i == 0 && candidates[m].key == entry.key;
+            assignments.push(SiteAssignment {
+                key: candidates[m].key,
+                entry: e,
+                primary,
+            });
+        }
+    }
+    (entries.into_iter().map(|(e, _)| e).collect(), assignments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::analysis::Holder;
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn edge(kind: &str, name: &str, type_name: &str) -> Edge {
+        Edge {
+            kind: kind.into(),
+            name: name.into(),
+            of: None,
+            type_name: type_name.into(),
+        }
+    }
+
+    fn cache_path() -> Vec<Edge> {
+        vec![
+            edge("module", "app", "builtins.module"),
+            edge("attr", "CACHE", "builtins.dict"),
+        ]
+    }
+
+    fn candidate(line: u32, size: u64, role: Option<Role>, internal: u64) -> Candidate {
+        Candidate {
+            key: site_key("app.py", line),
+            filename: "app.py".into(),
+            lineno: line,
+            size,
+            count: size / 100,
+            bytes_per_second: size as f64 / 10.0,
+            analysis: HolderAnalysis {
+                filename: "app.py".into(),
+                lineno: line,
+                blocks: 100,
+                reached: 100,
+                internal,
+                owner_sites: vec![("app.py".into(), 40, internal)],
+                holder: role.map(|role| Holder {
+                    type_name: "builtins.dict".into(),
+                    len: Some(100),
+                    share: 1.0,
+                    role,
+                    path: cache_path(),
+                    element_types: BTreeMap::new(),
+                    key_types: None,
+                }),
+                ..Default::default()
+            },
+            kinds: ElementKinds::default(),
+        }
+    }
+
+    #[test]
+    fn one_entry_per_holder_elements_first() {
+        let cands = [
+            candidate(10, 9000, Some(Role::Storage), 0), // the cache's table: biggest
+            candidate(11, 5000, Some(Role::Element), 0), // the values
+            candidate(12, 7000, Some(Role::Content), 0),
+            candidate(13, 800, Some(Role::Element), 0), // the keys
+        ];
+        let (entries, assigned) = group_leaks(&cands);
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!((e.lineno, e.holder.as_deref()), (11, Some("app.CACHE")));
+        let lines: Vec<_> = e.sites.iter().map(|s| s.lineno).collect();
+        assert_eq!(lines, [11, 13, 12, 10]);
+        assert_eq!(e.pattern, LeakPattern::UnboundedCache);
+        assert_eq!(e.size, 21800);
+        let primaries: Vec<_> = assigned.iter().filter(|a| a.primary).map(|a| a.key).collect();
+        assert_eq!(primaries, [site_key("app.py", 11)]);
+    }
+
+    #[test]
+    fn internal_storage_is_never_the_line() {
+        // A line whose blocks are other objects' key tables, alone: the entry goes to the
+        // owners' line, and the candidate is not primary.
+        let cands = [candidate(20, 9000, Some(Role::Element), 80)];
+        let (entries, assigned) = group_leaks(&cands);
+        assert_eq!((entries[0].filename.as_str(), entries[0].lineno), ("app.py", 40));
+        assert_eq!(entries[0].sites[0].role, SiteRole::Internal);
+        assert!(!assigned[0].primary);
+        // Beside a real element site, the element site is the line.
+        let cands = [
+            candidate(20, 9000, Some(Role::Element), 80),
+            candidate(21, 100, Some(Role::Element), 0),
+        ];
+        let (entries, _) = group_leaks(&cands);
+        assert_eq!(entries[0].lineno, 21);
+    }
+
+    #[test]
+    fn no_holder_stands_alone_with_a_reason() {
+        let mut c = candidate(30, 100, None, 0);
+        c.analysis.reached = 0;
+        let d = candidate(31, 100, Some(Role::Element), 0);
+        let (entries, assigned) = group_leaks(&[c, d]);
+        assert_eq!(entries.len(), 2);
+        let lone = entries.iter().find(|e| e.lineno == 30).unwrap();
+        assert!(lone.holder.is_none());
+        assert!(lone.note.as_deref().unwrap().contains("reachable"));
+        assert_eq!(lone.pattern, LeakPattern::Unknown);
+        assert!(assigned.iter().all(|a| a.primary));
+    }
+}

@@ -1,0 +1,54 @@
+//! The leak grouping and the names of the report's verdicts and patterns, for the watcher.
+//! Names are owned by the core (`trend::Verdict`, `leak::LeakPattern`) and exported here, so
+//! the Python side never writes its own copy.
+
+use heaptrail_core::leak::{json::group_leaks_json, LeakPattern, PART_OF_LEAK};
+use heaptrail_core::trend::{ProcessVerdict, Verdict};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// Groups the watcher's leak candidates by holder (`heaptrail_core::leak::entries`). JSON in
+/// (a list of candidates with their heap analyses), JSON out (`{"entries", "assignments"}`).
+#[pyfunction]
+fn _group_leaks(py: Python<'_>, candidates: &str) -> PyResult<String> {
+    let candidates = candidates.to_owned();
+    py.detach(move || group_leaks_json(&candidates))
+        .map_err(PyValueError::new_err)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_group_leaks, m)?)?;
+    let py = m.py();
+    // Site verdicts, most severe first, then the verdict of a site grouped under another
+    // site's leak entry.
+    let mut verdicts = vec![
+        Verdict::Leak,
+        Verdict::Suspect,
+        Verdict::Fixed,
+        Verdict::WarmingUp,
+        Verdict::Plateau,
+    ];
+    verdicts.sort_by(|a, b| b.cmp_severity(*a));
+    let mut names: Vec<&str> = verdicts.iter().map(|v| v.as_str()).collect();
+    names.push(PART_OF_LEAK);
+    m.add("SITE_VERDICTS", names)?;
+    m.add("PART_OF_LEAK", PART_OF_LEAK)?;
+    let processes = [
+        ProcessVerdict::Ok,
+        ProcessVerdict::PythonGrowth,
+        ProcessVerdict::NativeGrowth,
+        ProcessVerdict::TransientPeaks,
+        ProcessVerdict::AllocatorRetention,
+    ];
+    m.add(
+        "PROCESS_VERDICTS",
+        processes.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+    )?;
+    let patterns = PyDict::new(py);
+    for p in LeakPattern::ALL {
+        patterns.set_item(p.as_str(), p.hint())?;
+    }
+    m.add("LEAK_PATTERNS", patterns)?;
+    Ok(())
+}
