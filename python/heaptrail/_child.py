@@ -10,6 +10,7 @@ import sys
 
 from ._classes import _format_size
 from ._settings import Settings
+from ._sinks import entry_details
 from ._watcher import watch
 
 _state = {}
@@ -66,21 +67,28 @@ def summary_lines(report, windows):
     lines = [f"heaptrail [pid {pid}]: {windows} windows of {report['interval']:g} s; traced "
              f"{_format_size(report['traced_bytes'], False)}, RSS {_format_size(report['rss_bytes'], False)}; "
              f"process verdict: {report['process_verdict']}"]
-    flagged = [s for s in report["sites"] if s["verdict"] in ("leak", "suspect", "fixed")]
-    for site in flagged:
-        where = f"heaptrail [pid {pid}]: {site['verdict'].upper()} at {site['filename']}:{site['lineno']}: "
-        if site["verdict"] == "fixed":
-            lines.append(f"{where}was leaking, now flat at {_format_size(site['size'], False)} "
-                         f"in {site['count']} blocks")
-            continue
-        lines.append(f"{where}{_format_size(site['size'], False)} live in {site['count']} blocks, growing "
-                     f"{_format_size(site['bytes_per_second'], True)}/s (confidence {site['confidence']:.2f})")
-        if site.get("held_by"):
-            lines.append(f"    held by {site['held_by']}")
-        if site["verdict"] == "leak" and site["traceback"]:
+    rows = {(s["filename"], s["lineno"]): s for s in report["sites"]}
+    for entry in report.get("leaks", ()):
+        site = entry["site"]
+        row = rows.get((site["filename"], site["lineno"]), {})
+        confidence = f" (confidence {row['confidence']:.2f})" if row else ""
+        lines.append(f"heaptrail [pid {pid}]: LEAK at {site['filename']}:{site['lineno']}: "
+                     f"{_format_size(entry['size'], False)} live in {entry['count']} blocks, growing "
+                     f"{_format_size(entry['bytes_per_second'], True)}/s{confidence}")
+        lines.extend(f"    {part}" for part in entry_details(entry))
+        if row.get("traceback"):
             lines.append("    allocated at (most recent call first):")
-            lines.extend(f"      {f}:{n}" for f, n in site["traceback"][:8])
-    if not any(s["verdict"] == "leak" for s in flagged):
+            lines.extend(f"      {f}:{n}" for f, n in row["traceback"][:8])
+    for row in report["sites"]:
+        where = f"heaptrail [pid {pid}]: {row['verdict'].upper()} at {row['filename']}:{row['lineno']}: "
+        if row["verdict"] == "fixed":
+            lines.append(f"{where}was leaking, now flat at {_format_size(row['size'], False)} "
+                         f"in {row['count']} blocks")
+        elif row["verdict"] == "suspect":
+            lines.append(f"{where}{_format_size(row['size'], False)} live in {row['count']} blocks, "
+                         f"growing {_format_size(row['bytes_per_second'], True)}/s "
+                         f"(confidence {row['confidence']:.2f})")
+    if not report.get("leaks"):
         lines.append(f"heaptrail [pid {pid}]: no leak found")
     counts = {}
     for site in report["sites"]:

@@ -2,14 +2,18 @@
 
 Binds 127.0.0.1 unless told otherwise. Only GET /metrics is served; nothing a client sends is
 interpreted beyond the request line. Site labels are bounded to the reported sites (leaks,
-suspects, fixed, and the top sites), so cardinality stays small.
+suspects, fixed, and the top sites), leak labels to the leaks of the window, so cardinality
+stays small.
 """
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-_VERDICTS = ("leak", "suspect", "warming-up", "plateau", "fixed")
-_PROCESS_VERDICTS = ("ok", "python-growth", "native-growth", "transient-peaks", "allocator-retention")
+from . import _native
+
+_VERDICTS = tuple(_native.SITE_VERDICTS)
+_PROCESS_VERDICTS = tuple(_native.PROCESS_VERDICTS)
+_MAX_HOLDER_LABEL = 200  # characters of a holder path kept in a label
 
 
 def _label(value):
@@ -41,7 +45,8 @@ def render_metrics(report):
     sites = report["sites"]
     metric("heaptrail_sites", "gauge", "Reported sites per verdict.",
            [({"verdict": v}, sum(1 for s in sites if s["verdict"] == v)) for v in _VERDICTS])
-    labels = [({"filename": s["filename"], "lineno": s["lineno"], "verdict": s["verdict"]}, s) for s in sites]
+    labels = [({"filename": s["filename"], "lineno": s["lineno"], "verdict": s["verdict"],
+                "pattern": s.get("pattern", "")}, s) for s in sites]
     metric("heaptrail_site_bytes", "gauge", "Live memory allocated at a site.",
            [(lab, s["size"]) for lab, s in labels])
     metric("heaptrail_site_blocks", "gauge", "Live blocks allocated at a site.",
@@ -49,6 +54,15 @@ def render_metrics(report):
     metric("heaptrail_site_growth_bytes_per_second", "gauge",
            "Growth rate of a site's live memory (Sen's slope).",
            [(lab, s["bytes_per_second"]) for lab, s in labels])
+    leaks = report.get("leaks", [])
+    leak_labels = [({"filename": e["site"]["filename"], "lineno": e["site"]["lineno"],
+                     "holder": (e["holder"] or "")[:_MAX_HOLDER_LABEL], "pattern": e["pattern"]}, e)
+                   for e in leaks]
+    metric("heaptrail_leak_bytes", "gauge",
+           "Live memory of a leak: every site feeding one holder (one series per leak).",
+           [(lab, e["size"]) for lab, e in leak_labels])
+    metric("heaptrail_leak_growth_bytes_per_second", "gauge", "Growth rate of a leak.",
+           [(lab, e["bytes_per_second"]) for lab, e in leak_labels])
     return "\n".join(out) + "\n"
 
 

@@ -14,6 +14,34 @@ def _site_text(row):
     return f"{row['filename']}:{row['lineno']}"
 
 
+def leak_entry(report, row):
+    """The report's leak entry whose line is `row`'s site ({} if none)."""
+    for entry in report.get("leaks", ()):
+        if (entry["site"]["filename"], entry["site"]["lineno"]) == (row["filename"], row["lineno"]):
+            return entry
+    return {}
+
+
+def entry_details(entry):
+    """What a person reads after the line: the holder, the pattern and its fix, the other
+    sites growing with it."""
+    parts = []
+    if entry.get("holder"):
+        parts.append(f"held by {entry['holder']}")
+    elif entry.get("note"):
+        parts.append(entry["note"])
+    if entry.get("pattern") and entry["pattern"] != "unknown":
+        parts.append(f"pattern {entry['pattern']}: {entry['hint']}")
+    others = [f"{s['filename']}:{s['lineno']} ({s['role']})" for s in entry.get("sites", ())[1:]]
+    if others:
+        parts.append("growing with it: " + ", ".join(others[:5])
+                     + (f" and {len(others) - 5} more" if len(others) > 5 else ""))
+    if entry.get("feeding_line"):
+        f = entry["feeding_line"]
+        parts.append(f"the holder is library state fed by {f['filename']}:{f['lineno']}")
+    return parts
+
+
 class LoggingSink:
     """The `heaptrail` logger: WARNING when a site becomes a leak, INFO when a leak is fixed,
     each with structured `extra` fields (heaptrail_site, heaptrail_verdict, ...)."""
@@ -33,13 +61,15 @@ class LoggingSink:
                 "heaptrail_window": report["window"],
                 "heaptrail_pid": report["pid"],
             }
-            held = f"; held by {row['held_by']}" if row.get("held_by") else ""
             if row["verdict"] == "leak":
-                self.logger.warning(
-                    "heaptrail: leak at %s: %s live, growing %s/s (confidence %.2f)%s",
-                    _site_text(row), _format_size(row["size"], False),
-                    _format_size(row["bytes_per_second"], True), row["confidence"], held,
-                    extra=extra)
+                entry = leak_entry(report, row)
+                extra.update(heaptrail_holder=entry.get("holder"),
+                             heaptrail_pattern=entry.get("pattern"))
+                self.logger.warning("heaptrail: leak at %s: %s live, growing %s/s (confidence %.2f)%s",
+                                    _site_text(row), _format_size(row["size"], False),
+                                    _format_size(row["bytes_per_second"], True), row["confidence"],
+                                    "".join(f"; {part}" for part in entry_details(entry)),
+                                    extra=extra)
             elif row["verdict"] == "fixed":
                 self.logger.info("heaptrail: leak at %s is fixed: flat at %s", _site_text(row),
                                  _format_size(row["size"], False), extra=extra)

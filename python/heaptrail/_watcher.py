@@ -1,8 +1,10 @@
 """The leak watcher: a background thread that takes a snapshot every interval, reduces it to
 live memory per site in the user's code, and asks the Rust TrendDetector which sites leak.
 
-Each window becomes one report (schema "heaptrail.watch/1", see the README) handed to the
-sinks: the `heaptrail` logger, a JSON Lines file, a Prometheus endpoint, a callback.
+Each window becomes one report (schema "heaptrail.watch/2", see the README) handed to the
+sinks: the `heaptrail` logger, a JSON Lines file, a Prometheus endpoint, a callback. Sites the
+trend detector calls leaks go through the holder analysis (_leaks.py), which groups them into
+one leak entry per holder.
 """
 
 import logging
@@ -17,9 +19,9 @@ from . import _native
 from ._process_memory import rss_bytes
 from ._settings import Settings
 from ._sinks import CallbackSink, JsonLinesSink, LoggingSink
-from ._retainers import describe_holders
+from ._leaks import LeakAnalyser
 
-SCHEMA = "heaptrail.watch/1"
+SCHEMA = _native.WATCH_SCHEMA  # "heaptrail.watch/2"
 HISTORY = 1000  # windows kept in Watcher.history
 
 log = logging.getLogger("heaptrail")
@@ -53,9 +55,10 @@ class Watcher:
             self._prometheus = PrometheusEndpoint(settings.prometheus_address())
             self._sinks.append(self._prometheus)
         self._history = deque(maxlen=HISTORY)
-        self._site_info = {}      # key -> (filename, lineno, traceback) last seen
-        self._verdicts = {}       # key -> last verdict
-        self._holders = {}        # key -> who holds a leaking site's memory
+        self._site_info = {}      # key -> (filename, lineno, traceback), sites of the last window
+        self._verdicts = {}       # (filename, lineno) -> last verdict, rows of the last window
+        self._leaks = LeakAnalyser(self._library, settings.patterns("include"),
+                                   settings.patterns("exclude"))
         self._window = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one window at a time (thread vs check_now)
@@ -97,7 +100,7 @@ class Watcher:
 
     @property
     def report(self):
-        """The latest window's report (a dict, schema "heaptrail.watch/1"), or None."""
+        """The latest window's report (a dict, schema "heaptrail.watch/2"), or None."""
         return self._history[-1] if self._history else None
 
     @property
@@ -131,8 +134,8 @@ class Watcher:
         rss = rss_bytes()
         sites = table.sites(self._library, self.settings.patterns("include"),
                             self.settings.patterns("exclude"))
-        for key, filename, lineno, _size, _count, frames in sites:
-            self._site_info[key] = (filename, lineno, frames)
+        self._site_info = {key: (filename, lineno, frames)
+                           for key, filename, lineno, _size, _count, frames in sites}
         window, process, process_conf, verdicts = self._detector.observe(
             mono, rss, traced, peak, [(key, size, count) for key, _, _, size, count, _ in sites])
         self._window = window
@@ -149,6 +152,9 @@ class Watcher:
             "process_confidence": round(process_conf, 4),
             "sites": self._site_rows(verdicts),
         }
+        report["leaks"] = self._leaks.entries(window, report["sites"])
+        for row in report["sites"]:
+            del row["_key"]
         transitions = self._transitions(report["sites"])
         self._history.append(report)
         for sink in self._sinks:
@@ -163,6 +169,7 @@ class Watcher:
                 continue
             filename, lineno, frames = self._site_info.get(key, ("<unknown>", 0, ()))
             row = {
+                "_key": key,
                 "filename": filename,
                 "lineno": lineno,
                 "traceback": [[f, n] for f, n in frames],
@@ -176,23 +183,20 @@ class Watcher:
                 "windows": windows,
                 "growth_bytes": growth,
             }
-            if verdict == "leak":
-                if key not in self._holders:
-                    self._holders[key] = describe_holders(filename, lineno, count)
-                if self._holders[key]:
-                    row["held_by"] = self._holders[key]
             rows.append(row)
         return rows
 
     def _transitions(self, rows):
         """(row, old verdict) for sites whose verdict changed this window."""
         changed = []
+        verdicts = {}
         for row in rows:
             key = (row["filename"], row["lineno"])
             old = self._verdicts.get(key)
             if old != row["verdict"]:
                 changed.append((row, old))
-                self._verdicts[key] = row["verdict"]
+            verdicts[key] = row["verdict"]
+        self._verdicts = verdicts
         return changed
 
 

@@ -23,7 +23,21 @@ pub struct SiteRules {
 }
 
 impl SiteRules {
-    fn is_user_file(&self, filename: &str) -> bool {
+    /// Rules from fnmatch patterns (file names are normalised as in filters).
+    pub fn from_patterns(library: &[String], include: &[String], exclude: &[String]) -> Self {
+        let compile = |v: &[String]| {
+            v.iter()
+                .map(|p| Pattern::new(&normalize_filename(p)))
+                .collect()
+        };
+        SiteRules {
+            library: compile(library),
+            include: compile(include),
+            exclude: compile(exclude),
+        }
+    }
+
+    pub fn is_user_file(&self, filename: &str) -> bool {
         let name = normalize_filename(filename);
         if self.include.iter().any(|p| p.matches(&name)) {
             return true;

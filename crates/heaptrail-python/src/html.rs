@@ -34,7 +34,7 @@ fn _render_snapshot_html(
     })
 }
 
-/// The HTML page of the watcher report at `path` (JSON Lines, `heaptrail.watch/1`), and the
+/// The HTML page of the watcher report at `path` (JSON Lines, `heaptrail.watch/2` or `/1`), and the
 /// warnings about lines skipped. `pid` keeps one process. ValueError when the file is not a
 /// report (or has no window of `pid`); OSError when it cannot be read.
 #[pyfunction]

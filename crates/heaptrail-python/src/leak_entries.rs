@@ -3,6 +3,7 @@
 //! the Python side never writes its own copy.
 
 use heaptrail_core::leak::{json::group_leaks_json, LeakPattern, PART_OF_LEAK};
+use heaptrail_core::sites::SiteRules;
 use heaptrail_core::trend::{ProcessVerdict, Verdict};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -17,8 +18,15 @@ fn _group_leaks(py: Python<'_>, candidates: &str) -> PyResult<String> {
         .map_err(PyValueError::new_err)
 }
 
+/// Whether `filename` is the user's code under the watcher's patterns (the rule sites use).
+#[pyfunction]
+fn _is_user_file(filename: &str, library: Vec<String>, include: Vec<String>, exclude: Vec<String>) -> bool {
+    SiteRules::from_patterns(&library, &include, &exclude).is_user_file(filename)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_group_leaks, m)?)?;
+    m.add_function(wrap_pyfunction!(_is_user_file, m)?)?;
     let py = m.py();
     // Site verdicts, most severe first, then the verdict of a site grouped under another
     // site's leak entry.
@@ -34,6 +42,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     names.push(PART_OF_LEAK);
     m.add("SITE_VERDICTS", names)?;
     m.add("PART_OF_LEAK", PART_OF_LEAK)?;
+    m.add("WATCH_SCHEMA", heaptrail_core::html::report::SCHEMA)?;
     let processes = [
         ProcessVerdict::Ok,
         ProcessVerdict::PythonGrowth,

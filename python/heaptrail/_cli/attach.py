@@ -47,7 +47,7 @@ def register(commands):
     add_watch_options(
         attach,
         report_help="the process appends one JSON object per window to FILE (JSON Lines, "
-                    "schema heaptrail.watch/1); a path as the process sees it",
+                    "schema heaptrail.watch/2); a path as the process sees it",
         prometheus_help="the process serves Prometheus metrics there (a bare PORT binds "
                         "127.0.0.1)")
     attach.add_argument("--duration", type=float, default=None, metavar="SECONDS",

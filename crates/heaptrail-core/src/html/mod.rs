@@ -2,7 +2,7 @@
 //! a snapshot or a watcher report.
 //!
 //! * Snapshot: totals, a flame graph of live memory by call stack, the top lines.
-//! * Watcher report (`heaptrail.watch/1` JSON Lines): per process run, a chart per leaking or
+//! * Watcher report (`heaptrail.watch/2` JSON Lines): per process run, a chart per leaking or
 //!   suspect site of its size over time with its verdict, RSS against traced memory, the sites
 //!   of the last window, and a flame graph of the last window's tracebacks.
 //!

@@ -1,4 +1,5 @@
-//! Reading a watcher report: JSON Lines of schema `heaptrail.watch/1`, one window per line, as
+//! Reading a watcher report: JSON Lines of schema `heaptrail.watch/2` (or the older
+//! `heaptrail.watch/1`, which has no leak entries), one window per line, as
 //! `heaptrail run --report FILE` / `heaptrail.watch(report=...)` append them.
 //!
 //! The file is streamed, never held whole: per window only the process figures and each
@@ -10,7 +11,7 @@
 //! starts; restarts of a container whose process is always pid 1). Windows are grouped by pid,
 //! and a window number that does not increase for a pid starts a new run of that pid.
 //!
-//! Bad lines: the first line must be a `heaptrail.watch/1` window, or the file is refused (it is
+//! Bad lines: the first line must be a `heaptrail.watch/2` (or `/1`) window, or the file is refused (it is
 //! not a report). After that, a line that is not a valid window (a process killed in the
 //! middle of a write, a stray line) is skipped with a warning naming its line number: the rest
 //! of a long report is still worth seeing. Lines longer than [`MAX_LINE_BYTES`] are skipped
@@ -21,8 +22,14 @@ use serde::Deserialize;
 use std::fmt;
 use std::io::{self, BufRead};
 
-/// The schema this module reads.
-pub const SCHEMA: &str = "heaptrail.watch/1";
+/// The schema the watcher writes and this module reads.
+pub const SCHEMA: &str = "heaptrail.watch/2";
+/// Older schemas still read: `/1` had `held_by` text instead of leak entries.
+pub const OLDER_SCHEMAS: [&str; 1] = ["heaptrail.watch/1"];
+
+fn is_known_schema(schema: &str) -> bool {
+    schema == SCHEMA || OLDER_SCHEMAS.contains(&schema)
+}
 /// A window line longer than this is skipped (real ones are a few KiB).
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 /// Process ids listed in [`Report::pids`].
@@ -87,8 +94,22 @@ pub struct SiteRow {
     pub windows: u64,
     #[serde(default)]
     pub growth_bytes: i64,
+    /// `heaptrail.watch/1`: who holds a leaking site's memory, as text.
     #[serde(default)]
     pub held_by: Option<String>,
+    /// `heaptrail.watch/2`: the holder's path of the leak this site is (part of).
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// `heaptrail.watch/2`: that leak's pattern (`unbounded-cache`, ...).
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+impl SiteRow {
+    /// Who holds the site's memory, from either schema.
+    pub fn holder_text(&self) -> Option<&str> {
+        self.holder.as_deref().or(self.held_by.as_deref())
+    }
 }
 
 #[derive(Deserialize)]
@@ -310,7 +331,7 @@ fn explain(line: &[u8], e: &serde_json::Error) -> String {
         if let Ok(probe) = serde_json::from_slice::<SchemaProbe>(line) {
             match probe.schema {
                 None => return "no \"schema\" field (not a window of a watcher report)".into(),
-                Some(serde_json::Value::String(s)) if s != SCHEMA => {
+                Some(serde_json::Value::String(s)) if !is_known_schema(&s) => {
                     return format!(
                         "schema {} is not {SCHEMA}, the one this heaptrail reads",
                         serde_json::Value::String(s)
@@ -325,7 +346,7 @@ fn explain(line: &[u8], e: &serde_json::Error) -> String {
 
 fn parse_window(line: &[u8]) -> Result<WindowLine, String> {
     let w: WindowLine = serde_json::from_slice(line).map_err(|e| explain(line, &e))?;
-    if w.schema != SCHEMA {
+    if !is_known_schema(&w.schema) {
         return Err(format!(
             "schema {} is not {SCHEMA}, the one this heaptrail reads",
             serde_json::Value::String(w.schema)
@@ -543,9 +564,9 @@ mod tests {
              watcher report)"
         );
         assert_eq!(
-            msg(r#"{"schema":"heaptrail.watch/2","x":1}"#),
-            "line 1: not a heaptrail watcher report: schema \"heaptrail.watch/2\" is not \
-             heaptrail.watch/1, the one this heaptrail reads"
+            msg(r#"{"schema":"heaptrail.watch/9","x":1}"#),
+            "line 1: not a heaptrail watcher report: schema \"heaptrail.watch/9\" is not \
+             heaptrail.watch/2, the one this heaptrail reads"
         );
         assert!(msg("{oops").starts_with("line 1: not a heaptrail watcher report: not JSON"));
         assert!(msg(&window(1, 1, "").replace("\"pid\":1", "\"pid\":-1"))

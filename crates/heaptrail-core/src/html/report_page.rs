@@ -345,10 +345,14 @@ fn site_charts(run: &Run) -> String {
             site.confidence,
             site.windows
         );
-        if let Some(held) = &site.held_by {
+        if let Some(held) = site.holder_text() {
+            let pattern = match site.pattern.as_deref() {
+                Some(p) if p != "unknown" => format!(" — {}", escape(p)),
+                _ => String::new(),
+            };
             let _ = write!(
                 s,
-                "<div class=\"held\">Held by <b>{}</b></div>",
+                "<div class=\"held\">Held by <b>{}</b>{pattern}</div>",
                 escape(held)
             );
         }
@@ -449,7 +453,7 @@ fn sites_table(run: &Run, limit: usize) -> String {
             escape(&rate(site.bytes_per_second)),
             site.confidence,
             site.windows,
-            site.held_by.as_deref().map(escape).unwrap_or_default(),
+            site.holder_text().map(escape).unwrap_or_default(),
         );
     }
     s.push_str("</tbody></table>");
