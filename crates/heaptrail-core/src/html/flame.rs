@@ -235,6 +235,8 @@ mod tests {
             windows: 1,
             growth_bytes: 0,
             held_by: None,
+            holder: None,
+            pattern: None,
         }
     }
 
