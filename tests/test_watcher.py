@@ -28,9 +28,9 @@ import pytest
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 LEAKS = sorted(p.name for p in PROGRAMS.glob("leak_*.py"))
 NOT_LEAKS = sorted(p.name for p in PROGRAMS.glob("ok_*.py"))
-SECONDS = 8
+SECONDS = 12
 INTERVAL = 0.5
-LEAK_WITHIN = 12     # windows of INTERVAL (6 s of an 8 s run)
+LEAK_WITHIN = 12     # windows of INTERVAL: 6 s of a 12 s run
 SLOW_WITHIN = 15     # windows for a program with its own `# INTERVAL:`
 PATTERNS = {"unbounded-cache", "listener-never-removed", "thread-local-accumulation",
             "stored-exceptions", "lru-cache-unbounded", "lru-cache-on-method",
@@ -82,11 +82,26 @@ def reports(tmp_path_factory):
                                            stderr=subprocess.PIPE, text=True), report, m)
     results = {}
     for program, (proc, report, m) in procs.items():
-        stdout, stderr = proc.communicate(timeout=m["seconds"] + 120)
-        assert proc.returncode == 0, f"{program} failed:\n{stderr}"
-        windows = [json.loads(line) for line in report.read_text().splitlines()]
+        try:
+            _, stderr = proc.communicate(timeout=m["seconds"] + 120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+            stderr += "\n(killed: did not exit in time)"
+        windows = None
+        if proc.returncode == 0 and report.exists():
+            windows = [json.loads(line) for line in report.read_text().splitlines()]
         results[program] = (windows, stderr)
-    return results
+    return Runs(results)
+
+
+class Runs(dict):
+    """program -> (windows, stderr); a program that failed fails its own tests only."""
+
+    def __getitem__(self, program):
+        windows, stderr = super().__getitem__(program)
+        assert windows is not None, f"{program} failed under heaptrail run:\n{stderr}"
+        return windows, stderr
 
 
 def leak_rows(windows):
@@ -118,7 +133,7 @@ def test_program_declares_its_leak(program):
 # -- the report -----------------------------------------------------------------------------
 
 def test_report_schema(reports):
-    windows, _ = reports[LEAKS[0]]
+    windows, _ = reports["leak_unbounded_cache.py"]
     assert len(windows) >= 10
     assert [x["window"] for x in windows] == list(range(1, len(windows) + 1))
     for w in windows:

@@ -5,7 +5,7 @@ at once), which dwarf it in any single window. Needs a longer run to be seen.
 # PATTERN: unbounded-cache
 # ROOT: _AUDIT_TRAIL
 # INTERVAL: 2
-# SECONDS: 32
+# SECONDS: 36
 """
 import time
 
