@@ -6,7 +6,7 @@ The line to blame creates the cached values (the method's return value); the hol
 lru_cache of `Cart.total`, which also keeps the carts.
 
 # PATTERN: lru-cache-on-method
-# ROOT: total
+# ROOT: Cart.total
 """
 import functools
 
