@@ -1,19 +1,34 @@
-"""Leak: failed requests keep their exceptions, whose tracebacks keep frames and locals."""
-from _loop import run
+"""Leak (stored-exceptions): a batch importer keeps every failure "for the error page"; each
+exception's traceback pins the frame that raised it, and that frame's big locals (the parsed
+rows) with it.
 
-failures = []
+The line to blame creates the stored exceptions (the `raise` line); the rows they pin are part
+of the same leak.
+
+# PATTERN: stored-exceptions
+# ROOT: _failures
+"""
+from _service import serve
+
+_failures = []
 
 
-def parse(i):
-    data = bytearray(300)  # LEAK
-    raise ValueError(f"bad request {i}")  # ALSO: the exception and its message
+class ImportFailed(Exception):
+    pass
 
 
-def handle(i):
+def import_rows(request):
+    rows = [f"{request.id},{n},{request.user},{n * 7 % 13}" for n in range(40)]
+    if request.id % 2:
+        raise ImportFailed(f"row 40 of request {request.id} is malformed")  # LEAK
+    return len(rows)
+
+
+def handle(request):
     try:
-        parse(i)  # ALSO: the traceback objects
-    except ValueError as exc:
-        failures.append(exc)
+        import_rows(request)
+    except ImportFailed as exc:
+        _failures.append(exc)
 
 
-run(lambda i: [handle(i) for _ in range(5)])  # ALSO: frames kept by the tracebacks
+serve(handle)
