@@ -2,7 +2,7 @@
 under the same bursty temporaries as every other program (100 B - 5 KB bytes, sometimes dozens
 at once), which dwarf it in any single window. Needs a longer run to be seen.
 
-# PATTERN: unbounded-cache
+# PATTERN: unbounded-list
 # ROOT: _AUDIT_TRAIL
 # INTERVAL: 2
 # SECONDS: 36
