@@ -23,7 +23,29 @@ pub struct SiteRules {
 }
 
 impl SiteRules {
-    fn is_user_file(&self, filename: &str) -> bool {
+    /// Rules from fnmatch patterns as the watcher computes them (filenames are normalised the
+    /// same way as the names they are matched against).
+    pub fn from_patterns<S: AsRef<str>>(library: &[S], include: &[S], exclude: &[S]) -> Self {
+        let compile = |v: &[S]| {
+            v.iter()
+                .map(|p| Pattern::new(&normalize_filename(p.as_ref())))
+                .collect()
+        };
+        SiteRules {
+            library: compile(library),
+            include: compile(include),
+            exclude: compile(exclude),
+        }
+    }
+
+    /// Whether no file can be anything but user code under these rules.
+    pub fn is_empty(&self) -> bool {
+        self.library.is_empty() && self.exclude.is_empty()
+    }
+
+    /// Whether `filename` is the user's code: the one definition, used both for the sites of
+    /// snapshots and by the tracer, which looks beyond the frame limit for a user frame.
+    pub fn is_user_file(&self, filename: &str) -> bool {
         let name = normalize_filename(filename);
         if self.include.iter().any(|p| p.matches(&name)) {
             return true;

@@ -439,16 +439,7 @@ impl TraceTable {
         exclude: Vec<String>,
         limit: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let compile = |v: &[String]| {
-            v.iter()
-                .map(|p| Pattern::new(&normalize_filename(p)))
-                .collect()
-        };
-        let rules = SiteRules {
-            library: compile(&library),
-            include: compile(&include),
-            exclude: compile(&exclude),
-        };
+        let rules = SiteRules::from_patterns(&library, &include, &exclude);
         let snapshot = self.snapshot.clone();
         let totals = self.per_traceback.clone();
         let mut sites = py.detach(|| match totals {
