@@ -37,8 +37,12 @@ typedef struct {
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define HT_FRAME_CODE(f) _PyFrame_GetCode(f)
+/* What a frame runs, for identity only: any frame, including C-stack entry frames, whose
+   f_executable is not a code object (HT_FRAME_CODE asserts it is). */
+#define HT_FRAME_EXECUTABLE(f) ((void *)(f)->f_executable)
 #else
 #define HT_FRAME_CODE(f) ((f)->f_code)
+#define HT_FRAME_EXECUTABLE(f) ((void *)(f)->f_code)
 #endif
 
 static inline _PyInterpreterFrame *
@@ -187,7 +191,7 @@ ht_capture_frames(PyThreadState *tstate, ht_raw_frame *out, int max_frames, int 
     *rest = frame;
     if (frame != NULL) {
         rest_identity[0] = frame->previous;
-        rest_identity[1] = HT_FRAME_CODE(frame);
+        rest_identity[1] = HT_FRAME_EXECUTABLE(frame);
     }
     return n;
 }
