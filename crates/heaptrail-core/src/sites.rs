@@ -264,6 +264,18 @@ mod tests {
     }
 
     #[test]
+    fn rules_from_patterns_treat_generated_code_as_library() {
+        let r = SiteRules::from_patterns(&["/usr/lib/python3*", "<*>"], &["*/mine.py"], &[]);
+        for generated in ["<string>", "<template>", "<attrs generated init m.C>", "<frozen os>"] {
+            assert!(!r.is_user_file(generated), "{generated}");
+        }
+        assert!(r.is_user_file("/srv/app/views.py"));
+        assert!(!r.is_user_file("/usr/lib/python3.12/json/decoder.py"));
+        assert!(r.is_user_file("/usr/lib/python3.12/mine.py")); // include wins
+        assert!(SiteRules::from_patterns::<&str>(&[], &["*"], &[]).is_empty());
+    }
+
+    #[test]
     fn include_and_exclude_patterns_win() {
         let s = snapshot(&[(
             &[
