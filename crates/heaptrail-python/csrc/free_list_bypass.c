@@ -36,6 +36,11 @@
  * trashcan test above (its type's tp_dealloc is the wrapper, not dict_dealloc), and deep
  * nests would be freed by plain recursion. Restoring the originals on stop() avoids that.
  *
+ * A C type readied while tracing that inherits tp_dealloc from dict, list or tuple (a static
+ * subtype with tp_dealloc 0) copies the wrapper for good: after stop() it still passes straight
+ * through (the flag is off, and its type is not exact anyway), so that is harmless; the wrapper
+ * and the saved originals live as long as the process (extension modules are never unloaded).
+ *
  * Everything here runs with the GIL held.
  */
 #define PY_SSIZE_T_CLEAN
