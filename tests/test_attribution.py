@@ -254,6 +254,24 @@ def test_user_frame_beyond_the_limit_replaces_the_last_frame(deep_library):
     assert all(len(t.traceback) == 5 and t.traceback.total_nframe > 50 + 2 for t in traces)
 
 
+def two_calls(lib):
+    first = lib.descend(50)  # FIRST-CALL
+    second = lib.descend(50)  # SECOND-CALL
+    return first, second
+
+
+def test_the_user_frame_is_found_anew_for_each_call(deep_library):
+    # Both calls run the same library frames at the same addresses: only the user frame's
+    # line differs, and each block must get its own.
+    lib, libdir = deep_library
+    heaptrail.start(5)
+    _native._set_user_code_rules([os.path.join(libdir, "*")], [], [])
+    for _ in range(3):
+        first, second = two_calls(lib)
+        assert traceback_of(heaptrail, first)[-1] == (HERE, line_of("# FIRST-CALL"))
+        assert traceback_of(heaptrail, second)[-1] == (HERE, line_of("# SECOND-CALL"))
+
+
 def test_user_frame_with_the_watchers_rules_and_nframe_1(deep_library):
     lib, libdir = deep_library
     heaptrail.start(1)

@@ -109,23 +109,10 @@ unsafe fn resolver() -> &'static mut LineResolver {
 #[cfg_attr(Py_3_12, allow(dead_code))]
 const DEPTH_MEMO_SIZE: usize = 4096;
 
-/// Memo of the innermost user frame below a frame (see `Tracer::user_frame_below`).
-const USER_MEMO_SIZE: usize = 1024;
-
-#[derive(Clone, Copy)]
-struct UserMemo {
-    frame: usize,
-    previous: usize,
-    code: usize,
-    found: Option<RawFrame>,
-}
-
-const EMPTY_USER_MEMO: UserMemo = UserMemo {
-    frame: 0,
-    previous: 0,
-    code: 0,
-    found: None,
-};
+/// Cache of code object -> "is library code" for the user-frame walk (see
+/// `Tracer::user_frame_below`): direct-mapped by address. Entries name code objects the
+/// registry holds, so they stay valid until `clear`, which empties the cache.
+const LIBRARY_CACHE_SIZE: usize = 512;
 
 #[cfg_attr(Py_3_12, allow(dead_code))]
 #[derive(Clone, Copy, Default)]
@@ -143,7 +130,7 @@ struct Tracer {
     /// Capture buffer, `nframe` long.
     scratch: Vec<RawFrame>,
     depth_memo: Vec<DepthMemo>,
-    user_memo: Vec<UserMemo>,
+    library_cache: Vec<(usize, bool)>,
     /// User-code rules are in force (`codes` has them): tracebacks of library frames only are
     /// completed with the user's frame beyond the limit.
     user_rules: bool,
@@ -160,7 +147,7 @@ impl Tracer {
             codes: CodeRegistry::default(),
             scratch: vec![RawFrame::UNKNOWN; nframe],
             depth_memo: Vec::new(),
-            user_memo: Vec::new(),
+            library_cache: Vec::new(),
             user_rules: false,
             gen: 1,
         }
@@ -172,7 +159,7 @@ impl Tracer {
         // SAFETY: GIL held (we have the tracer); the registry owns its code objects.
         unsafe { self.codes.set_rules(rules) };
         self.user_rules = self.codes.has_rules();
-        self.user_memo.clear();
+        self.library_cache.clear();
         let (codes, on) = (&mut self.codes, self.user_rules);
         self.tracebacks.reflag(|frames, total| {
             // SAFETY: as above; every frame of an interned traceback is held already.
@@ -181,45 +168,38 @@ impl Tracer {
     }
 
     /// The innermost frame of user code at or below `rest` (the first frame a capture did not
-    /// copy), memoised like [`depth_below`](Self::depth_below): the frames below a running
-    /// frame cannot change while it runs, so neither can their innermost user frame.
+    /// copy), walked every time: a memo keyed by `rest` (as `depth_below` is) would be wrong
+    /// here, since two calls from different lines of one user function can run the very same
+    /// library frames at the same addresses. Whether a code object is library code comes from
+    /// a small cache in front of the registry.
     ///
     /// # Safety
-    /// `rest` is a live frame of the calling thread, which holds the GIL; `identity` is its
-    /// `(previous, code)`.
+    /// `rest` is a live frame of the calling thread, which holds the GIL.
     #[inline(never)]
-    unsafe fn user_frame_below(
-        &mut self,
-        rest: frames::InterpreterFrame,
-        identity: [usize; 2],
-    ) -> Option<RawFrame> {
-        if self.user_memo.is_empty() {
-            self.user_memo = vec![EMPTY_USER_MEMO; USER_MEMO_SIZE];
-        }
-        let [previous, code] = identity;
-        let slot = (rest as usize >> 4) % USER_MEMO_SIZE;
-        let m = self.user_memo[slot];
-        if m.frame == rest as usize && m.previous == previous && m.code == code {
-            return m.found;
+    unsafe fn user_frame_below(&mut self, rest: frames::InterpreterFrame) -> Option<RawFrame> {
+        if self.library_cache.is_empty() {
+            self.library_cache = vec![(0, true); LIBRARY_CACHE_SIZE];
         }
         let mut frame = rest;
-        let mut found = None;
         while let Some((raw, next)) = frames::next_complete_frame(frame) {
-            // Holds the code object (it is alive on this stack), so a memoised frame stays
-            // valid until `clear`, which empties the memo.
-            if !self.codes.is_library(raw.code) {
-                found = Some(raw);
-                break;
+            let code = raw.code as usize;
+            let slot = (code >> 4) % LIBRARY_CACHE_SIZE;
+            let library = match self.library_cache[slot] {
+                (c, library) if c == code && code != 0 => library,
+                _ => {
+                    // Holds the code object (alive on this stack): the cache entry stays
+                    // valid until `clear`.
+                    let library = self.codes.is_library(raw.code);
+                    self.library_cache[slot] = (code, library);
+                    library
+                }
+            };
+            if !library {
+                return Some(raw);
             }
             frame = next;
         }
-        self.user_memo[slot] = UserMemo {
-            frame: rest as usize,
-            previous,
-            code,
-            found,
-        };
-        found
+        None
     }
 
     /// Depth of the stack from `rest` down, memoised by the frame's address, its caller and
@@ -274,7 +254,7 @@ impl Tracer {
         let id = self.intern(n, total, true);
         if self.user_rules && !cap.rest.is_null() && self.tracebacks.needs_user_frame(id) {
             // SAFETY: `rest` is a frame of this thread's stack, below those just copied.
-            if let Some(user) = unsafe { self.user_frame_below(cap.rest, cap.rest_identity) } {
+            if let Some(user) = unsafe { self.user_frame_below(cap.rest) } {
                 self.scratch[n - 1] = user;
                 return self.intern(n, total, true);
             }
@@ -392,7 +372,7 @@ impl Tracer {
             + self.codes.heap_bytes()
             + (self.scratch.capacity() * std::mem::size_of::<RawFrame>())
             + self.depth_memo.capacity() * std::mem::size_of::<DepthMemo>()
-            + self.user_memo.capacity() * std::mem::size_of::<UserMemo>()
+            + self.library_cache.capacity() * std::mem::size_of::<(usize, bool)>()
     }
 }
 
@@ -724,7 +704,7 @@ pub fn clear(py: Python<'_>) {
             t.store.clear();
             t.tracebacks.clear();
             t.depth_memo.clear();
-            t.user_memo.clear();
+            t.library_cache.clear();
             t.gen = t.gen.checked_add(1).unwrap_or(1);
             t.codes.take()
         })
