@@ -266,7 +266,12 @@ mod tests {
     #[test]
     fn rules_from_patterns_treat_generated_code_as_library() {
         let r = SiteRules::from_patterns(&["/usr/lib/python3*", "<*>"], &["*/mine.py"], &[]);
-        for generated in ["<string>", "<template>", "<attrs generated init m.C>", "<frozen os>"] {
+        for generated in [
+            "<string>",
+            "<template>",
+            "<attrs generated init m.C>",
+            "<frozen os>",
+        ] {
             assert!(!r.is_user_file(generated), "{generated}");
         }
         assert!(r.is_user_file("/srv/app/views.py"));

@@ -199,13 +199,29 @@ pub unsafe fn code_filename_in_hook(code: *mut ffi::PyCodeObject) -> Option<Stri
     }
     let len = len.max(0) as usize;
     let units: Box<dyn Iterator<Item = u32>> = match kind {
-        1 => Box::new(std::slice::from_raw_parts(data.cast::<u8>(), len).iter().map(|&c| c as u32)),
-        2 => Box::new(std::slice::from_raw_parts(data.cast::<u16>(), len).iter().map(|&c| c as u32)),
-        4 => Box::new(std::slice::from_raw_parts(data.cast::<u32>(), len).iter().copied()),
+        1 => Box::new(
+            std::slice::from_raw_parts(data.cast::<u8>(), len)
+                .iter()
+                .map(|&c| c as u32),
+        ),
+        2 => Box::new(
+            std::slice::from_raw_parts(data.cast::<u16>(), len)
+                .iter()
+                .map(|&c| c as u32),
+        ),
+        4 => Box::new(
+            std::slice::from_raw_parts(data.cast::<u32>(), len)
+                .iter()
+                .copied(),
+        ),
         _ => return None,
     };
     // A lone surrogate (possible in a str) cannot be a char: shown as U+FFFD.
-    Some(units.map(|c| char::from_u32(c).unwrap_or('\u{FFFD}')).collect())
+    Some(
+        units
+            .map(|c| char::from_u32(c).unwrap_or('\u{FFFD}'))
+            .collect(),
+    )
 }
 
 /// Turns CPython 3.11/3.12's dict, list and tuple free lists off (`true`) or back on: see

@@ -140,7 +140,12 @@ impl TracebackTable {
     }
 
     /// Adds a traceback known not to be in the table yet.
-    pub fn insert_new(&mut self, frames: &[RawFrame], total_nframe: u16, needs_user_frame: bool) -> TbId {
+    pub fn insert_new(
+        &mut self,
+        frames: &[RawFrame],
+        total_nframe: u16,
+        needs_user_frame: bool,
+    ) -> TbId {
         let hash = hash_traceback(frames, total_nframe);
         let id = self.entries.len() as TbId;
         self.entries.push(Entry {

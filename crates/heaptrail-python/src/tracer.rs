@@ -19,13 +19,13 @@ use crate::code_registry::{self, CodeRegistry, LineResolver};
 use crate::frames::{self, CurrentThread, RawFrame};
 use crate::trace_store::TraceStore;
 use crate::traceback_table::{TbId, TracebackTable};
+use heaptrail_core::sites::SiteRules;
 use heaptrail_core::{Filename, Snapshot, SnapshotBuilder};
 use parking_lot::lock_api::RawMutex as _;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 use std::cell::UnsafeCell;
-use heaptrail_core::sites::SiteRules;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
@@ -383,7 +383,9 @@ fn needs_user_frame(
     total: u16,
     mut is_library: impl FnMut(*mut pyo3::ffi::PyCodeObject) -> bool,
 ) -> bool {
-    !frames.is_empty() && (total as usize) > frames.len() && frames.iter().all(|f| is_library(f.code))
+    !frames.is_empty()
+        && (total as usize) > frames.len()
+        && frames.iter().all(|f| is_library(f.code))
 }
 
 fn queue(op: PendingOp) {
@@ -668,7 +670,12 @@ pub fn start(py: Python<'_>, nframe: usize) {
 /// Which files are library code for the user-frame search of `Tracer::capture` (fnmatch
 /// patterns, as the watcher computes them); all empty: no rules, tracebacks as tracemalloc's.
 /// In force until `stop()`.
-pub fn set_user_code_rules(_py: Python<'_>, library: &[String], include: &[String], exclude: &[String]) {
+pub fn set_user_code_rules(
+    _py: Python<'_>,
+    library: &[String],
+    include: &[String],
+    exclude: &[String],
+) {
     let rules = SiteRules::from_patterns(library, include, exclude);
     let rules = (!rules.is_empty()).then(|| Arc::new(rules));
     let _own = OwnWork::begin();
