@@ -1,4 +1,4 @@
-//! Compiles `csrc/cpython_frames.c` against the headers of the interpreter this extension is
+//! Compiles `csrc/cpython_frames.c` and `csrc/free_list_bypass.c` against the headers of the interpreter this extension is
 //! built for: the frame walker must see that exact version's private struct layouts.
 
 use std::process::Command;
@@ -26,10 +26,12 @@ fn main() {
     let include = include.trim();
     cc::Build::new()
         .file("csrc/cpython_frames.c")
+        .file("csrc/free_list_bypass.c")
         .include(include)
         .opt_level(3)
         .warnings(true)
         .compile("heaptrail_cpython_frames");
     println!("cargo:rerun-if-changed=csrc/cpython_frames.c");
+    println!("cargo:rerun-if-changed=csrc/free_list_bypass.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

@@ -29,12 +29,14 @@ log = logging.getLogger("heaptrail")
 
 def library_patterns():
     """Files that are not the user's code: the standard library, installed packages and
-    heaptrail itself. Allocations made there are reported at the caller's line."""
+    heaptrail itself, and generated code -- any "file" named like ``<...>`` (``<string>``,
+    ``<template>``, ``<attrs generated init ...>``, ``<frozen ...>``, ``<unknown>``), which
+    has no line a user can edit. Allocations made there are reported at the caller's line."""
     dirs = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
     dirs.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
     dirs.add(os.path.dirname(os.path.abspath(__file__)))
     patterns = [os.path.join(d, "*") for d in sorted(filter(None, dirs))]
-    return patterns + ["<frozen *>", "<unknown>"]
+    return patterns + ["<*>"]
 
 
 class Watcher:
@@ -69,6 +71,10 @@ class Watcher:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self):
+        # The tracer completes tracebacks of library frames only with the user's frame found
+        # beyond the frame limit, by the same rules as the sites (see docs/attribution.md).
+        _native._set_user_code_rules(self._library, self.settings.patterns("include"),
+                                     self.settings.patterns("exclude"))
         if not _native.is_tracing():
             _native.start(self.settings.nframe)
             self._started_tracing = True

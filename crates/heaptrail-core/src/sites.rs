@@ -23,11 +23,12 @@ pub struct SiteRules {
 }
 
 impl SiteRules {
-    /// Rules from fnmatch patterns (file names are normalised as in filters).
-    pub fn from_patterns(library: &[String], include: &[String], exclude: &[String]) -> Self {
-        let compile = |v: &[String]| {
+    /// Rules from fnmatch patterns as the watcher computes them (filenames are normalised the
+    /// same way as the names they are matched against).
+    pub fn from_patterns<S: AsRef<str>>(library: &[S], include: &[S], exclude: &[S]) -> Self {
+        let compile = |v: &[S]| {
             v.iter()
-                .map(|p| Pattern::new(&normalize_filename(p)))
+                .map(|p| Pattern::new(&normalize_filename(p.as_ref())))
                 .collect()
         };
         SiteRules {
@@ -37,6 +38,13 @@ impl SiteRules {
         }
     }
 
+    /// Whether no file can be anything but user code under these rules.
+    pub fn is_empty(&self) -> bool {
+        self.library.is_empty() && self.exclude.is_empty()
+    }
+
+    /// Whether `filename` is the user's code: the one definition, used both for the sites of
+    /// snapshots and by the tracer, which looks beyond the frame limit for a user frame.
     pub fn is_user_file(&self, filename: &str) -> bool {
         let name = normalize_filename(filename);
         if self.include.iter().any(|p| p.matches(&name)) {
@@ -253,6 +261,23 @@ mod tests {
             (&*sites[0].filename, sites[0].lineno),
             ("/x/site-packages/lib.py", 3)
         );
+    }
+
+    #[test]
+    fn rules_from_patterns_treat_generated_code_as_library() {
+        let r = SiteRules::from_patterns(&["/usr/lib/python3*", "<*>"], &["*/mine.py"], &[]);
+        for generated in [
+            "<string>",
+            "<template>",
+            "<attrs generated init m.C>",
+            "<frozen os>",
+        ] {
+            assert!(!r.is_user_file(generated), "{generated}");
+        }
+        assert!(r.is_user_file("/srv/app/views.py"));
+        assert!(!r.is_user_file("/usr/lib/python3.12/json/decoder.py"));
+        assert!(r.is_user_file("/usr/lib/python3.12/mine.py")); // include wins
+        assert!(SiteRules::from_patterns::<&str>(&[], &["*"], &[]).is_empty());
     }
 
     #[test]

@@ -37,8 +37,12 @@ typedef struct {
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define HT_FRAME_CODE(f) _PyFrame_GetCode(f)
+/* What a frame runs, for identity only: any frame, including C-stack entry frames, whose
+   f_executable is not a code object (HT_FRAME_CODE asserts it is). */
+#define HT_FRAME_EXECUTABLE(f) ((void *)(f)->f_executable)
 #else
 #define HT_FRAME_CODE(f) ((f)->f_code)
+#define HT_FRAME_EXECUTABLE(f) ((void *)(f)->f_code)
 #endif
 
 static inline _PyInterpreterFrame *
@@ -155,11 +159,12 @@ ht_count_frames(struct _PyInterpreterFrame *frame)
  * The depth of the rest of the stack (tracemalloc's total_nframe) is the expensive part of a
  * capture at deep stacks, so it is not walked here:
  *  - 3.12+: `*total` receives the interpreter's own count of Python frames running on this
- *    thread (the recursion counter), and `*rest` NULL;
- *  - 3.11: that counter also counts C recursion, so `*total` receives the frames copied and
- *    `*rest` the first frame not copied; the caller adds ht_count_frames(*rest), memoised by
- *    the identity of `*rest` (its caller and code: `rest_identity[0]` and `[1]`, read here to
- *    save the caller two calls).
+ *    thread (the recursion counter);
+ *  - 3.11: that counter also counts C recursion, so `*total` receives the frames copied; the
+ *    caller adds ht_count_frames(*rest), memoised by the identity of `*rest`.
+ * On every version `*rest` receives the first frame not copied (NULL at the bottom of the
+ * stack) and `rest_identity` its caller and code (`[0]` and `[1]`, read here to save the
+ * caller two calls): what identifies `*rest`'s position in its stack, for memos.
  */
 int
 ht_capture_frames(PyThreadState *tstate, ht_raw_frame *out, int max_frames, int *total,
@@ -179,16 +184,54 @@ ht_capture_frames(PyThreadState *tstate, ht_raw_frame *out, int max_frames, int 
     int running = tstate->py_recursion_limit - tstate->py_recursion_remaining;
     /* The counter includes a frame still in its prologue, which the copy above skipped. */
     *total = running < n ? n : (running > 65535 ? 65535 : running);
-    *rest = NULL;
 #else
     *total = n;
+#endif
+    /* All versions: where the walk for a user frame beyond the limit continues. */
     *rest = frame;
     if (frame != NULL) {
         rest_identity[0] = frame->previous;
-        rest_identity[1] = HT_FRAME_CODE(frame);
+        rest_identity[1] = HT_FRAME_EXECUTABLE(frame);
     }
-#endif
     return n;
+}
+
+/*
+ * The first complete frame at or below `frame`: written to `*out`, and `*next` receives the
+ * frame below it (where a walk continues). Returns 0, writing nothing, at the bottom of the
+ * stack. Same conditions as ht_capture_frames: `frame` belongs to the calling thread's stack.
+ */
+int
+ht_next_complete_frame(struct _PyInterpreterFrame *frame, ht_raw_frame *out,
+                       struct _PyInterpreterFrame **next)
+{
+    for (; frame != NULL; frame = frame->previous) {
+        if (!_PyFrame_IsIncomplete(frame)) {
+            out->code = HT_FRAME_CODE(frame);
+            out->lasti = _PyInterpreterFrame_LASTI(frame);
+            *next = frame->previous;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * `code.co_filename` without allocating (this runs inside allocator hooks): its characters as
+ * stored by the string (`*kind` 1, 2 or 4 bytes each, `*len` of them). Returns 0 if the
+ * filename is not a ready string.
+ */
+int
+ht_code_filename(PyCodeObject *code, const void **data, int *kind, Py_ssize_t *len)
+{
+    PyObject *name = code->co_filename;
+    if (name == NULL || !PyUnicode_Check(name)) {
+        return 0;
+    }
+    *data = PyUnicode_DATA(name);
+    *kind = (int)PyUnicode_KIND(name);
+    *len = PyUnicode_GET_LENGTH(name);
+    return 1;
 }
 
 /* (walked depth, depth the interpreter reports) of the calling thread, for tests. */

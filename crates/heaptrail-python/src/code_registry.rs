@@ -4,43 +4,113 @@
 //! could be reused by another one and the frame would silently point at the wrong line, so
 //! every code object that appears in an interned traceback is held (one reference) until the
 //! traces are cleared.
+//!
+//! The registry also says which held code objects are library code, when the leak watcher has
+//! set the rules (`_set_user_code_rules`): each code object is classified once, when first held.
 
-use crate::frames::{frame_lineno, RawFrame};
+use crate::frames::{code_filename_in_hook, frame_lineno, RawFrame};
+use heaptrail_core::sites::SiteRules;
 use heaptrail_core::Filename;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
+
+/// Whether a held code object is library code, under the user-code rules in force.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// No rules: everything is the user's code.
+    Unclassified,
+    User,
+    Library,
+}
 
 #[derive(Default)]
 pub struct CodeRegistry {
-    held: FxHashSet<usize>,
+    held: FxHashMap<usize, Class>,
+    /// What counts as library code (`_set_user_code_rules`); `None`: nothing does.
+    rules: Option<Arc<SiteRules>>,
 }
 
 impl CodeRegistry {
     pub fn is_held(&self, code: *mut ffi::PyCodeObject) -> bool {
-        code.is_null() || self.held.contains(&(code as usize))
+        code.is_null() || self.held.contains_key(&(code as usize))
     }
 
-    /// Takes a reference to `code` unless one is already held.
+    /// Takes a reference to `code` unless one is already held; a newly held code object is
+    /// classified (user or library code) once, here.
     ///
     /// # Safety
     /// The calling thread holds the GIL and `code` is alive (it is on the thread's stack).
     pub unsafe fn hold(&mut self, code: *mut ffi::PyCodeObject) {
-        if !code.is_null() && self.held.insert(code as usize) {
-            ffi::Py_INCREF(code.cast());
+        self.hold_and_classify(code);
+    }
+
+    /// Whether `code` is library code under the rules in force (null: unknown, counted as
+    /// library). Holds and classifies it if needed.
+    ///
+    /// # Safety
+    /// As for [`hold`](Self::hold).
+    #[inline]
+    pub unsafe fn is_library(&mut self, code: *mut ffi::PyCodeObject) -> bool {
+        if code.is_null() {
+            return true;
         }
+        self.hold_and_classify(code) == Class::Library
+    }
+
+    unsafe fn hold_and_classify(&mut self, code: *mut ffi::PyCodeObject) -> Class {
+        if code.is_null() {
+            return Class::Library;
+        }
+        if let Some(&class) = self.held.get(&(code as usize)) {
+            return class;
+        }
+        ffi::Py_INCREF(code.cast());
+        let class = classify(self.rules.as_deref(), code);
+        self.held.insert(code as usize, class);
+        class
+    }
+
+    /// Sets the rules and reclassifies every held code object.
+    ///
+    /// # Safety
+    /// GIL held (held code objects are alive: we own a reference to each).
+    pub unsafe fn set_rules(&mut self, rules: Option<Arc<SiteRules>>) {
+        self.rules = rules;
+        let rules = self.rules.clone();
+        for (&code, class) in self.held.iter_mut() {
+            *class = classify(rules.as_deref(), code as *mut ffi::PyCodeObject);
+        }
+    }
+
+    pub fn has_rules(&self) -> bool {
+        self.rules.is_some()
     }
 
     /// Empties the registry, handing back the references to drop with [`release`] once the
     /// trace store's lock is no longer held (dropping a code object frees memory, which
     /// re-enters the allocator hooks).
     pub fn take(&mut self) -> Vec<usize> {
-        self.held.drain().collect()
+        self.held.drain().map(|(code, _)| code).collect()
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.held.capacity() * (std::mem::size_of::<usize>() + 1)
+        self.held.capacity() * (std::mem::size_of::<(usize, Class)>() + 1)
+    }
+}
+
+/// Classifies a live code object by its filename. Runs inside allocator hooks: reads the
+/// filename without any Python allocation.
+unsafe fn classify(rules: Option<&SiteRules>, code: *mut ffi::PyCodeObject) -> Class {
+    let Some(rules) = rules else {
+        return Class::Unclassified;
+    };
+    let name = code_filename_in_hook(code).unwrap_or_else(|| "<unknown>".to_string());
+    if rules.is_user_file(&name) {
+        Class::User
+    } else {
+        Class::Library
     }
 }
 

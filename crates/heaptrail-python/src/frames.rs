@@ -57,6 +57,18 @@ extern "C" {
         rest_identity: *mut [usize; 2],
     ) -> c_int;
     fn ht_count_frames(frame: InterpreterFrame) -> c_int;
+    fn ht_next_complete_frame(
+        frame: InterpreterFrame,
+        out: *mut RawFrame,
+        next: *mut InterpreterFrame,
+    ) -> c_int;
+    fn ht_code_filename(
+        code: *mut ffi::PyCodeObject,
+        data: *mut *const c_void,
+        kind: *mut c_int,
+        len: *mut ffi::Py_ssize_t,
+    ) -> c_int;
+    fn ht_free_list_bypass(on: c_int) -> c_int;
     fn ht_stack_depths(walked: *mut c_int, reported: *mut c_int);
     fn ht_code_lineno(code: *mut ffi::PyCodeObject, lasti: c_int) -> c_int;
     fn ht_object_block_address(obj: *mut ffi::PyObject) -> usize;
@@ -116,7 +128,8 @@ pub struct Capture {
     pub nframe: usize,
     /// Depth of the stack, complete once `rest` is accounted for.
     pub total_nframe: u32,
-    /// First frame not copied, whose depth the caller must add (3.11), or null.
+    /// First frame not copied (null at the bottom of the stack). On 3.11 the caller must add
+    /// the depth below it to `total_nframe`.
     pub rest: InterpreterFrame,
     /// `(rest->previous, code of rest)`: what identifies `rest`'s position in its stack.
     pub rest_identity: [usize; 2],
@@ -155,6 +168,68 @@ pub unsafe fn capture(thread: CurrentThread, buf: &mut [RawFrame]) -> Capture {
         rest,
         rest_identity,
     }
+}
+
+/// Walks down from `frame`: the first complete frame at or below it, and the frame below that
+/// one (where the walk continues); `None` at the bottom of the stack.
+///
+/// # Safety
+/// `frame` is null or a live frame of the calling thread's stack (below a capture just made).
+#[inline]
+pub unsafe fn next_complete_frame(frame: InterpreterFrame) -> Option<(RawFrame, InterpreterFrame)> {
+    let mut out = RawFrame::UNKNOWN;
+    let mut next: InterpreterFrame = std::ptr::null_mut();
+    (ht_next_complete_frame(frame, &mut out, &mut next) != 0).then_some((out, next))
+}
+
+/// `code.co_filename`, read without allocating anything Python could see (it runs inside the
+/// allocator hooks; Rust's own allocations use the system allocator). `None` if it is not a
+/// string.
+///
+/// # Safety
+/// The calling thread holds the GIL and `code` is alive.
+pub unsafe fn code_filename_in_hook(code: *mut ffi::PyCodeObject) -> Option<String> {
+    if code.is_null() {
+        return None;
+    }
+    let mut data: *const c_void = std::ptr::null();
+    let (mut kind, mut len): (c_int, ffi::Py_ssize_t) = (0, 0);
+    if ht_code_filename(code, &mut data, &mut kind, &mut len) == 0 || data.is_null() {
+        return None;
+    }
+    let len = len.max(0) as usize;
+    let units: Box<dyn Iterator<Item = u32>> = match kind {
+        1 => Box::new(
+            std::slice::from_raw_parts(data.cast::<u8>(), len)
+                .iter()
+                .map(|&c| c as u32),
+        ),
+        2 => Box::new(
+            std::slice::from_raw_parts(data.cast::<u16>(), len)
+                .iter()
+                .map(|&c| c as u32),
+        ),
+        4 => Box::new(
+            std::slice::from_raw_parts(data.cast::<u32>(), len)
+                .iter()
+                .copied(),
+        ),
+        _ => return None,
+    };
+    // A lone surrogate (possible in a str) cannot be a char: shown as U+FFFD.
+    Some(
+        units
+            .map(|c| char::from_u32(c).unwrap_or('\u{FFFD}'))
+            .collect(),
+    )
+}
+
+/// Turns CPython 3.11/3.12's dict, list and tuple free lists off (`true`) or back on: see
+/// `csrc/free_list_bypass.c`. A no-op on 3.13+. GIL required. Returns which types are as asked
+/// (bits: 1 dict, 2 list, 4 tuple).
+pub fn set_free_list_bypass(on: bool) -> u32 {
+    // SAFETY: the caller holds the GIL; the shim swaps three static type slots.
+    unsafe { ht_free_list_bypass(on as c_int) as u32 }
 }
 
 /// Complete frames from `frame` to the bottom of its stack (saturated at 65535).

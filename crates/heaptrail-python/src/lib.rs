@@ -161,6 +161,22 @@ fn _ignore_current_thread(ignored: bool) -> bool {
     tracer::set_thread_ignored(ignored)
 }
 
+/// Which files are library code, for tracebacks whose captured frames are all library code
+/// while the stack goes deeper than the frame limit: their last frame is replaced by the
+/// innermost user frame further down. fnmatch patterns as the watcher computes them (see
+/// `TraceTable.sites`); all empty: no rules (tracebacks exactly as tracemalloc's). In force
+/// until `stop()`.
+#[pyfunction]
+#[pyo3(signature = (library, include=Vec::new(), exclude=Vec::new()))]
+fn _set_user_code_rules(
+    py: Python<'_>,
+    library: Vec<String>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+) {
+    tracer::set_user_code_rules(py, &library, &include, &exclude)
+}
+
 /// `(in use, blocks carrying one)`: whether new MEM/OBJ blocks get a trace header, and how
 /// many allocated blocks have one. For tests.
 #[pyfunction]
@@ -188,6 +204,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
     m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_user_code_rules, m)?)?;
     export::register(m)?;
     html::register(m)?;
     leak_entries::register(m)?;

@@ -21,6 +21,9 @@ pub struct TracebackTable {
     /// All frames of all tracebacks, back to back.
     frames: Vec<RawFrame>,
     entries: Vec<Entry>,
+    /// Per traceback: all its frames are library code and the stack went deeper than them
+    /// (see `Tracer::capture`). Only set while user-code rules are in force.
+    needs_user_frame: Vec<bool>,
     index: HashTable<TbId>,
     /// Recently found tracebacks, by a cheap key (innermost frame, depth): a hot loop
     /// allocates from a handful of sites over and over, and checking one candidate is much
@@ -122,8 +125,27 @@ impl TracebackTable {
         found
     }
 
+    /// Whether `id` is all library frames of a deeper stack (see `Tracer::capture`).
+    #[inline]
+    pub fn needs_user_frame(&self, id: TbId) -> bool {
+        self.needs_user_frame[id as usize]
+    }
+
+    /// Recomputes every traceback's [`needs_user_frame`](Self::needs_user_frame) flag.
+    pub fn reflag(&mut self, mut needs_user_frame: impl FnMut(&[RawFrame], u16) -> bool) {
+        for id in 0..self.entries.len() {
+            let flag = needs_user_frame(self.frames(id as TbId), self.entries[id].total_nframe);
+            self.needs_user_frame[id] = flag;
+        }
+    }
+
     /// Adds a traceback known not to be in the table yet.
-    pub fn insert_new(&mut self, frames: &[RawFrame], total_nframe: u16) -> TbId {
+    pub fn insert_new(
+        &mut self,
+        frames: &[RawFrame],
+        total_nframe: u16,
+        needs_user_frame: bool,
+    ) -> TbId {
         let hash = hash_traceback(frames, total_nframe);
         let id = self.entries.len() as TbId;
         self.entries.push(Entry {
@@ -133,6 +155,7 @@ impl TracebackTable {
             hash,
         });
         self.frames.extend_from_slice(frames);
+        self.needs_user_frame.push(needs_user_frame);
         let entries = &self.entries;
         self.index
             .insert_unique(hash, id, |&i| entries[i as usize].hash);
@@ -162,6 +185,7 @@ impl TracebackTable {
     pub fn heap_bytes(&self) -> usize {
         self.frames.capacity() * std::mem::size_of::<RawFrame>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.needs_user_frame.capacity()
             + self.index.capacity() * (std::mem::size_of::<TbId>() + 1)
             + self.recent.capacity() * std::mem::size_of::<Recent>()
     }
@@ -183,10 +207,10 @@ mod tests {
         let mut t = TracebackTable::default();
         let a = [f(16, 1), f(32, 2)];
         assert_eq!(t.find(&a, 5), None);
-        let id = t.insert_new(&a, 5);
+        let id = t.insert_new(&a, 5, false);
         assert_eq!(t.find(&a, 5), Some(id));
         assert_eq!(t.find(&a, 6), None);
-        let b = t.insert_new(&a[..1], 5);
+        let b = t.insert_new(&a[..1], 5, false);
         assert_ne!(id, b);
         assert_eq!(t.frames(id), &a);
         assert_eq!(t.frames(b), &a[..1]);

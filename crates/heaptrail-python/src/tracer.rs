@@ -19,6 +19,7 @@ use crate::code_registry::{self, CodeRegistry, LineResolver};
 use crate::frames::{self, CurrentThread, RawFrame};
 use crate::trace_store::TraceStore;
 use crate::traceback_table::{TbId, TracebackTable};
+use heaptrail_core::sites::SiteRules;
 use heaptrail_core::{Filename, Snapshot, SnapshotBuilder};
 use parking_lot::lock_api::RawMutex as _;
 use parking_lot::Mutex;
@@ -26,7 +27,7 @@ use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 pub const MAX_NFRAME: usize = 65535;
 
@@ -65,6 +66,9 @@ unsafe impl<T> Sync for GilGuarded<T> {}
 static TRACER: GilGuarded<Option<Tracer>> = GilGuarded(UnsafeCell::new(None));
 /// Line-number cache, also GIL-only (used when snapshots are taken).
 static RESOLVER: GilGuarded<Option<LineResolver>> = GilGuarded(UnsafeCell::new(None));
+/// Which files are library code (`_set_user_code_rules`), GIL-only; `None` until set, and again
+/// after `stop()`. See `Tracer::capture` for what it changes.
+static USER_RULES: GilGuarded<Option<Arc<SiteRules>>> = GilGuarded(UnsafeCell::new(None));
 
 /// Operations made without the GIL, waiting for the next GIL holder.
 static PENDING: Mutex<Vec<PendingOp>> = Mutex::new(Vec::new());
@@ -102,8 +106,15 @@ unsafe fn resolver() -> &'static mut LineResolver {
 }
 
 /// Memo of stack depths below a frame (3.11 only, where the interpreter keeps no count).
+#[cfg_attr(Py_3_12, allow(dead_code))]
 const DEPTH_MEMO_SIZE: usize = 4096;
 
+/// Cache of code object -> "is library code" for the user-frame walk (see
+/// `Tracer::user_frame_below`): direct-mapped by address. Entries name code objects the
+/// registry holds, so they stay valid until `clear`, which empties the cache.
+const LIBRARY_CACHE_SIZE: usize = 512;
+
+#[cfg_attr(Py_3_12, allow(dead_code))]
 #[derive(Clone, Copy, Default)]
 struct DepthMemo {
     frame: usize,
@@ -119,6 +130,10 @@ struct Tracer {
     /// Capture buffer, `nframe` long.
     scratch: Vec<RawFrame>,
     depth_memo: Vec<DepthMemo>,
+    library_cache: Vec<(usize, bool)>,
+    /// User-code rules are in force (`codes` has them): tracebacks of library frames only are
+    /// completed with the user's frame beyond the limit.
+    user_rules: bool,
     /// Generation of the current traces in block headers (never 0, which marks a header that
     /// holds no trace); `clear` moves to the next one, forgetting every headered trace at once.
     gen: u32,
@@ -132,8 +147,59 @@ impl Tracer {
             codes: CodeRegistry::default(),
             scratch: vec![RawFrame::UNKNOWN; nframe],
             depth_memo: Vec::new(),
+            library_cache: Vec::new(),
+            user_rules: false,
             gen: 1,
         }
+    }
+
+    /// Puts `rules` in force: classifies the held code objects again and re-flags the interned
+    /// tracebacks (GIL held).
+    fn set_user_rules(&mut self, rules: Option<Arc<SiteRules>>) {
+        // SAFETY: GIL held (we have the tracer); the registry owns its code objects.
+        unsafe { self.codes.set_rules(rules) };
+        self.user_rules = self.codes.has_rules();
+        self.library_cache.clear();
+        let (codes, on) = (&mut self.codes, self.user_rules);
+        self.tracebacks.reflag(|frames, total| {
+            // SAFETY: as above; every frame of an interned traceback is held already.
+            on && needs_user_frame(frames, total, |c| unsafe { codes.is_library(c) })
+        });
+    }
+
+    /// The innermost frame of user code at or below `rest` (the first frame a capture did not
+    /// copy), walked every time: a memo keyed by `rest` (as `depth_below` is) would be wrong
+    /// here, since two calls from different lines of one user function can run the very same
+    /// library frames at the same addresses. Whether a code object is library code comes from
+    /// a small cache in front of the registry.
+    ///
+    /// # Safety
+    /// `rest` is a live frame of the calling thread, which holds the GIL.
+    #[inline(never)]
+    unsafe fn user_frame_below(&mut self, rest: frames::InterpreterFrame) -> Option<RawFrame> {
+        if self.library_cache.is_empty() {
+            self.library_cache = vec![(0, true); LIBRARY_CACHE_SIZE];
+        }
+        let mut frame = rest;
+        while let Some((raw, next)) = frames::next_complete_frame(frame) {
+            let code = raw.code as usize;
+            let slot = (code >> 4) % LIBRARY_CACHE_SIZE;
+            let library = match self.library_cache[slot] {
+                (c, library) if c == code && code != 0 => library,
+                _ => {
+                    // Holds the code object (alive on this stack): the cache entry stays
+                    // valid until `clear`.
+                    let library = self.codes.is_library(raw.code);
+                    self.library_cache[slot] = (code, library);
+                    library
+                }
+            };
+            if !library {
+                return Some(raw);
+            }
+            frame = next;
+        }
+        None
     }
 
     /// Depth of the stack from `rest` down, memoised by the frame's address, its caller and
@@ -143,6 +209,7 @@ impl Tracer {
     ///
     /// # Safety
     /// `rest` is a live frame of the calling thread, `identity` its `(previous, code)`.
+    #[cfg_attr(Py_3_12, allow(dead_code))]
     unsafe fn depth_below(&mut self, rest: frames::InterpreterFrame, identity: [usize; 2]) -> u32 {
         if self.depth_memo.is_empty() {
             self.depth_memo = vec![DepthMemo::default(); DEPTH_MEMO_SIZE];
@@ -163,18 +230,36 @@ impl Tracer {
     }
 
     /// Captures the calling thread's stack (it holds the GIL) and interns it.
+    ///
+    /// With user-code rules in force, a traceback whose frames are all library code while the
+    /// stack goes deeper (an ORM's stack longer than the frame limit) gets the innermost user
+    /// frame below them in place of its last frame: the watcher's site is then the user's
+    /// line, however deep the library. The traceback stays `nframe` long and its total depth
+    /// unchanged. Such tracebacks are flagged when interned, so any other costs one branch.
     #[inline]
     fn capture(&mut self, thread: CurrentThread) -> TbId {
         // SAFETY: `thread` is the calling thread (see `frames::capture`).
         let cap = unsafe { frames::capture(thread, &mut self.scratch) };
-        let mut total = cap.total_nframe;
-        if !cap.rest.is_null() {
+        let total = cap.total_nframe;
+        // 3.11: the interpreter keeps no count of the frames below the copied ones.
+        #[cfg(not(Py_3_12))]
+        let total = if cap.rest.is_null() {
+            total
+        } else {
             // SAFETY: `rest` is a frame of this thread's stack, just walked.
-            total = (total + unsafe { self.depth_below(cap.rest, cap.rest_identity) })
-                .min(MAX_NFRAME as u32);
-        }
+            (total + unsafe { self.depth_below(cap.rest, cap.rest_identity) })
+                .min(MAX_NFRAME as u32)
+        };
         let n = cap.nframe;
-        self.intern(n, total, true)
+        let id = self.intern(n, total, true);
+        if self.user_rules && !cap.rest.is_null() && self.tracebacks.needs_user_frame(id) {
+            // SAFETY: `rest` is a frame of this thread's stack, below those just copied.
+            if let Some(user) = unsafe { self.user_frame_below(cap.rest) } {
+                self.scratch[n - 1] = user;
+                return self.intern(n, total, true);
+            }
+        }
+        id
     }
 
     /// Interns the first `n` frames of `scratch`. `may_hold`: the GIL holder captured them
@@ -203,10 +288,16 @@ impl Tracer {
         if let Some(id) = self.tracebacks.find(frames, total) {
             return id;
         }
+        let mut flag = false;
         if may_hold {
             for f in frames.iter() {
                 // SAFETY: GIL held; the code object is alive on this thread's stack.
                 unsafe { self.codes.hold(f.code) };
+            }
+            if self.user_rules {
+                let codes = &mut self.codes;
+                // SAFETY: as above (all held now).
+                flag = needs_user_frame(frames, total, |c| unsafe { codes.is_library(c) });
             }
         } else {
             // Frames captured without the GIL: their code objects may have died since, so
@@ -220,7 +311,7 @@ impl Tracer {
                 return id;
             }
         }
-        self.tracebacks.insert_new(frames, total)
+        self.tracebacks.insert_new(frames, total, flag)
     }
 
     fn apply_pending(&mut self) {
@@ -281,7 +372,20 @@ impl Tracer {
             + self.codes.heap_bytes()
             + (self.scratch.capacity() * std::mem::size_of::<RawFrame>())
             + self.depth_memo.capacity() * std::mem::size_of::<DepthMemo>()
+            + self.library_cache.capacity() * std::mem::size_of::<(usize, bool)>()
     }
+}
+
+/// A traceback of library frames only, cut short by the frame limit: the tracer looks further
+/// down the stack for the user's frame (see `Tracer::capture`).
+fn needs_user_frame(
+    frames: &[RawFrame],
+    total: u16,
+    mut is_library: impl FnMut(*mut pyo3::ffi::PyCodeObject) -> bool,
+) -> bool {
+    !frames.is_empty()
+        && (total as usize) > frames.len()
+        && frames.iter().all(|f| is_library(f.code))
 }
 
 fn queue(op: PendingOp) {
@@ -295,11 +399,14 @@ fn capture_without_gil(thread: CurrentThread) -> (Box<[RawFrame]>, u32) {
     let mut buf = vec![RawFrame::UNKNOWN; NFRAME.load(Ordering::Relaxed)];
     // SAFETY: `thread` is the calling thread.
     let cap = unsafe { frames::capture(thread, &mut buf) };
-    let mut total = cap.total_nframe;
-    if !cap.rest.is_null() {
+    let total = cap.total_nframe;
+    #[cfg(not(Py_3_12))]
+    let total = if cap.rest.is_null() {
+        total
+    } else {
         // SAFETY: a frame of this thread's own stack.
-        total += unsafe { frames::count_frames(cap.rest) };
-    }
+        total + unsafe { frames::count_frames(cap.rest) }
+    };
     buf.truncate(cap.nframe);
     (buf.into_boxed_slice(), total)
 }
@@ -543,13 +650,39 @@ pub fn start(py: Python<'_>, nframe: usize) {
         let slot = &mut *TRACER.0.get();
         match slot.as_mut() {
             Some(t) => t.scratch.resize(nframe, RawFrame::UNKNOWN),
-            None => *slot = Some(Tracer::new(nframe)),
+            None => {
+                let mut t = Tracer::new(nframe);
+                t.set_user_rules((*USER_RULES.0.get()).clone());
+                *slot = Some(t);
+            }
         }
     }
     if !TRACING.load(Ordering::Relaxed) {
         // SAFETY: GIL held, hooks not installed by us while not tracing.
         unsafe { allocator_hooks::install(!stdlib_tracing) };
         TRACING.store(true, Ordering::Relaxed);
+        // 3.11/3.12: every dict, list and tuple created from now on is allocated, not popped
+        // from a free list (see csrc/free_list_bypass.c).
+        frames::set_free_list_bypass(true);
+    }
+}
+
+/// Which files are library code for the user-frame search of `Tracer::capture` (fnmatch
+/// patterns, as the watcher computes them); all empty: no rules, tracebacks as tracemalloc's.
+/// In force until `stop()`.
+pub fn set_user_code_rules(
+    _py: Python<'_>,
+    library: &[String],
+    include: &[String],
+    exclude: &[String],
+) {
+    let rules = SiteRules::from_patterns(library, include, exclude);
+    let rules = (!rules.is_empty()).then(|| Arc::new(rules));
+    let _own = OwnWork::begin();
+    // SAFETY: GIL held; no Python call while the slot is borrowed.
+    unsafe {
+        *USER_RULES.0.get() = rules.clone();
+        with_tracer(|t| t.set_user_rules(rules));
     }
 }
 
@@ -560,6 +693,12 @@ pub fn stop(py: Python<'_>) {
     }
     // SAFETY: GIL held.
     unsafe { allocator_hooks::uninstall() };
+    frames::set_free_list_bypass(false);
+    // SAFETY: GIL held; no Python call while the slots are borrowed.
+    unsafe {
+        *USER_RULES.0.get() = None;
+        with_tracer(|t| t.set_user_rules(None));
+    }
     clear(py);
 }
 
@@ -572,6 +711,7 @@ pub fn clear(py: Python<'_>) {
             t.store.clear();
             t.tracebacks.clear();
             t.depth_memo.clear();
+            t.library_cache.clear();
             t.gen = t.gen.checked_add(1).unwrap_or(1);
             t.codes.take()
         })
