@@ -23,7 +23,8 @@ pub struct SiteRules {
 }
 
 impl SiteRules {
-    fn is_user_file(&self, filename: &str) -> bool {
+    /// Whether `filename` is the user's code (a site can be there).
+    pub fn is_user_file(&self, filename: &str) -> bool {
         let name = normalize_filename(filename);
         if self.include.iter().any(|p| p.matches(&name)) {
             return true;
