@@ -554,7 +554,10 @@ impl Graph {
                 return true;
             }
             let p = self.parent[i as usize];
-            p != NONE && ffi::PyModule_Check(self.obj(p)) != 0 && ht_module_dict(self.obj(p)) == o
+            p != NONE
+                && self.kind[p as usize] == OBJECT
+                && ffi::PyModule_Check(self.obj(p)) != 0
+                && ht_module_dict(self.obj(p)) == o
         }
     }
 
@@ -766,7 +769,7 @@ impl Graph {
             let gp = self.parent[p as usize];
             let owner = if gp != NONE && self.is_namespace_of(p, gp) {
                 Some(owner_name(self, gp))
-            } else if gp != NONE && type_is(self.obj(gp), b"_thread._local") {
+            } else if gp != NONE && self.kind[gp as usize] == OBJECT && type_is(self.obj(gp), b"_thread._local") {
                 Some("threading.local".to_string())
             } else {
                 None
