@@ -92,12 +92,13 @@ ht_instance_values_storage(PyObject *op)
     if (!PyType_HasFeature(Py_TYPE(op), Py_TPFLAGS_MANAGED_DICT)) {
         return 0;
     }
-    /* _PyObject_DictOrValuesPointer: 3 words before the object; low bit set: values. */
+    /* _PyObject_DictOrValuesPointer: 3 words before the object; low bit set: values, stored
+       as `values - 1` (internal/pycore_object.h, _PyDictOrValues_GetValues). */
     uintptr_t dorv = ((uintptr_t *)op)[-3];
     if ((dorv & 1) == 0) {
         return 0;
     }
-    return ht_values_block((PyDictValues *)(dorv - 1));
+    return ht_values_block((PyDictValues *)(dorv + 1));
 #else
     if (!PyType_HasFeature(Py_TYPE(op), Py_TPFLAGS_MANAGED_DICT)) {
         return 0;

@@ -426,11 +426,19 @@ impl Graph {
         };
         let modules = ffi::PyImport_GetModuleDict();
         if !modules.is_null() {
-            let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-            while ffi::PyDict_Next(modules, &mut pos, &mut k, &mut v) != 0 {
-                if g.add(v as usize, NONE, OBJECT) {
-                    let i = g.ids.len() as u32 - 1;
-                    g.module_names.insert(i, str_of(k).unwrap_or_default());
+            // heaptrail's own modules last: a path through them (heaptrail's logger, say)
+            // means nothing to a user when the same object has a path of the same length
+            // from the module that defines it.
+            for own in [false, true] {
+                let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+                while ffi::PyDict_Next(modules, &mut pos, &mut k, &mut v) != 0 {
+                    let name = str_of(k).unwrap_or_default();
+                    if (name == "heaptrail" || name.starts_with("heaptrail.")) != own {
+                        continue;
+                    }
+                    if g.add(v as usize, NONE, OBJECT) {
+                        g.module_names.insert(g.ids.len() as u32 - 1, name);
+                    }
                 }
             }
             g.add(modules as usize, NONE, SKIP);
@@ -649,23 +657,44 @@ impl Graph {
         }
         let h = best;
         let count = below[h as usize] as u64 - in_b.contains(&h) as u64;
-        // Role: how the blocks hang under the holder.
-        let direct = |x: u32| -> bool {
-            let p = self.parent[x as usize];
-            p == h
-                || (p != NONE
-                    && self.parent[p as usize] == h
-                    && self.is_namespace_of(p, h))
-        };
+        // Role: how the blocks hang under the holder, judged by the holder's direct child each
+        // block is under (its *branch*; through the namespace dict of an instance holder):
+        // the child itself or its storage allocated at the line: `element`; the holder's own
+        // storage: `storage`; something deeper, under a child allocated elsewhere: `content`.
+        let start = h as usize + 1;
+        let mut branch = vec![NONE; n.saturating_sub(start)];
+        for i in start..n {
+            let p = self.parent[i];
+            if p == NONE || (p as usize) < h as usize {
+                continue;
+            }
+            branch[i - start] = if p == h {
+                i as u32
+            } else if (p as usize) < start {
+                NONE
+            } else {
+                let b = branch[p as usize - start];
+                // Entries of the holder's namespace dict are its direct children.
+                if b == p && self.is_namespace_of(p, h) {
+                    i as u32
+                } else {
+                    b
+                }
+            };
+        }
         let (mut storage, mut element, mut content) = (0u64, 0u64, 0u64);
         for &r in reached {
-            if !self.is_under(r, h) {
+            if (r as usize) < start {
+                continue;
+            }
+            let a = branch[r as usize - start];
+            if a == NONE {
                 continue;
             }
             let is_storage = self.kind[r as usize] == STORAGE;
-            if is_storage && direct(r) {
+            if a == r && is_storage {
                 storage += 1;
-            } else if direct(r) || (is_storage && direct(self.parent[r as usize])) {
+            } else if in_b.contains(&a) || (is_storage && self.parent[r as usize] == a) {
                 element += 1;
             } else {
                 content += 1;
@@ -690,19 +719,6 @@ impl Graph {
             "element_types": element_types,
             "key_types": key_types,
         })
-    }
-
-    fn is_under(&self, mut x: u32, h: u32) -> bool {
-        while x != NONE {
-            if x == h {
-                return true;
-            }
-            if x < h {
-                return false; // parents have smaller indices
-            }
-            x = self.parent[x as usize];
-        }
-        false
     }
 
     /// The labelled path from the root to `h`.
