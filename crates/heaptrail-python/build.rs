@@ -31,12 +31,14 @@ fn main() {
         .warnings(true)
         .compile("heaptrail_cpython_frames");
     // Private structures read by the holder analysis (src/holders.rs), in the forked child.
-    cc::Build::new()
-        .file("csrc/cpython_internals.c")
-        .include(include)
-        .opt_level(2)
-        .warnings(true)
-        .compile("heaptrail_cpython_internals");
+    if std::env::var_os("CARGO_FEATURE_FORK_HOLDERS").is_some() {
+        cc::Build::new()
+            .file("csrc/cpython_internals.c")
+            .include(include)
+            .opt_level(2)
+            .warnings(true)
+            .compile("heaptrail_cpython_internals");
+    }
     println!("cargo:rerun-if-changed=csrc/cpython_frames.c");
     println!("cargo:rerun-if-changed=csrc/cpython_internals.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");

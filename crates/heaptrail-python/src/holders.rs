@@ -111,7 +111,11 @@ pub fn analyse_holders<'py>(
                 let results = v.get_mut("results").map(Value::take);
                 (pause, results, error)
             }
-            Err(e) => (pause, None, Some(format!("unreadable analysis result: {e}"))),
+            Err(e) => (
+                pause,
+                None,
+                Some(format!("unreadable analysis result: {e}")),
+            ),
         },
         Err((pause, e)) => (pause, None, Some(e)),
     };
@@ -208,7 +212,10 @@ fn fork_and_wait(
                 } else {
                     format!("exit status {}", libc::WEXITSTATUS(status))
                 };
-                return Err((pause, format!("analysis child died without a result ({why})")));
+                return Err((
+                    pause,
+                    format!("analysis child died without a result ({why})"),
+                ));
             }
             Ok((pause, String::from_utf8_lossy(&bytes).into_owned()))
         }
@@ -459,7 +466,10 @@ impl Graph {
                 OBJECT => g.expand(i),
                 THREAD => {
                     let tstate = g.ids[i as usize] as *mut ffi::PyThreadState;
-                    let mut a = Adder { g: &mut g, parent: i };
+                    let mut a = Adder {
+                        g: &mut g,
+                        parent: i,
+                    };
                     ht_thread_locals(tstate, visit_local, &mut a as *mut Adder as *mut c_void);
                 }
                 _ => {}
@@ -569,7 +579,13 @@ impl Graph {
         }
     }
 
-    unsafe fn analyse(&self, py: Python<'_>, filename: &str, lineno: u32, rules: &SiteRules) -> Value {
+    unsafe fn analyse(
+        &self,
+        py: Python<'_>,
+        filename: &str,
+        lineno: u32,
+        rules: &SiteRules,
+    ) -> Value {
         let blocks = tracer::blocks_through(py, filename, lineno);
         let n = self.ids.len();
         let mut reached: Vec<u32> = Vec::new();
@@ -744,8 +760,10 @@ impl Graph {
                 } else {
                     json!(str_of(ht_code_qualname(code)))
                 };
-                out.push(json!({"kind": "thread", "name": ht_thread_ident(tstate).to_string(),
-                                "of": of, "type": "thread"}));
+                out.push(
+                    json!({"kind": "thread", "name": ht_thread_ident(tstate).to_string(),
+                                "of": of, "type": "thread"}),
+                );
             }
             _ if root == self.garbage_root => out.push(json!({"kind": "gc_garbage",
                 "name": "gc.garbage", "of": null, "type": type_name(ffi::Py_TYPE(root_obj))})),
@@ -770,7 +788,10 @@ impl Graph {
         let po = self.obj(p);
         let co = self.obj(c);
         if self.kind[p as usize] == THREAD {
-            let mut found = FindLocal { target: co, found: None };
+            let mut found = FindLocal {
+                target: co,
+                found: None,
+            };
             ht_thread_locals(
                 po as *mut ffi::PyThreadState,
                 find_local,
@@ -785,7 +806,10 @@ impl Graph {
             let gp = self.parent[p as usize];
             let owner = if gp != NONE && self.is_namespace_of(p, gp) {
                 Some(owner_name(self, gp))
-            } else if gp != NONE && self.kind[gp as usize] == OBJECT && type_is(self.obj(gp), b"_thread._local") {
+            } else if gp != NONE
+                && self.kind[gp as usize] == OBJECT
+                && type_is(self.obj(gp), b"_thread._local")
+            {
                 Some("threading.local".to_string())
             } else {
                 None
@@ -837,7 +861,10 @@ impl Graph {
             }
         }
         if ffi::PyFrame_Check(po) != 0 {
-            let mut found = FindLocal { target: co, found: None };
+            let mut found = FindLocal {
+                target: co,
+                found: None,
+            };
             ht_frame_object_locals(po, find_local, &mut found as *mut FindLocal as *mut c_void);
             if let Some((name, of)) = found.found {
                 return ("local", name, Some(of));
@@ -847,9 +874,8 @@ impl Graph {
             && ffi::PyDict_Check(co) != 0
             && instance_dict(po) != Some(co)
         {
-            let of = instance_dict(po).and_then(|d| {
-                str_of(ffi::PyDict_GetItemString(d, c"__qualname__".as_ptr()))
-            });
+            let of = instance_dict(po)
+                .and_then(|d| str_of(ffi::PyDict_GetItemString(d, c"__qualname__".as_ptr())));
             return ("lru_cache", "cache".into(), of);
         }
         if type_is(po, b"_thread._local") && ffi::PyDict_Check(co) != 0 {
@@ -883,7 +909,11 @@ impl Graph {
             let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
             while ffi::PyDict_Next(d, &mut pos, &mut k, &mut v) != 0 {
                 if v == co {
-                    return ("attr", str_of(k).unwrap_or_default(), Some(type_name(ffi::Py_TYPE(po))));
+                    return (
+                        "attr",
+                        str_of(k).unwrap_or_default(),
+                        Some(type_name(ffi::Py_TYPE(po))),
+                    );
                 }
             }
         }
@@ -973,7 +1003,11 @@ unsafe fn slot_name(o: *mut ffi::PyObject, c: *mut ffi::PyObject) -> Option<Stri
             if ((*m).type_code == 6 || (*m).type_code == 16) && (*m).offset > 0 {
                 let slot = (o as *mut u8).offset((*m).offset) as *mut *mut ffi::PyObject;
                 if *slot == c {
-                    return Some(std::ffi::CStr::from_ptr((*m).name).to_string_lossy().into_owned());
+                    return Some(
+                        std::ffi::CStr::from_ptr((*m).name)
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
             }
             m = m.add(1);
@@ -989,7 +1023,10 @@ unsafe fn type_name(tp: *mut ffi::PyTypeObject) -> String {
         let module = if (*tp).tp_dict.is_null() {
             None
         } else {
-            str_of(ffi::PyDict_GetItemString((*tp).tp_dict, c"__module__".as_ptr()))
+            str_of(ffi::PyDict_GetItemString(
+                (*tp).tp_dict,
+                c"__module__".as_ptr(),
+            ))
         };
         let q = str_of(qualname).unwrap_or_default();
         return match module {
@@ -1088,7 +1125,11 @@ unsafe fn children_types(o: *mut ffi::PyObject) -> (Value, Value) {
     let to_json = |m: FxHashMap<String, u64>| {
         let mut v: Vec<_> = m.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        Value::Object(v.into_iter().map(|(k, c)| (k, json!(c))).collect::<Map<_, _>>())
+        Value::Object(
+            v.into_iter()
+                .map(|(k, c)| (k, json!(c)))
+                .collect::<Map<_, _>>(),
+        )
     };
     if ffi::PyDict_Check(o) != 0 {
         let mut keys: FxHashMap<String, u64> = FxHashMap::default();

@@ -13,6 +13,7 @@ mod code_registry;
 mod errors;
 mod export;
 mod frames;
+#[cfg(feature = "fork-holders")]
 mod holders;
 mod html;
 mod retainers;
@@ -155,6 +156,7 @@ fn _find_holders<'py>(
 /// Who holds each candidate site's memory, found in a forked copy-on-write child (see
 /// `holders.rs`): one result dict per `(filename, lineno)`, in order. Never raises for runtime
 /// failures (fork, timeout): they are in each result's `error`.
+#[cfg(feature = "fork-holders")]
 #[pyfunction]
 #[pyo3(signature = (candidates, library, include, exclude, timeout=30.0))]
 fn _analyse_holders<'py>(
@@ -170,6 +172,7 @@ fn _analyse_holders<'py>(
 
 /// Figures of the last `_analyse_holders` (JSON text: pause, walk and child times, the
 /// child's memory), or None. For the benchmark.
+#[cfg(feature = "fork-holders")]
 #[pyfunction]
 fn _last_analysis_stats() -> Option<String> {
     holders::last_stats()
@@ -207,8 +210,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
     m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
-    m.add_function(wrap_pyfunction!(_analyse_holders, m)?)?;
-    m.add_function(wrap_pyfunction!(_last_analysis_stats, m)?)?;
+    #[cfg(feature = "fork-holders")]
+    {
+        m.add_function(wrap_pyfunction!(_analyse_holders, m)?)?;
+        m.add_function(wrap_pyfunction!(_last_analysis_stats, m)?)?;
+    }
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
     m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
