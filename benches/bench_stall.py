@@ -75,7 +75,7 @@ def child(config):
             wall = time.perf_counter() - t0
             flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
             analyses.append({"wall": wall, "faults": flt, "held": held, "error": err,
-                             "stats": stats})
+                             "stats": stats, "start": t0})
             time.sleep(0.5)
 
     worker = None
@@ -83,12 +83,15 @@ def child(config):
         worker = threading.Thread(target=analyse)
         worker.start()
     longest = 0.0
+    gaps = []  # (gap, when it ended) of every gap over 20 ms
     iterations = 0
     deadline = time.perf_counter() + config["seconds"]
     last = time.perf_counter()
     while True:
         now = time.perf_counter()
         longest = max(longest, now - last)
+        if now - last > 0.02:
+            gaps.append((now - last, now))
         last = now
         if now > deadline and (worker is None or not worker.is_alive()):
             break
@@ -100,7 +103,11 @@ def child(config):
             time.sleep(0.001)
     if worker:
         worker.join()
-    result = {"longest_gap": longest, "iterations": iterations, "heap_rss": built_rss,
+    # Where the long gaps fell: seconds from the start of the nearest analysis before them.
+    for a in analyses:
+        a["gaps"] = [(round(g * 1e3, 1), round(t - g - a["start"], 3)) for g, t in gaps
+                     if a["start"] - 0.2 <= t - g <= a["start"] + a["wall"] + 0.2]
+    result = {"longest_gap": longest, "gaps_over_20ms": len(gaps), "iterations": iterations, "heap_rss": built_rss,
               "objects": per * 3, "analyses": analyses}
     del heap
     return result
@@ -163,7 +170,19 @@ def main():
         f"longest main-thread gap with the forked analysis: {worst * 1e3:.1f} ms "
         f"(target <= {TARGET_MS:.0f} ms): {verdict}",
         "child peak RSS counts the parent's pages the child maps (shared, not copied); "
-        "child private = its own memory.",
+        "child private = its own memory (its walk's maps and the pages it copied).",
+        "",
+        "per analysis: child walk / total (ms), objects walked, gaps > 20 ms during it "
+        "(ms, seconds after the analysis started):",
+    ] + [
+        f"  {m} #{i + 1}: walk {a['stats'].get('walk_ms', 0):.0f} / "
+        f"{a['stats'].get('child_ms', 0):.0f} ms, {a['stats'].get('nodes', 0):,} objects, "
+        f"gaps {a['gaps']}"
+        for m in modes for i, a in enumerate(results[m]["analyses"])
+    ] + [
+        "",
+        "gaps > 20 ms over the whole loop: " + ", ".join(
+            f"{m} {results[m]['gaps_over_20ms']}" for m in modes),
     ])
     _common.emit(args, text, {"environment": env, "results": results})
 

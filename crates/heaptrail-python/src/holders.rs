@@ -287,6 +287,26 @@ unsafe fn child_main(
 ) -> String {
     tracer::enter_fork_child();
     let _own = tracer::OwnWork::begin();
+    // Dies with its parent; no core file of a copy of the whole process if it crashes; the
+    // application's signal handlers (which would write to its wakeup fd, shared with the
+    // parent) are not run: a signal meant for the process group simply ends the child.
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPIPE,
+        libc::SIGALRM,
+    ] {
+        libc::signal(sig, libc::SIG_DFL);
+    }
     ffi::PyGC_Disable();
     let started = Instant::now();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -296,11 +316,12 @@ unsafe fn child_main(
             .iter()
             .map(|(f, l)| graph.analyse(py, f, *l, rules))
             .collect();
-        (graph.ids.len(), walked, results)
+        // Measured while the walk's maps are still allocated.
+        let (peak, private) = own_memory();
+        (graph.ids.len(), walked, results, peak, private)
     }));
-    let (peak, private) = own_memory();
     match run {
-        Ok((nodes, walked, results)) => json!({
+        Ok((nodes, walked, results, peak, private)) => json!({
             "results": results,
             "stats": {"nodes": nodes, "walk_ms": walked.as_secs_f64() * 1e3,
                       "child_ms": started.elapsed().as_secs_f64() * 1e3,
