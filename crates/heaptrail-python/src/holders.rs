@@ -291,6 +291,8 @@ unsafe fn child_main(
     // application's signal handlers (which would write to its wakeup fd, shared with the
     // parent) are not run: a signal meant for the process group simply ends the child.
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    // The application's threads come first for the CPU: the walk is background work.
+    libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     let no_core = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
