@@ -186,7 +186,12 @@ fn fork_and_wait(
         return Err((entered.elapsed(), format!("fork failed: {e}")));
     }
     let pause = entered.elapsed();
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 1e6));
+    let timeout_s = if timeout.is_nan() {
+        0.0
+    } else {
+        timeout.clamp(0.0, 1e6)
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_s);
     let read = py.detach(move || {
         let out = read_until(read_fd, deadline);
         // SAFETY: our own pipe end and child.
@@ -1095,7 +1100,7 @@ unsafe fn key_repr(k: *mut ffi::PyObject) -> String {
     if ffi::PyLong_CheckExact(k) != 0 {
         let mut overflow = 0;
         let v = ffi::PyLong_AsLongLongAndOverflow(k, &mut overflow);
-        if overflow == 0 && !(v == -1 && !ffi::PyErr_Occurred().is_null()) {
+        if overflow == 0 && (v != -1 || ffi::PyErr_Occurred().is_null()) {
             return v.to_string();
         }
         ffi::PyErr_Clear();
