@@ -80,6 +80,12 @@ ht_set_storage(PyObject *op)
     return s->table == s->smalltable ? 0 : (uintptr_t)s->table;
 }
 
+uintptr_t
+ht_bytearray_storage(PyObject *op)
+{
+    return (uintptr_t)((PyByteArrayObject *)op)->ob_bytes;
+}
+
 /* An instance's own values array (3.11/3.12 objects whose attributes live in a values array
    instead of a dict; 3.13 embeds it in the object). */
 uintptr_t

@@ -40,6 +40,7 @@ extern "C" {
     fn ht_dict_storage(op: *mut ffi::PyObject, out: *mut usize);
     fn ht_list_storage(op: *mut ffi::PyObject) -> usize;
     fn ht_set_storage(op: *mut ffi::PyObject) -> usize;
+    fn ht_bytearray_storage(op: *mut ffi::PyObject) -> usize;
     fn ht_instance_values_storage(op: *mut ffi::PyObject) -> usize;
     fn ht_thread_locals(tstate: *mut ffi::PyThreadState, cb: LocalCb, ctx: *mut c_void);
     fn ht_thread_bottom_code(tstate: *mut ffi::PyThreadState) -> *mut ffi::PyCodeObject;
@@ -373,7 +374,8 @@ const THREAD: u8 = 2;
 const SKIP: u8 = 3;
 
 /// The BFS tree. Node `i`'s parent has a smaller index (BFS discovers parents first), and
-/// indices grow with depth.
+/// indices grow with depth within each of the two walks (from the other roots, then from
+/// heaptrail's own modules; a node of one never has a parent or child in the other).
 struct Graph {
     ids: Vec<usize>,
     parent: Vec<u32>,
@@ -457,21 +459,19 @@ impl Graph {
             module_names: FxHashMap::default(),
             garbage_root: NONE,
         };
+        let mut own_modules = Vec::new();
         let modules = ffi::PyImport_GetModuleDict();
         if !modules.is_null() {
-            // heaptrail's own modules last: a path through them (heaptrail's logger, say)
-            // means nothing to a user when the same object has a path of the same length
-            // from the module that defines it.
-            for own in [false, true] {
-                let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-                while ffi::PyDict_Next(modules, &mut pos, &mut k, &mut v) != 0 {
-                    let name = str_of(k).unwrap_or_default();
-                    if (name == "heaptrail" || name.starts_with("heaptrail.")) != own {
-                        continue;
-                    }
-                    if g.add(v as usize, NONE, OBJECT) {
-                        g.module_names.insert(g.ids.len() as u32 - 1, name);
-                    }
+            // heaptrail's own modules are roots only once everything reachable from the
+            // others has been walked (`walk_from`, below): a path through them (a logger
+            // heaptrail keeps, say) would mean nothing to a user.
+            let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+            while ffi::PyDict_Next(modules, &mut pos, &mut k, &mut v) != 0 {
+                let name = str_of(k).unwrap_or_default();
+                if name == "heaptrail" || name.starts_with("heaptrail.") {
+                    own_modules.push((name, v));
+                } else if g.add(v as usize, NONE, OBJECT) {
+                    g.module_names.insert(g.ids.len() as u32 - 1, name);
                 }
             }
             g.add(modules as usize, NONE, SKIP);
@@ -484,24 +484,33 @@ impl Graph {
             g.add(t as usize, NONE, THREAD);
             t = ffi::PyThreadState_Next(t);
         }
-        let mut head = 0;
-        while head < g.ids.len() {
+        let head = g.walk_from(0);
+        for (name, module) in own_modules {
+            if g.add(module as usize, NONE, OBJECT) {
+                g.module_names.insert(g.ids.len() as u32 - 1, name);
+            }
+        }
+        g.walk_from(head);
+        g
+    }
+
+    /// Expands the nodes from index `head` on, breadth first, until none is left; returns
+    /// the new end.
+    unsafe fn walk_from(&mut self, mut head: usize) -> usize {
+        while head < self.ids.len() {
             let i = head as u32;
             head += 1;
-            match g.kind[i as usize] {
-                OBJECT => g.expand(i),
+            match self.kind[i as usize] {
+                OBJECT => self.expand(i),
                 THREAD => {
-                    let tstate = g.ids[i as usize] as *mut ffi::PyThreadState;
-                    let mut a = Adder {
-                        g: &mut g,
-                        parent: i,
-                    };
+                    let tstate = self.ids[i as usize] as *mut ffi::PyThreadState;
+                    let mut a = Adder { g: self, parent: i };
                     ht_thread_locals(tstate, visit_local, &mut a as *mut Adder as *mut c_void);
                 }
                 _ => {}
             }
         }
-        g
+        head
     }
 
     unsafe fn expand(&mut self, i: u32) {
@@ -524,6 +533,8 @@ impl Graph {
             self.add(ht_list_storage(obj), i, STORAGE);
         } else if ffi::PyAnySet_Check(obj) != 0 {
             self.add(ht_set_storage(obj), i, STORAGE);
+        } else if ffi::PyByteArray_Check(obj) != 0 {
+            self.add(ht_bytearray_storage(obj), i, STORAGE);
         } else if ffi::PyFunction_Check(obj) != 0 {
             // Closure variables first, as the function's own children (the cells are
             // bookkeeping).
