@@ -296,8 +296,10 @@ unsafe fn child_main(
     // application's signal handlers (which would write to its wakeup fd, shared with the
     // parent) are not run: a signal meant for the process group simply ends the child.
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    // The application's threads come first for the CPU: the walk is background work.
+    // The application's threads come first for the CPU: the walk is background work. And
+    // if memory runs out, the kernel's OOM killer takes the child, not the application.
     libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    let _ = std::fs::write("/proc/self/oom_score_adj", b"1000");
     let no_core = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
