@@ -1,5 +1,7 @@
-//! Compiles `csrc/cpython_frames.c` and `csrc/free_list_bypass.c` against the headers of the interpreter this extension is
-//! built for: the frame walker must see that exact version's private struct layouts.
+//! Compiles the C shims (`csrc/cpython_frames.c`: frame capture; `csrc/free_list_bypass.c`;
+//! `csrc/cpython_internals.c`: container storage for the holder analysis) against the headers
+//! of the interpreter this extension is built for: they read that exact version's private
+//! struct layouts.
 
 use std::process::Command;
 
@@ -31,7 +33,15 @@ fn main() {
         .opt_level(3)
         .warnings(true)
         .compile("heaptrail_cpython_frames");
+    // Private structures read by the holder analysis (src/holders.rs), in the forked child.
+    cc::Build::new()
+        .file("csrc/cpython_internals.c")
+        .include(include)
+        .opt_level(2)
+        .warnings(true)
+        .compile("heaptrail_cpython_internals");
     println!("cargo:rerun-if-changed=csrc/cpython_frames.c");
     println!("cargo:rerun-if-changed=csrc/free_list_bypass.c");
+    println!("cargo:rerun-if-changed=csrc/cpython_internals.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

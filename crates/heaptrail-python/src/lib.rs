@@ -14,6 +14,7 @@ mod code_registry;
 mod errors;
 mod export;
 mod frames;
+mod holders;
 mod html;
 mod leak_entries;
 mod retainers;
@@ -153,6 +154,29 @@ fn _find_holders<'py>(
     retainers::find_holders(py, filename, lineno, limit)
 }
 
+/// Who holds each candidate site's memory, found in a forked copy-on-write child (see
+/// `holders.rs`): one result dict per `(filename, lineno)`, in order. Never raises for runtime
+/// failures (fork, timeout): they are in each result's `error`.
+#[pyfunction]
+#[pyo3(signature = (candidates, library, include, exclude, timeout=30.0))]
+fn _analyse_holders<'py>(
+    py: Python<'py>,
+    candidates: Vec<(String, u32)>,
+    library: Vec<String>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    timeout: f64,
+) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    holders::analyse_holders(py, candidates, library, include, exclude, timeout)
+}
+
+/// Figures of the last `_analyse_holders` (JSON text: pause, walk and child times, the
+/// child's memory), or None. For the benchmark.
+#[pyfunction]
+fn _last_analysis_stats() -> Option<String> {
+    holders::last_stats()
+}
+
 /// Excludes the calling thread's allocations from tracing (for heaptrail's own threads and
 /// the result objects its analysis builds). Returns the previous setting.
 #[pyfunction]
@@ -201,6 +225,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
     m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
+        {
+        m.add_function(wrap_pyfunction!(_analyse_holders, m)?)?;
+        m.add_function(wrap_pyfunction!(_last_analysis_stats, m)?)?;
+    }
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
     m.add_function(wrap_pyfunction!(_block_headers, m)?)?;

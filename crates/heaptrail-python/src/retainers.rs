@@ -1,3 +1,7 @@
+//! The previous, in-process holder walk (`_native._find_holders`), kept only as the reference
+//! `benches/bench_stall.py --old` measures the forked analysis against (`holders.rs` is what
+//! the watcher uses): it holds the GIL for the whole walk, seconds on a big heap.
+//!
 //! "Who holds it": the containers that keep a leaking site's blocks alive.
 //!
 //! Every object the garbage collector tracks is visited with its type's `tp_traverse` (the

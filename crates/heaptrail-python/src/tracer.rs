@@ -33,6 +33,21 @@ pub const MAX_NFRAME: usize = 65535;
 
 /// Fast check done by every hook before anything else.
 static TRACING: AtomicBool = AtomicBool::new(false);
+/// Set only in the child the holder analysis forks (`holders.rs`): every hook passes straight
+/// through to the allocator, so the child never touches the tables or a lock that a thread
+/// that vanished in the fork may have held. The tables stay readable (they are the parent's,
+/// copied at the fork, consistent because the forking thread held the GIL).
+static FORK_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Called first thing in the analysis child (see [`FORK_CHILD`]).
+pub fn enter_fork_child() {
+    FORK_CHILD.store(true, Ordering::Relaxed);
+}
+
+#[inline]
+fn hooks_off() -> bool {
+    !TRACING.load(Ordering::Relaxed) || FORK_CHILD.load(Ordering::Relaxed)
+}
 /// `get_traceback_limit()`: kept after `stop()`, like tracemalloc.
 static NFRAME: AtomicUsize = AtomicUsize::new(1);
 /// The longest the last `take_snapshot` held the GIL without a break, in nanoseconds (the
@@ -435,7 +450,7 @@ pub fn set_thread_ignored(ignored: bool) -> bool {
 // ---- called by the allocator hooks -------------------------------------------------------
 
 pub fn on_alloc(addr: usize, size: usize) {
-    if !TRACING.load(Ordering::Relaxed) {
+    if hooks_off() {
         return;
     }
     // The block this thread allocated last: a new object in it needs no re-stamping (3.13).
@@ -476,7 +491,7 @@ pub struct HeaderPlan {
 
 #[inline]
 pub fn header_plan() -> Option<HeaderPlan> {
-    if !TRACING.load(Ordering::Relaxed) || !HEADER_MODE.load(Ordering::Relaxed) {
+    if hooks_off() || !HEADER_MODE.load(Ordering::Relaxed) {
         return None;
     }
     let thread = frames::current_thread();
@@ -538,7 +553,7 @@ pub unsafe fn on_realloc_headered(q: usize, size: usize, plan: Option<HeaderPlan
 /// holds the main GIL, as every MEM/OBJ free must (see `block_headers.rs`).
 #[inline]
 pub fn forget_headered(header: Header) {
-    if header.gen == 0 {
+    if header.gen == 0 || FORK_CHILD.load(Ordering::Relaxed) {
         return;
     }
     // SAFETY: GIL held (above); the closure stays in Rust.
@@ -563,7 +578,7 @@ pub fn on_realloc(old: usize, new: usize, size: usize) {
 /// Called *before* the block is released (see the module comment).
 pub fn on_free(addr: usize) {
     // Frees are honoured even on ignored threads: a freed block must never stay listed.
-    if !TRACING.load(Ordering::Relaxed) {
+    if hooks_off() {
         return;
     }
     if frames::current_thread().holds_gil {
@@ -579,7 +594,7 @@ pub fn on_free(addr: usize) {
 /// as tracemalloc does, so the object is blamed on the line that created it.
 #[allow(dead_code)] // only called on 3.13+
 pub fn on_new_object(block: usize) {
-    if !TRACING.load(Ordering::Relaxed) {
+    if hooks_off() {
         return;
     }
     // The object just allocated in `block` is already stamped. Forget the match, so that the
