@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from heaptrail import _native
+
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 LEAKS = sorted(p.name for p in PROGRAMS.glob("leak_*.py"))
 NOT_LEAKS = sorted(p.name for p in PROGRAMS.glob("ok_*.py"))
@@ -32,10 +34,8 @@ SECONDS = 16
 INTERVAL = 0.5
 LEAK_WITHIN = 12     # windows of INTERVAL (6 s; the programs run 16 s, as a loaded machine delays windows)
 SLOW_WITHIN = 15     # windows for a program with its own `# INTERVAL:`
-PATTERNS = {"unbounded-cache", "listener-never-removed", "thread-local-accumulation",
-            "stored-exceptions", "lru-cache-unbounded", "lru-cache-on-method",
-            "per-request-logger", "task-set", "uncollectable-cycle", "metric-label-cardinality"}
-SITE_VERDICTS = {"leak", "part-of-leak", "suspect", "fixed", "warming-up", "plateau"}
+PATTERNS = set(_native.LEAK_PATTERNS) - {"unknown"}  # names owned by the core
+SITE_VERDICTS = set(_native.SITE_VERDICTS)
 
 
 def markers(program):

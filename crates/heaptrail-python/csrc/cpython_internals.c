@@ -212,7 +212,7 @@ ht_code_qualname(PyCodeObject *code)
 }
 
 PyObject *
-ht_code_filename(PyCodeObject *code)
+ht_code_filename_object(PyCodeObject *code)
 {
     return code->co_filename;
 }

@@ -47,7 +47,7 @@ extern "C" {
     fn ht_thread_ident(tstate: *mut ffi::PyThreadState) -> c_ulong;
     fn ht_frame_object_locals(frame: *mut ffi::PyObject, cb: LocalCb, ctx: *mut c_void);
     fn ht_code_qualname(code: *mut ffi::PyCodeObject) -> *mut ffi::PyObject;
-    fn ht_code_filename(code: *mut ffi::PyCodeObject) -> *mut ffi::PyObject;
+    fn ht_code_filename_object(code: *mut ffi::PyCodeObject) -> *mut ffi::PyObject;
     fn ht_code_freevar(code: *mut ffi::PyCodeObject, i: ffi::Py_ssize_t) -> *mut ffi::PyObject;
     fn ht_tb_frame(tb: *mut ffi::PyObject) -> *mut ffi::PyObject;
     fn ht_tb_next(tb: *mut ffi::PyObject) -> *mut ffi::PyObject;
@@ -980,7 +980,7 @@ extern "C" fn find_local(
         let f = &mut *(ctx as *mut FindLocal);
         if f.found.is_none() && value == f.target {
             let qualname = str_of(ht_code_qualname(code)).unwrap_or_default();
-            let file = str_of(ht_code_filename(code)).unwrap_or_default();
+            let file = str_of(ht_code_filename_object(code)).unwrap_or_default();
             f.found = Some((
                 str_of(name).unwrap_or_default(),
                 format!("{qualname} ({file}:{line})"),

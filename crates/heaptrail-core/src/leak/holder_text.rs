@@ -48,12 +48,17 @@ fn dotted(path: &[Edge]) -> String {
             }
             "member" => out.push_str(&format!("{{{}}}", edge.name)),
             "local" => {
-                out.clear();
+                // From a thread's stack: the running function says it all. Through an object
+                // (an exception's traceback frame): say where that frame hangs.
+                let owner = std::mem::take(&mut out);
                 out.push_str(&format!(
                     "local variable {} of {}",
                     edge.name,
                     edge.of.as_deref().unwrap_or("?")
                 ));
+                if !owner.is_empty() && !owner.starts_with("<thread ") {
+                    out.push_str(&format!(", in {owner}"));
+                }
             }
             "closure" => {
                 let owner = std::mem::take(&mut out);
@@ -211,6 +216,17 @@ mod tests {
             of(e("local", "cache", "builtins.dict"), "main (app.py:12)"),
         ];
         assert_eq!(holder_text(&p), "local variable cache of main (app.py:12)");
+        let p = [
+            e("module", "app", "builtins.module"),
+            e("attr", "_LAST_ERROR", "builtins.ValueError"),
+            e("attr", "__traceback__", "builtins.traceback"),
+            e("attr", "tb_frame", "builtins.frame"),
+            of(e("local", "rows", "builtins.list"), "process (app.py:23)"),
+        ];
+        assert_eq!(
+            holder_text(&p),
+            "local variable rows of process (app.py:23), in app._LAST_ERROR.__traceback__.tb_frame"
+        );
         let p = [
             e("module", "app", "builtins.module"),
             e("attr", "state", "_thread._local"),
