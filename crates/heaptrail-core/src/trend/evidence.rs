@@ -11,7 +11,8 @@
 //! * `p_recent`, `rate`, `growth`: Mann–Kendall p-value and Sen slope over the *recent window*
 //!   (its last `max(min_windows, m/3)` samples, never its first `⌈min_windows/2⌉`), and
 //!   `rate ×` the recent window's duration;
-//! * `full_rate`, `full_growth`: Sen slope over the window and `full_rate ×` its duration;
+//! * `full_rate`, `full_growth`: Sen slope over the window and `full_rate ×` its duration (the
+//!   growth the evidence is about, which `min_growth_bytes` applies to);
 //! * `floor_rise`, `noise`, `linear`, `new_high` ([`super::shape`]).
 //!
 //! [`Evidence::leak_conditions`] lists the leak conditions; [`search`] tries the whole tested
@@ -251,7 +252,7 @@ impl Evidence {
             ("recent trend", self.p_recent <= cfg.suspect_p),
             (
                 "rate and growth",
-                self.rate >= cfg.min_rate && self.growth >= cfg.min_growth_bytes,
+                self.rate >= cfg.min_rate && self.full_growth >= cfg.min_growth_bytes,
             ),
             ("not fading", self.rate >= MIN_RATE_RATIO * self.full_rate),
             (
@@ -275,7 +276,10 @@ impl Evidence {
     }
 
     /// Growth worth watching: significant at `suspect_p` over the whole window and the recent
-    /// one, not fading, not a step, and at least a quarter of the leak thresholds.
+    /// one, not fading, not a step, a recent rate of at least `min_rate / 4`, and either a
+    /// growth of at least `min_growth_bytes / 4` or a rising floor. A site still growing
+    /// steadily is `Suspect` however small its growth, so it stays in every report (the
+    /// floor keeps noise and batches that return to their base out).
     pub fn is_suspect(&self, cfg: &TrendConfig) -> bool {
         self.linear
             && self.p_full <= cfg.suspect_p
@@ -283,7 +287,8 @@ impl Evidence {
             && self.rate > 0.0
             && self.rate >= MIN_RATE_RATIO * self.full_rate
             && self.rate >= cfg.min_rate / SUSPECT_DIVISOR
-            && self.growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR
+            && (self.full_growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR
+                || self.floor_rise > 0.0)
     }
 }
 
@@ -407,7 +412,7 @@ pub fn search_with_p(
 }
 
 /// Cheap necessary conditions of [`Evidence::is_suspect`] on the raw samples (the recent
-/// window's trend, rate and growth), so that most noisy sites skip the full evidence.
+/// window's trend and rate), so that most noisy sites skip the full evidence.
 /// (`Suspect` is therefore decided on samples with temporary batches included.)
 fn may_be_suspect(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &mut Scratch) -> bool {
     let n = values.len();
@@ -416,8 +421,7 @@ fn may_be_suspect(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &mu
     if s <= 0 || p_increasing(r, s, tie, 1.0) > cfg.suspect_p {
         return false;
     }
-    let (rate, growth) = recent_rate(cfg, values, times, scratch);
-    rate >= cfg.min_rate / SUSPECT_DIVISOR && growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR
+    recent_rate(cfg, values, times, scratch).0 >= cfg.min_rate / SUSPECT_DIVISOR
 }
 
 #[cfg(test)]
