@@ -277,9 +277,9 @@ impl Evidence {
 
     /// Growth worth watching: significant at `suspect_p` over the whole window and the recent
     /// one, not fading, not a step, a recent rate of at least `min_rate / 4`, and either a
-    /// growth of at least `min_growth_bytes / 4` or a rising floor. A site still growing
-    /// steadily is `Suspect` however small its growth, so it stays in every report (the
-    /// floor keeps noise and batches that return to their base out).
+    /// growth over the recent window of at least `min_growth_bytes / 4` or the *shape* of a leak
+    /// ([`Self::grows_steadily`]). A site still growing steadily is `Suspect` however small
+    /// its growth, so it stays in every report.
     pub fn is_suspect(&self, cfg: &TrendConfig) -> bool {
         self.linear
             && self.p_full <= cfg.suspect_p
@@ -287,8 +287,19 @@ impl Evidence {
             && self.rate > 0.0
             && self.rate >= MIN_RATE_RATIO * self.full_rate
             && self.rate >= cfg.min_rate / SUSPECT_DIVISOR
-            && (self.full_growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR
-                || self.floor_rise > 0.0)
+            && (self.growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR || self.grows_steadily())
+    }
+
+    /// The shape conditions of a leak, without its sizes: the floor rises by a quarter of the
+    /// growth (6), the growth stands 6 σ above the noise and the recent one 1 σ (7), and the
+    /// last samples are a new high (10). Noise, sawtooth buffers, batches and a plateau after
+    /// a warm-up do not meet them, a small steady growth does.
+    pub fn grows_steadily(&self) -> bool {
+        self.floor_rise > 0.0
+            && self.floor_rise >= MIN_FLOOR_SHARE * self.full_growth
+            && self.full_growth >= MIN_SIGNAL_TO_NOISE * self.noise
+            && self.growth >= MIN_RECENT_SIGNAL_TO_NOISE * self.noise
+            && self.new_high
     }
 }
 

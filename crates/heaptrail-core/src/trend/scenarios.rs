@@ -617,6 +617,267 @@ fn growth_below_the_thresholds_is_not_a_leak() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A service watched every 2 s (issue 8, item 6): a slow leak of small objects at one site under
+// bursty temporaries, a bounded LRU warm-up, a sawtooth buffer, growing temporary batches,
+// churn and flat sites; RSS flat at 16-17 MiB (pages, two 1 MiB arenas), traced memory the sum.
+
+const LEAK_SITE: u64 = 1;
+const TEMPORARIES: u64 = 2;
+const LRU: u64 = 3;
+const SAWTOOTH: u64 = 4;
+const BATCHES: u64 = 5;
+const CHURN: u64 = 6;
+const PAGE: f64 = 4096.0;
+
+/// One window of the service: its sites and process sample. `leak_rate`: bytes/s leaked at
+/// [`LEAK_SITE`] while `leaking(w)`; `leaked` carries the leak's total between windows.
+fn service_window(
+    w: usize,
+    rng: &mut Rng,
+    leak_rate: f64,
+    leaking: bool,
+    leaked: &mut f64,
+) -> (Vec<SiteSample>, ProcessSample) {
+    let interval = 2.0;
+    if leaking {
+        // Requests arrive unevenly: 70-130% of the mean per window; a list's slot array
+        // grows by ~1/8 at a time (monotone, in steps).
+        *leaked += leak_rate * interval * rng.range(0.7, 1.3);
+    }
+    let slots = {
+        let items = *leaked / 56.0;
+        let mut cap = 8.0f64;
+        while cap < items {
+            cap += cap / 8.0 + 6.0;
+        }
+        8.0 * cap
+    };
+    let leak = if *leaked > 0.0 { *leaked + slots } else { 0.0 };
+    // Temporaries in flight at the snapshot: 0-40 bytes objects of 100 B - 5 KB, often none.
+    let temporaries: f64 = if rng.unit() < 0.6 {
+        (0..rng.below(41)).map(|_| rng.range(100.0, 5000.0) + 33.0).sum()
+    } else {
+        0.0
+    };
+    // A bounded LRU of 4000 entries (~200 B each) filling within ~5 windows, then evicting.
+    let lru = 800.0 * KIB * (1.0 - (-(w as f64) / 1.5).exp()) + 2.0 * KIB * rng.normal();
+    // A buffer that grows to 64 KiB and is reset, every 4 windows.
+    let sawtooth = 16.0 * KIB * (1 + w % 4) as f64;
+    // A batch in flight every third window, each bigger than the last.
+    let batches = if w % 3 == 0 { 20.0 * KIB * (1 + w) as f64 } else { 0.0 };
+    // Objects created and dropped within a window, sometimes caught alive.
+    let churn = if rng.unit() < 0.3 { rng.range(1.0, 30.0) * KIB } else { 0.0 };
+    let mut sites = vec![
+        sample(LEAK_SITE, leak as u64, (*leaked / 48.0) as u64),
+        sample(TEMPORARIES, temporaries as u64, 10),
+        sample(LRU, lru.max(0.0) as u64, 4000),
+        sample(SAWTOOTH, sawtooth as u64, 1),
+        sample(BATCHES, batches as u64, 1),
+        sample(CHURN, churn as u64, 100),
+    ];
+    // 30 settled sites (modules, code, interned strings) with small noise.
+    for k in 0..30u64 {
+        let base = 2.0 * KIB + 7.0 * KIB * k as f64;
+        sites.push(sample(100 + k, (base + 64.0 * rng.normal()).max(0.0) as u64, 10));
+    }
+    sites.retain(|s| s.size > 0);
+    let traced = 300.0 * KIB + sites.iter().map(|s| s.size as f64).sum::<f64>();
+    // RSS: 16 MiB, an arena taken during the warm-up and another at window 12, page noise.
+    let arenas = (w >= 3) as u32 + (w >= 12) as u32;
+    let rss = 16.0 * MIB + MIB * arenas as f64 + PAGE * (rng.range(-8.0, 8.0)).round();
+    let process = ProcessSample {
+        rss_bytes: rss as u64,
+        traced_bytes: traced as u64,
+        traced_peak_bytes: (traced + rng.range(0.0, 200.0) * KIB) as u64,
+    };
+    (sites, process)
+}
+
+/// The rows the watcher writes (python/heaptrail/_watcher.py): every leak, suspect and fixed
+/// site, and the first `top` of the others in report order.
+fn shown(report: &WindowReport, top: usize) -> Vec<u64> {
+    let mut rows = Vec::new();
+    for s in &report.sites {
+        let always = matches!(s.verdict, Verdict::Leak | Verdict::Suspect | Verdict::Fixed);
+        if rows.len() < top || always {
+            rows.push(s.key);
+        }
+    }
+    rows
+}
+
+/// Runs the service for `windows` windows; `leaking(w)` says whether window `w` (0-based)
+/// leaks. Returns each window's report.
+fn run_service(
+    seed: u64,
+    leak_rate: f64,
+    windows: usize,
+    leaking: impl Fn(usize) -> bool,
+) -> Vec<WindowReport> {
+    let mut d = TrendDetector::new(TrendConfig::default());
+    let mut rng = Rng::new(seed);
+    let mut leaked = 0.0;
+    (0..windows)
+        .map(|w| {
+            let (sites, process) = service_window(w, &mut rng, leak_rate, leaking(w), &mut leaked);
+            d.observe(2.0 * w as f64, process, &sites)
+        })
+        .collect()
+}
+
+fn site_verdicts(reports: &[WindowReport], key: u64) -> Vec<Verdict> {
+    reports
+        .iter()
+        .map(|r| r.site(key).map_or(Verdict::Plateau, |s| s.verdict))
+        .collect()
+}
+
+#[test]
+fn slow_leak_under_bursty_service_noise_is_a_leak_within_15_windows() {
+    let judged = TrendConfig::default().min_leak_windows();
+    for rate in [2000.0, 2500.0, 3000.0] {
+        for seed in 0..10 {
+            let reports = run_service(seed, rate, 40, |_| true);
+            let v = site_verdicts(&reports, LEAK_SITE);
+            let at = first(&v, Verdict::Leak);
+            assert!(
+                at.is_some_and(|w| w <= 15),
+                "{rate} B/s, seed {seed}: first Leak at {at:?}: {v:?}"
+            );
+            assert!(
+                v[at.unwrap() - 1..].iter().all(|&x| x == Verdict::Leak),
+                "{rate} B/s, seed {seed}: flickers: {v:?}"
+            );
+            for key in [TEMPORARIES, LRU, SAWTOOTH, BATCHES, CHURN] {
+                let v = site_verdicts(&reports, key);
+                assert_eq!(first(&v, Verdict::Leak), None, "site {key}, seed {seed}: {v:?}");
+            }
+            for r in &reports {
+                assert!(
+                    r.sites.iter().all(|s| s.key < 100 || s.verdict != Verdict::Leak),
+                    "seed {seed}: a settled site called a leak: {r:?}"
+                );
+                // The leaking site is in every report, warming up or not.
+                assert!(shown(r, 20).contains(&LEAK_SITE), "window {}", r.window);
+                // RSS is flat (16-18 MiB): never native growth or transient peaks.
+                assert!(
+                    matches!(
+                        r.process_verdict,
+                        ProcessVerdict::Ok | ProcessVerdict::PythonGrowth
+                    ),
+                    "seed {seed}, window {}: {}",
+                    r.window,
+                    r.process_verdict
+                );
+            }
+            // Once the leak is named, the process shows Python growth.
+            let named = at.unwrap();
+            assert!(
+                reports[named - 1..]
+                    .iter()
+                    .all(|r| r.process_verdict == ProcessVerdict::PythonGrowth),
+                "seed {seed}"
+            );
+            assert!(named >= judged);
+        }
+    }
+}
+
+#[test]
+fn service_without_a_leak_has_no_leak_and_a_process_that_is_ok() {
+    // The same service without the leak: an LRU warm-up that plateaus, a sawtooth buffer,
+    // growing temporary batches, churn, bursty temporaries, RSS taking two arenas.
+    for seed in 0..20 {
+        let reports = run_service(100 + seed, 0.0, 60, |_| false);
+        for r in &reports {
+            assert!(
+                r.sites.iter().all(|s| s.verdict != Verdict::Leak),
+                "seed {seed}, window {}: {:?}",
+                r.window,
+                r.sites.iter().filter(|s| s.verdict == Verdict::Leak).collect::<Vec<_>>()
+            );
+            // RSS is flat: never native growth or transient peaks.
+            assert!(
+                !matches!(
+                    r.process_verdict,
+                    ProcessVerdict::NativeGrowth | ProcessVerdict::TransientPeaks
+                ),
+                "seed {seed}, window {}: {}",
+                r.window,
+                r.process_verdict
+            );
+        }
+        // Traced memory is flat once the LRU has filled (the growing batches come and go):
+        // `ok`, but for the odd window the batches' rising peaks look like growth.
+        let ok = reports[20..]
+            .iter()
+            .filter(|r| r.process_verdict == ProcessVerdict::Ok)
+            .count();
+        assert!(ok * 10 >= (reports.len() - 20) * 9, "seed {seed}: {ok}/40 ok");
+        // Once filled, the LRU is a plateau (the noise of its tail may make it a suspect
+        // now and then, at suspect_p).
+        let lru = site_verdicts(&reports, LRU);
+        let plateau = lru[12..].iter().filter(|&&x| x == Verdict::Plateau).count();
+        assert!(plateau * 10 >= (lru.len() - 12) * 9, "seed {seed}: {lru:?}");
+    }
+}
+
+#[test]
+fn slow_leak_that_stops_becomes_fixed() {
+    let k = TrendConfig::default().fixed_after;
+    for seed in 0..10 {
+        // Leaks 2.5 KB/s for 24 windows, then stops (the service keeps its noise).
+        let reports = run_service(200 + seed, 2500.0, 60, |w| w < 24);
+        let v = site_verdicts(&reports, LEAK_SITE);
+        assert!(v[12..24].contains(&Verdict::Leak), "seed {seed}: {v:?}");
+        let fixed = first(&v, Verdict::Fixed).expect("never fixed");
+        // Window 24 is the last growth; the K-th window after it that does not grow: Fixed.
+        assert!(fixed <= 24 + k + 1, "seed {seed}: fixed at {fixed}: {v:?}");
+        assert!(v[fixed - 1..].iter().all(|&x| x == Verdict::Fixed), "seed {seed}: {v:?}");
+    }
+}
+
+#[test]
+fn a_growing_site_never_drops_out_of_the_report() {
+    // 300 B/s (list slots only, the objects recycled elsewhere: the 3.12 tuple case) is too
+    // little for a leak over a 30-window history at 2 s, but it is growth: the site must be in
+    // every report, among 36 others competing for top = 20 rows.
+    let judged = TrendConfig::default().min_leak_windows();
+    for seed in 0..10 {
+        let mut d = TrendDetector::new(TrendConfig::default());
+        let mut rng = Rng::new(300 + seed);
+        let mut leaked = 0.0;
+        for w in 0..60usize {
+            let (mut sites, process) = service_window(w, &mut rng, 0.0, false, &mut leaked);
+            sites.push(sample(LEAK_SITE, (4.0 * KIB + 600.0 * w as f64) as u64, 1));
+            let r = d.observe(2.0 * w as f64, process, &sites);
+            let s = r.site(LEAK_SITE).unwrap();
+            if w + 1 >= judged {
+                assert_eq!(s.verdict, Verdict::Suspect, "seed {seed}, window {}", w + 1);
+            }
+            assert!(shown(&r, 20).contains(&LEAK_SITE), "seed {seed}, window {}", w + 1);
+        }
+    }
+}
+
+#[test]
+fn small_sites_at_2_s_windows_no_false_leaks() {
+    // The non-leaking shapes of the sweeps at 1/64 of their size (3 KiB - 1.6 MiB sites),
+    // watched every 2 s: the size thresholds bind here, the statistics alone must hold.
+    let mut rng = Rng::new(4242);
+    let mut bad = Vec::new();
+    for i in 0..400 {
+        let (name, series) = non_leaking(&mut rng, 60, false);
+        let series: Vec<f64> = series.iter().map(|x| x / 64.0).collect();
+        let v = run_site(TrendConfig::default(), 2.0, &series);
+        if let Some(w) = first(&v, Verdict::Leak) {
+            bad.push((i, name, w, kib(&series, w)));
+        }
+    }
+    assert!(bad.len() <= 1, "{} false leaks: {bad:?}", bad.len());
+}
+
+// ---------------------------------------------------------------------------------------------
 // Detector bookkeeping.
 
 fn sample(key: u64, size: u64, count: u64) -> SiteSample {
@@ -877,21 +1138,5 @@ fn verdict_names() {
     );
 }
 
-#[test]
-fn zz_debug_slow_leak() {
-    let cfg = TrendConfig::default();
-    let mut rng = Rng::new(5);
-    let mut total = 0.0;
-    let series: Vec<f64> = (0..30)
-        .map(|_| {
-            total += 5000.0 * rng.range(0.7, 1.3);
-            total
-        })
-        .collect();
-    let v = run_site(cfg.clone(), 2.0, &series);
-    eprintln!("{v:?}");
-    for w in 6..16 {
-        let e = evidence_at(2.0, &series, w);
-        eprintln!("{w}: {:?}", e.leak_conditions(&cfg).iter().filter(|c| !c.1).map(|c| c.0).collect::<Vec<_>>());
-    }
-}
+
+
