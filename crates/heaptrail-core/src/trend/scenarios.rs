@@ -1082,6 +1082,122 @@ fn process_transient_peaks() {
     assert_eq!(v[19].0, ProcessVerdict::TransientPeaks, "{v:?}");
 }
 
+/// A small service watched every 2 s: RSS 16-17 MiB in 4 KiB pages.
+fn run_process_2s(
+    series: impl Fn(usize, &mut Rng) -> ProcessSample,
+    windows: usize,
+    seed: u64,
+) -> Vec<ProcessVerdict> {
+    let mut d = TrendDetector::new(TrendConfig::default());
+    let mut rng = Rng::new(seed);
+    (0..windows)
+        .map(|i| d.observe(2.0 * i as f64, series(i, &mut rng), &[]).process_verdict)
+        .collect()
+}
+
+fn pages(x: f64) -> u64 {
+    ((x / 4096.0).round() * 4096.0) as u64
+}
+
+#[test]
+fn process_flat_rss_with_growing_traced_memory_is_python_growth() {
+    // The measured service: RSS flat at 16-17 MiB (page noise, one more arena at window 8),
+    // traced memory +28% over 30 s (450 -> 580 KiB, ~4.5 KiB/s) under bursty temporaries.
+    for seed in 0..10 {
+        let v = run_process_2s(
+            |i, rng| {
+                let traced = 450.0 * KIB + 4.5 * KIB * 2.0 * i as f64
+                    + if rng.unit() < 0.5 { rng.range(0.0, 20.0) * KIB } else { 0.0 };
+                ProcessSample {
+                    rss_bytes: pages(16.2 * MIB + MIB * (i >= 8) as u64 as f64 + rng.range(-64.0, 64.0) * KIB),
+                    traced_bytes: traced as u64,
+                    traced_peak_bytes: (traced + rng.range(0.0, 200.0) * KIB) as u64,
+                }
+            },
+            15,
+            seed,
+        );
+        assert!(
+            !v.contains(&ProcessVerdict::NativeGrowth) && !v.contains(&ProcessVerdict::TransientPeaks),
+            "seed {seed}: {v:?}"
+        );
+        assert_eq!(v[14], ProcessVerdict::PythonGrowth, "seed {seed}: {v:?}");
+    }
+}
+
+#[test]
+fn process_rss_taking_arenas_is_not_native_growth() {
+    // RSS climbs 16 -> 17.5 MiB, monotone (arenas and heaptrail's own tables), traced memory
+    // flat, the traced peak rising (bigger bursts): ok, neither native growth nor transient
+    // peaks — the rise is a few allocator units, not 8 MiB.
+    for seed in 0..10 {
+        let v = run_process_2s(
+            |i, rng| ProcessSample {
+                rss_bytes: pages(16.0 * MIB + 100.0 * KIB * i as f64 + rng.range(0.0, 32.0) * KIB),
+                traced_bytes: noisy(rng, 600.0 * KIB, 10.0 * KIB),
+                traced_peak_bytes: (700.0 * KIB + 20.0 * KIB * i as f64) as u64,
+            },
+            30,
+            seed,
+        );
+        assert!(v.iter().all(|&x| x == ProcessVerdict::Ok), "seed {seed}: {v:?}");
+    }
+    // The same at 400 KiB per window (+11.6 MiB over 30 windows, 70%): native growth.
+    let v = run_process_2s(
+        |i, rng| ProcessSample {
+            rss_bytes: pages(16.0 * MIB + 400.0 * KIB * i as f64 + rng.range(0.0, 32.0) * KIB),
+            traced_bytes: noisy(rng, 600.0 * KIB, 10.0 * KIB),
+            traced_peak_bytes: 700 * KIB as u64,
+        },
+        30,
+        1,
+    );
+    assert_eq!(v[29], ProcessVerdict::NativeGrowth, "{v:?}");
+    // ... and with the traced peak rising alongside: transient peaks.
+    let v = run_process_2s(
+        |i, rng| ProcessSample {
+            rss_bytes: pages(16.0 * MIB + 400.0 * KIB * i as f64 + rng.range(0.0, 32.0) * KIB),
+            traced_bytes: noisy(rng, 600.0 * KIB, 10.0 * KIB),
+            traced_peak_bytes: (1.0 * MIB + 380.0 * KIB * i as f64) as u64,
+        },
+        30,
+        1,
+    );
+    assert_eq!(v[29], ProcessVerdict::TransientPeaks, "{v:?}");
+}
+
+#[test]
+fn process_rss_growth_explained_by_traced_memory_is_python_growth() {
+    // RSS +12 MiB, traced +10 MiB alongside: Python's memory, not native.
+    let v = run_process_2s(
+        |i, rng| {
+            let traced = 2.0 * MIB + 350.0 * KIB * i as f64;
+            ProcessSample {
+                rss_bytes: pages(16.0 * MIB + 1.2 * traced + rng.range(0.0, 64.0) * KIB),
+                traced_bytes: noisy(rng, traced, 20.0 * KIB),
+                traced_peak_bytes: (traced + 300.0 * KIB) as u64,
+            }
+        },
+        30,
+        2,
+    );
+    assert_eq!(v[29], ProcessVerdict::PythonGrowth, "{v:?}");
+}
+
+#[test]
+fn process_flat_everything_is_ok() {
+    let v = run_process_2s(
+        |_, rng| ProcessSample {
+            rss_bytes: pages(16.5 * MIB + rng.range(-128.0, 128.0) * KIB),
+            traced_bytes: noisy(rng, 600.0 * KIB, 30.0 * KIB),
+            traced_peak_bytes: noisy(rng, 800.0 * KIB, 60.0 * KIB),
+        },
+        40,
+        3,
+    );
+    assert!(v.iter().all(|&x| x == ProcessVerdict::Ok), "{v:?}");
+}
+
 #[test]
 fn process_allocator_retention() {
     // Python frees 60% of its memory at window 12; RSS does not come down.
