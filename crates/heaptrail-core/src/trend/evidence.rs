@@ -276,18 +276,20 @@ impl Evidence {
     }
 
     /// Growth worth watching: significant at `suspect_p` over the whole window and the recent
-    /// one, not fading, not a step, a recent rate of at least `min_rate / 4`, and either a
-    /// growth over the recent window of at least `min_growth_bytes / 4` or the *shape* of a leak
-    /// ([`Self::grows_steadily`]). A site still growing steadily is `Suspect` however small
-    /// its growth, so it stays in every report.
+    /// one, not fading, a recent rate of at least `min_rate / 4`, and either not a step with a
+    /// growth over the recent window of at least `min_growth_bytes / 4`, or the *shape* of a
+    /// leak ([`Self::grows_steadily`]; its floor, noise and new-high conditions stand in for
+    /// the line-versus-step test, which a site first seen mid-window — a low first sample —
+    /// fails). A site still growing steadily is `Suspect` however small its growth, so it
+    /// stays in every report.
     pub fn is_suspect(&self, cfg: &TrendConfig) -> bool {
-        self.linear
-            && self.p_full <= cfg.suspect_p
+        self.p_full <= cfg.suspect_p
             && self.p_recent <= cfg.suspect_p
             && self.rate > 0.0
             && self.rate >= MIN_RATE_RATIO * self.full_rate
             && self.rate >= cfg.min_rate / SUSPECT_DIVISOR
-            && (self.growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR || self.grows_steadily())
+            && ((self.linear && self.growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR)
+                || self.grows_steadily())
     }
 
     /// The shape conditions of a leak, without its sizes: the floor rises by a quarter of the
