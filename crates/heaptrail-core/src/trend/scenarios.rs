@@ -613,7 +613,10 @@ fn growth_below_the_thresholds_is_not_a_leak() {
     let v = run_site(TrendConfig::default(), 10.0, &series);
     assert_eq!(first(&v, Verdict::Leak), None, "{v:?}");
     let judged = TrendConfig::default().min_leak_windows();
-    assert!(v[judged - 1..].iter().all(|&x| x == Verdict::Suspect), "{v:?}");
+    assert!(
+        v[judged - 1..].iter().all(|&x| x == Verdict::Suspect),
+        "{v:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -655,7 +658,9 @@ fn service_window(
     let leak = if *leaked > 0.0 { *leaked + slots } else { 0.0 };
     // Temporaries in flight at the snapshot: 0-40 bytes objects of 100 B - 5 KB, often none.
     let temporaries: f64 = if rng.unit() < 0.6 {
-        (0..rng.below(41)).map(|_| rng.range(100.0, 5000.0) + 33.0).sum()
+        (0..rng.below(41))
+            .map(|_| rng.range(100.0, 5000.0) + 33.0)
+            .sum()
     } else {
         0.0
     };
@@ -664,9 +669,17 @@ fn service_window(
     // A buffer that grows to 64 KiB and is reset, every 4 windows.
     let sawtooth = 16.0 * KIB * (1 + w % 4) as f64;
     // A batch in flight every third window, each bigger than the last.
-    let batches = if w % 3 == 0 { 20.0 * KIB * (1 + w) as f64 } else { 0.0 };
+    let batches = if w % 3 == 0 {
+        20.0 * KIB * (1 + w) as f64
+    } else {
+        0.0
+    };
     // Objects created and dropped within a window, sometimes caught alive.
-    let churn = if rng.unit() < 0.3 { rng.range(1.0, 30.0) * KIB } else { 0.0 };
+    let churn = if rng.unit() < 0.3 {
+        rng.range(1.0, 30.0) * KIB
+    } else {
+        0.0
+    };
     let mut sites = vec![
         sample(LEAK_SITE, leak as u64, (*leaked / 48.0) as u64),
         sample(TEMPORARIES, temporaries as u64, 10),
@@ -678,7 +691,11 @@ fn service_window(
     // 30 settled sites (modules, code, interned strings) with small noise.
     for k in 0..30u64 {
         let base = 2.0 * KIB + 7.0 * KIB * k as f64;
-        sites.push(sample(100 + k, (base + 64.0 * rng.normal()).max(0.0) as u64, 10));
+        sites.push(sample(
+            100 + k,
+            (base + 64.0 * rng.normal()).max(0.0) as u64,
+            10,
+        ));
     }
     sites.retain(|s| s.size > 0);
     let traced = 300.0 * KIB + sites.iter().map(|s| s.size as f64).sum::<f64>();
@@ -750,11 +767,17 @@ fn slow_leak_under_bursty_service_noise_is_a_leak_within_15_windows() {
             );
             for key in [TEMPORARIES, LRU, SAWTOOTH, BATCHES, CHURN] {
                 let v = site_verdicts(&reports, key);
-                assert_eq!(first(&v, Verdict::Leak), None, "site {key}, seed {seed}: {v:?}");
+                assert_eq!(
+                    first(&v, Verdict::Leak),
+                    None,
+                    "site {key}, seed {seed}: {v:?}"
+                );
             }
             for r in &reports {
                 assert!(
-                    r.sites.iter().all(|s| s.key < 100 || s.verdict != Verdict::Leak),
+                    r.sites
+                        .iter()
+                        .all(|s| s.key < 100 || s.verdict != Verdict::Leak),
                     "seed {seed}: a settled site called a leak: {r:?}"
                 );
                 // The leaking site is in every report, warming up or not.
@@ -794,7 +817,10 @@ fn service_without_a_leak_has_no_leak_and_a_process_that_is_ok() {
                 r.sites.iter().all(|s| s.verdict != Verdict::Leak),
                 "seed {seed}, window {}: {:?}",
                 r.window,
-                r.sites.iter().filter(|s| s.verdict == Verdict::Leak).collect::<Vec<_>>()
+                r.sites
+                    .iter()
+                    .filter(|s| s.verdict == Verdict::Leak)
+                    .collect::<Vec<_>>()
             );
             // RSS is flat: never native growth or transient peaks.
             assert!(
@@ -813,7 +839,10 @@ fn service_without_a_leak_has_no_leak_and_a_process_that_is_ok() {
             .iter()
             .filter(|r| r.process_verdict == ProcessVerdict::Ok)
             .count();
-        assert!(ok * 10 >= (reports.len() - 20) * 9, "seed {seed}: {ok}/40 ok");
+        assert!(
+            ok * 10 >= (reports.len() - 20) * 9,
+            "seed {seed}: {ok}/40 ok"
+        );
         // Once filled, the LRU is a plateau (the noise of its tail may make it a suspect
         // now and then, at suspect_p).
         let lru = site_verdicts(&reports, LRU);
@@ -833,7 +862,10 @@ fn slow_leak_that_stops_becomes_fixed() {
         let fixed = first(&v, Verdict::Fixed).expect("never fixed");
         // Window 24 is the last growth; the K-th window after it that does not grow: Fixed.
         assert!(fixed <= 24 + k + 1, "seed {seed}: fixed at {fixed}: {v:?}");
-        assert!(v[fixed - 1..].iter().all(|&x| x == Verdict::Fixed), "seed {seed}: {v:?}");
+        assert!(
+            v[fixed - 1..].iter().all(|&x| x == Verdict::Fixed),
+            "seed {seed}: {v:?}"
+        );
     }
 }
 
@@ -855,7 +887,11 @@ fn a_growing_site_never_drops_out_of_the_report() {
             if w + 1 >= judged {
                 assert_eq!(s.verdict, Verdict::Suspect, "seed {seed}, window {}", w + 1);
             }
-            assert!(shown(&r, 20).contains(&LEAK_SITE), "seed {seed}, window {}", w + 1);
+            assert!(
+                shown(&r, 20).contains(&LEAK_SITE),
+                "seed {seed}, window {}",
+                w + 1
+            );
         }
     }
 }
@@ -1091,7 +1127,10 @@ fn run_process_2s(
     let mut d = TrendDetector::new(TrendConfig::default());
     let mut rng = Rng::new(seed);
     (0..windows)
-        .map(|i| d.observe(2.0 * i as f64, series(i, &mut rng), &[]).process_verdict)
+        .map(|i| {
+            d.observe(2.0 * i as f64, series(i, &mut rng), &[])
+                .process_verdict
+        })
         .collect()
 }
 
@@ -1106,10 +1145,17 @@ fn process_flat_rss_with_growing_traced_memory_is_python_growth() {
     for seed in 0..10 {
         let v = run_process_2s(
             |i, rng| {
-                let traced = 450.0 * KIB + 4.5 * KIB * 2.0 * i as f64
-                    + if rng.unit() < 0.5 { rng.range(0.0, 20.0) * KIB } else { 0.0 };
+                let traced = 450.0 * KIB
+                    + 4.5 * KIB * 2.0 * i as f64
+                    + if rng.unit() < 0.5 {
+                        rng.range(0.0, 20.0) * KIB
+                    } else {
+                        0.0
+                    };
                 ProcessSample {
-                    rss_bytes: pages(16.2 * MIB + MIB * (i >= 8) as u64 as f64 + rng.range(-64.0, 64.0) * KIB),
+                    rss_bytes: pages(
+                        16.2 * MIB + MIB * (i >= 8) as u64 as f64 + rng.range(-64.0, 64.0) * KIB,
+                    ),
                     traced_bytes: traced as u64,
                     traced_peak_bytes: (traced + rng.range(0.0, 200.0) * KIB) as u64,
                 }
@@ -1118,7 +1164,8 @@ fn process_flat_rss_with_growing_traced_memory_is_python_growth() {
             seed,
         );
         assert!(
-            !v.contains(&ProcessVerdict::NativeGrowth) && !v.contains(&ProcessVerdict::TransientPeaks),
+            !v.contains(&ProcessVerdict::NativeGrowth)
+                && !v.contains(&ProcessVerdict::TransientPeaks),
             "seed {seed}: {v:?}"
         );
         assert_eq!(v[14], ProcessVerdict::PythonGrowth, "seed {seed}: {v:?}");
@@ -1140,7 +1187,10 @@ fn process_rss_taking_arenas_is_not_native_growth() {
             30,
             seed,
         );
-        assert!(v.iter().all(|&x| x == ProcessVerdict::Ok), "seed {seed}: {v:?}");
+        assert!(
+            v.iter().all(|&x| x == ProcessVerdict::Ok),
+            "seed {seed}: {v:?}"
+        );
     }
     // The same at 400 KiB per window (+11.6 MiB over 30 windows, 70%): native growth.
     let v = run_process_2s(
@@ -1253,6 +1303,3 @@ fn verdict_names() {
         ]
     );
 }
-
-
-
