@@ -669,7 +669,7 @@ fn service_window(
     // A buffer that grows to 64 KiB and is reset, every 4 windows.
     let sawtooth = 16.0 * KIB * (1 + w % 4) as f64;
     // A batch in flight every third window, each bigger than the last.
-    let batches = if w % 3 == 0 {
+    let batches = if w.is_multiple_of(3) {
         20.0 * KIB * (1 + w) as f64
     } else {
         0.0
