@@ -12,8 +12,17 @@ pub struct TrendConfig {
     pub leak_p: f64,
     /// p-value for "suspect". Default 0.10.
     pub suspect_p: f64,
-    /// Minimum growth, in bytes, over the recent window (Sen slope × its duration) to call a
-    /// leak; a quarter of it for "suspect". Default 64 KiB.
+    /// Minimum growth, in bytes, over the window that shows the leak (its Sen slope × its
+    /// duration) to call a leak; a quarter of it for "suspect" (or a rising floor). Default
+    /// 32 KiB.
+    ///
+    /// It is measured over the whole evidence window, not over the recent window: the recent
+    /// window spans 5–9 intervals, so a byte threshold on it was a rate threshold that scaled
+    /// with `1/interval` (64 KiB on it needed ≥ 3.6–6.5 KiB/s at 2 s windows but 110–220 B/s at
+    /// 60 s windows). How fast a site must grow to matter is `min_rate`'s job; this one only
+    /// asks the evidence to be about more than a few objects. 32 KiB lets a 2 KiB/s leak be
+    /// named at a 2 s interval as soon as the statistics allow (window 10–11), and is still
+    /// above what a bounded small structure (a registry, a small cache) adds while it fills.
     pub min_growth_bytes: f64,
     /// Minimum Sen slope over the recent window, bytes per second, to call a leak; a quarter of
     /// it for "suspect". Default 64.
@@ -32,7 +41,7 @@ impl Default for TrendConfig {
             min_windows: 6,
             leak_p: 0.01,
             suspect_p: 0.10,
-            min_growth_bytes: 64.0 * 1024.0,
+            min_growth_bytes: 32.0 * 1024.0,
             min_rate: 64.0,
             fixed_after: 5,
             warm_skip: None,

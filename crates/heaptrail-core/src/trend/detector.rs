@@ -198,9 +198,6 @@ impl TrendDetector {
         }
 
         self.process.push(&self.config, time, process);
-        let (process_verdict, process_confidence) = self
-            .process
-            .assess(&self.config, &mut self.workers[0].scratch);
 
         // Judge every site, split over threads when there are many (sites are independent).
         let threads = self.threads_for(self.sites.len());
@@ -258,6 +255,14 @@ impl TrendDetector {
             }
         }
         let sorted = merge_sorted(&self.workers[..threads]);
+        // Sorted by severity, then confidence: the first site is the most confident leak, if any.
+        let site_leak = sorted
+            .first()
+            .filter(|s| s.verdict == Verdict::Leak)
+            .map(|s| s.confidence);
+        let (process_verdict, process_confidence) =
+            self.process
+                .assess(&self.config, site_leak, &mut self.workers[0].scratch);
         WindowReport {
             window: w,
             process_verdict,

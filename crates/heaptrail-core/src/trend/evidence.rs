@@ -11,7 +11,8 @@
 //! * `p_recent`, `rate`, `growth`: Mann–Kendall p-value and Sen slope over the *recent window*
 //!   (its last `max(min_windows, m/3)` samples, never its first `⌈min_windows/2⌉`), and
 //!   `rate ×` the recent window's duration;
-//! * `full_rate`, `full_growth`: Sen slope over the window and `full_rate ×` its duration;
+//! * `full_rate`, `full_growth`: Sen slope over the window and `full_rate ×` its duration (the
+//!   growth the evidence is about, which `min_growth_bytes` applies to);
 //! * `floor_rise`, `noise`, `linear`, `new_high` ([`super::shape`]).
 //!
 //! [`Evidence::leak_conditions`] lists the leak conditions; [`search`] tries the whole tested
@@ -251,7 +252,7 @@ impl Evidence {
             ("recent trend", self.p_recent <= cfg.suspect_p),
             (
                 "rate and growth",
-                self.rate >= cfg.min_rate && self.growth >= cfg.min_growth_bytes,
+                self.rate >= cfg.min_rate && self.full_growth >= cfg.min_growth_bytes,
             ),
             ("not fading", self.rate >= MIN_RATE_RATIO * self.full_rate),
             (
@@ -275,15 +276,32 @@ impl Evidence {
     }
 
     /// Growth worth watching: significant at `suspect_p` over the whole window and the recent
-    /// one, not fading, not a step, and at least a quarter of the leak thresholds.
+    /// one, not fading, a recent rate of at least `min_rate / 4`, and either not a step with a
+    /// growth over the recent window of at least `min_growth_bytes / 4`, or the *shape* of a
+    /// leak ([`Self::grows_steadily`]; its floor, noise and new-high conditions stand in for
+    /// the line-versus-step test, which a site first seen mid-window — a low first sample —
+    /// fails). A site still growing steadily is `Suspect` however small its growth, so it
+    /// stays in every report.
     pub fn is_suspect(&self, cfg: &TrendConfig) -> bool {
-        self.linear
-            && self.p_full <= cfg.suspect_p
+        self.p_full <= cfg.suspect_p
             && self.p_recent <= cfg.suspect_p
             && self.rate > 0.0
             && self.rate >= MIN_RATE_RATIO * self.full_rate
             && self.rate >= cfg.min_rate / SUSPECT_DIVISOR
-            && self.growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR
+            && ((self.linear && self.growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR)
+                || self.grows_steadily())
+    }
+
+    /// The shape conditions of a leak, without its sizes: the floor rises by a quarter of the
+    /// growth (6), the growth stands 6 σ above the noise and the recent one 1 σ (7), and the
+    /// last samples are a new high (10). Noise, sawtooth buffers, batches and a plateau after
+    /// a warm-up do not meet them, a small steady growth does.
+    pub fn grows_steadily(&self) -> bool {
+        self.floor_rise > 0.0
+            && self.floor_rise >= MIN_FLOOR_SHARE * self.full_growth
+            && self.full_growth >= MIN_SIGNAL_TO_NOISE * self.noise
+            && self.growth >= MIN_RECENT_SIGNAL_TO_NOISE * self.noise
+            && self.new_high
     }
 }
 
@@ -407,7 +425,7 @@ pub fn search_with_p(
 }
 
 /// Cheap necessary conditions of [`Evidence::is_suspect`] on the raw samples (the recent
-/// window's trend, rate and growth), so that most noisy sites skip the full evidence.
+/// window's trend and rate), so that most noisy sites skip the full evidence.
 /// (`Suspect` is therefore decided on samples with temporary batches included.)
 fn may_be_suspect(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &mut Scratch) -> bool {
     let n = values.len();
@@ -416,8 +434,7 @@ fn may_be_suspect(cfg: &TrendConfig, values: &[u64], times: &[f64], scratch: &mu
     if s <= 0 || p_increasing(r, s, tie, 1.0) > cfg.suspect_p {
         return false;
     }
-    let (rate, growth) = recent_rate(cfg, values, times, scratch);
-    rate >= cfg.min_rate / SUSPECT_DIVISOR && growth >= cfg.min_growth_bytes / SUSPECT_DIVISOR
+    recent_rate(cfg, values, times, scratch).0 >= cfg.min_rate / SUSPECT_DIVISOR
 }
 
 #[cfg(test)]

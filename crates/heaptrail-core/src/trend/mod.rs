@@ -27,8 +27,12 @@
 //! 2. its Mann–Kendall p, variance-corrected for autocorrelation, is at most `leak_p` divided by
 //!    the number of windows tried (Bonferroni, see below);
 //! 3. its recent window's Mann–Kendall p is at most `suspect_p`: the growth continues now;
-//! 4. the recent Sen slope is at least `min_rate` and the growth it implies over the recent
-//!    window at least `min_growth_bytes`;
+//! 4. the recent Sen slope is at least `min_rate` (64 B/s) and the window's growth (its Sen
+//!    slope × its duration) at least `min_growth_bytes` (32 KiB). (Until issue 8 the bytes were
+//!    measured over the recent window, 5–9 intervals long: a rate threshold in disguise that
+//!    scaled with `1/interval`, so a 2.5 KB/s leak watched every 2 s could never be a leak —
+//!    25 KB over 10 s — while the same leak watched every minute was. See
+//!    [`TrendConfig::min_growth_bytes`].)
 //! 5. it is not fading: the recent slope is at least half the window's (a saturating warm-up);
 //! 6. the floor rises: the minimum of the recent half exceeds the minimum of the older half, by
 //!    at least a quarter of the window's growth — leaked memory never comes back, while a
@@ -53,8 +57,19 @@
 //!   `leak_p`, its recent window still grows (`S > 0`, slope ≥ `min_rate/4`) and its floor still
 //!   rises ([`site_verdict::still_leaking`]).
 //! * **Suspect**: also when the whole window is significant at `suspect_p` and so is its recent
-//!   window, the growth is steady (8) and not fading (5), and reaches a quarter of the
-//!   thresholds of 4: growth worth watching, below the evidence or size of a leak.
+//!   window, the growth is not fading (5) and at least `min_rate/4`, and either it is steady (8)
+//!   with a recent growth of `min_growth_bytes/4`, or it has the shape of a leak whatever its
+//!   size — floor (6), above noise (7), new high (10)
+//!   ([`evidence::Evidence::grows_steadily`]): growth worth watching, below the evidence or
+//!   size of a leak.
+//! * **A growing site stays visible.** Reports list every `Leak`, `Suspect` and `Fixed` site
+//!   and only the first N others (the watcher's `top`), and `Plateau` sites are ordered by
+//!   confidence — their p-value of "increasing" — so a growing site below the leak thresholds
+//!   used to sort *last* among plateaus and drop out of the report while it grew (the site
+//!   was still tracked: sites are only forgotten after `history` windows at 0). With the
+//!   steady-growth path of `Suspect`, a site growing at `min_rate/4` (16 B/s) or more with a
+//!   rising floor is `Suspect` from the first window it can be judged (`min_leak_windows`),
+//!   and `WarmingUp` (ranked above every `Plateau`) before.
 //! * **Fixed**: a site that was `Leak` and whose last `fixed_after` windows did not grow
 //!   (Mann–Kendall `S ≤ 0`). It stays `Fixed` (sticky, the confirmation a user waits for after a
 //!   deploy) until a leak is found again in the post-fix samples.
@@ -64,20 +79,30 @@
 //! last `history` samples are all 0 is reported once more, then forgotten.
 //!
 //! Measured on synthetic series (see the `scenarios` tests; 10,000-series runs with
-//! `sweep_large`): about 0.15% (14/9192) of non-leaking series of 60 windows (noise, AR(1) wandering with
+//! `sweep_large`): about 0.16% (15/9192) of non-leaking series of 60 windows (noise, AR(1) wandering with
 //! φ ≤ 0.5, sawtooth, temporary batches, warm-ups, steps, spikes, load cycles) are ever called a
 //! leak, and 98% of leaking ones (steady with noise, under a sawtooth, after a warm-up, in
-//! steps, with temporary batches) within 12 windows (92% within 10).
+//! steps, with temporary batches) within 12 windows (92% within 10). The same non-leaking
+//! shapes at 1/64 of their size watched every 2 s (where the size thresholds bind): 1/1000
+//! called a leak, 0.13% of their windows `Suspect`. A 2–3 KB/s leak of small objects at one
+//! site of a service watched every 2 s, under bursty temporaries, is a leak at window 9–10
+//! (`scenarios::slow_leak_under_bursty_service_noise_is_a_leak_within_15_windows`).
 //!
 //! Known limits (no trend test can do better with the same data): a site that grows steadily for
 //! `min_leak_windows` windows or more and then stops is called a leak, then `Fixed`; a site
 //! that grows with load (a daily cycle seen through a 30-window history) looks like a leak until
 //! the load falls; strongly autocorrelated wandering (AR(1) with φ ≥ 0.5) is sometimes taken
 //! for a leak (about 5% of such series over 60 windows); a leak that grows in rare large steps
-//! with long flat stretches between them may alternate between `Leak` and `Fixed`.
+//! with long flat stretches between them may alternate between `Leak` and `Fixed` — and a
+//! bounded cache whose warm-up is followed by one resize of its table (an `lru_cache` dict
+//! rebuilt after evictions, +30% in one window) can be called a leak for a few windows.
 //!
 //! # Process verdict
-//! See [`process_verdict`].
+//! See [`process_verdict`]. `native-growth` and `transient-peaks` need RSS to *climb*: a
+//! leak-like RSS trend rising by at least max(8 MiB, 5% of RSS) beyond what traced memory
+//! rose over the same windows (allocator arenas, heap trimming and heaptrail's own untraced
+//! tables move RSS by a few MiB in a small process); a site called `Leak` makes the process
+//! `python-growth` even when the traced total is lost in the noise of temporaries.
 //!
 //! # Cost
 //! Per window, `O(sites · history)` plus a sort; the evidence above is only computed for sites

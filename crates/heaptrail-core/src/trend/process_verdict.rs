@@ -4,28 +4,47 @@
 //! windows and, once it has `min_windows` of them, judges the three series with the same
 //! tests as sites. A series **grows** when [`search`] finds a leak in it (same conditions and
 //! thresholds as a site leak, without the two-window confirmation). "Rate" below is the Sen
-//! slope over the recent window. Rules, first match wins:
-//! 1. RSS grows and traced memory is flat next to it (traced does not grow, or its rate is
-//!    below 25% of RSS's):
+//! slope over the recent window; the *rise* of a series is its Sen slope × the duration of the
+//! window in which it grows (the suffix [`search`] found).
+//!
+//! **RSS climbs** when it grows *and* rises by at least [`RSS_MIN_RISE_BYTES`] (8 MiB) and
+//! [`RSS_MIN_RISE_SHARE`] (5%) of its lowest value in that window. A trend test alone is not
+//! enough: RSS moves in allocator units — pymalloc arenas of 1 MiB (CPython ≥ 3.10), glibc heap
+//! growth and trimming, a dynamic mmap threshold (up to 32 MiB) that keeps freed mid-size
+//! blocks resident — and heaptrail's own bookkeeping, which it does not trace, grows for its
+//! first windows (trace tables, report history: +1.5 MiB in the first 30 s of a 17 MiB
+//! service). One or two arenas taken by a warm-up or a burst of temporaries make a perfectly
+//! monotone RSS series (16 → 17 MiB) that is no leak. 8 MiB is several arenas; the 5% share
+//! keeps fragmentation noise of large heaps (tens of MiB over half an hour for a GiB-sized
+//! process) from counting.
+//!
+//! Rules, first match wins:
+//! 1. RSS climbs and traced memory does not explain it: traced memory does not grow, or grows
+//!    at less than 25% of RSS's rate, and RSS's rise minus traced memory's rise over the same
+//!    samples is itself at least the RSS threshold:
 //!    * `TransientPeaks` if the traced *peak* rises (uncorrected whole-window Mann–Kendall
 //!      p ≤ `suspect_p`, positive rate, traced rate below 25% of the peak's): big temporary
 //!      batches push the allocator's high-water mark, nothing is kept by Python;
 //!    * else `NativeGrowth`: memory taken outside Python's allocators (C extensions, `malloc`).
-//! 2. `PythonGrowth`: traced memory grows.
+//! 2. `PythonGrowth`: traced memory grows, or a site is `Leak` this window (a leak small next
+//!    to the noise of the process total — temporaries in flight at each snapshot — is still
+//!    Python memory growing). With RSS flat, growing traced memory is always this verdict.
 //! 3. `AllocatorRetention`: traced memory fell by more than 30% from its maximum over the window
 //!    (by at least `min_growth_bytes`, judged on the largest of the last 3 samples so a single
 //!    dip does not count) while RSS stayed within 10% of its maximum: freed memory kept by
 //!    the allocator (fragmentation, free lists, arenas).
 //! 4. `Ok`.
 //!
-//! Confidence: `1 − p` of the deciding trend (`TransientPeaks`: the weaker of RSS and peak);
-//! `Ok`: 0 before `min_windows` windows, then the smaller uncorrected p-value of RSS and traced
-//! growth (how compatible they are with no growth);
-//! `AllocatorRetention`: the share of the released traced bytes that RSS did not give back.
+//! Confidence: `1 − p` of the deciding trend (`TransientPeaks`: the weaker of RSS and peak;
+//! `PythonGrowth` from a site: that site's confidence); `Ok`: 0 before `min_windows` windows,
+//! then the smaller uncorrected p-value of RSS and traced growth (how compatible they are with
+//! no growth); `AllocatorRetention`: the share of the released traced bytes that RSS did not
+//! give back.
 
 use super::config::TrendConfig;
 use super::evidence::{recent_rate, search, Evidence, Scratch};
 use super::mann_kendall::{p_increasing, statistic};
+use super::sen_slope::sen_slope;
 use std::collections::VecDeque;
 
 /// Whole-process memory figures at the end of one window.
@@ -75,6 +94,12 @@ pub const RETENTION_TRACED_FRACTION: f64 = 0.7;
 /// ...while RSS stayed above this fraction of its maximum.
 pub const RETENTION_RSS_FRACTION: f64 = 0.9;
 
+/// RSS must rise by at least this many bytes over the window where it grows to be called a
+/// climb (see the module documentation)...
+pub const RSS_MIN_RISE_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+/// ...and by at least this share of its lowest value in that window.
+pub const RSS_MIN_RISE_SHARE: f64 = 0.05;
+
 /// The last `history` process samples.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessHistory {
@@ -97,8 +122,14 @@ impl ProcessHistory {
         self.samples.is_empty()
     }
 
-    /// The verdict and its confidence for the samples kept.
-    pub fn assess(&self, cfg: &TrendConfig, scratch: &mut Scratch) -> (ProcessVerdict, f64) {
+    /// The verdict and its confidence for the samples kept. `site_leak`: the confidence of the
+    /// most confident site called `Leak` this window, if any.
+    pub fn assess(
+        &self,
+        cfg: &TrendConfig,
+        site_leak: Option<f64>,
+        scratch: &mut Scratch,
+    ) -> (ProcessVerdict, f64) {
         let n = self.samples.len();
         if n < cfg.min_windows {
             return (ProcessVerdict::Ok, 0.0);
@@ -115,7 +146,17 @@ impl ProcessHistory {
         let r = Trend::of(cfg, &rss, &times, scratch);
         let t = Trend::of(cfg, &traced, &times, scratch);
         let traced_flat_vs_rss = t.leak.is_none() || t.rate < FLAT_RATIO * r.rate;
-        if let (Some(re), true) = (r.leak, traced_flat_vs_rss) {
+        let rss_climb = r.leak.filter(|re| {
+            // The samples where RSS grows: its rise there, and traced memory's over the same.
+            let m = re.n;
+            let (rss_m, traced_m, times_m) = (&rss[n - m..], &traced[n - m..], &times[n - m..]);
+            let low = *rss_m.iter().min().unwrap_or(&0) as f64;
+            let needed = RSS_MIN_RISE_BYTES.max(RSS_MIN_RISE_SHARE * low);
+            let span = times_m[m - 1] - times_m[0];
+            let traced_rise = (sen_slope(traced_m, times_m, &mut scratch.floats) * span).max(0.0);
+            re.full_growth >= needed && re.full_growth - traced_rise >= needed
+        });
+        if let (Some(re), true) = (rss_climb, traced_flat_vs_rss) {
             let p = Trend::of(cfg, &peak, &times, scratch);
             let peak_rises = p.p <= cfg.suspect_p && p.rate > 0.0 && t.rate < FLAT_RATIO * p.rate;
             if peak_rises {
@@ -125,6 +166,9 @@ impl ProcessHistory {
         }
         if let Some(te) = t.leak {
             return (ProcessVerdict::PythonGrowth, 1.0 - te.p_full);
+        }
+        if let Some(confidence) = site_leak {
+            return (ProcessVerdict::PythonGrowth, confidence);
         }
         let t_max = *traced.iter().max().unwrap_or(&0) as f64;
         let t_now = *traced[n.saturating_sub(3)..].iter().max().unwrap_or(&0) as f64;

@@ -23,7 +23,8 @@
 //!      the next window's, so a leak present from the start is named at window
 //!      `min_leak_windows` (9), not 10.
 //! 5. **Suspect**: the whole window (or a searched suffix) is suspect
-//!    ([`super::evidence::Evidence::is_suspect`]).
+//!    ([`super::evidence::Evidence::is_suspect`]) — which includes every site still growing
+//!    steadily at `min_rate/4` or more, whatever its size, so that it stays in the report.
 //! 6. otherwise `Plateau`.
 //!
 //! Confidence: `1 − p` (Mann–Kendall, corrected) of the window that decided, for `Leak` and
