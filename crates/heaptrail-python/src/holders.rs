@@ -625,7 +625,7 @@ impl Graph {
         lineno: u32,
         rules: &SiteRules,
     ) -> Value {
-        let blocks = tracer::blocks_through(py, filename, lineno);
+        let blocks = tracer::blocks_at_site(py, filename, lineno, rules);
         let n = self.ids.len();
         let mut reached: Vec<u32> = Vec::new();
         for i in 0..n {

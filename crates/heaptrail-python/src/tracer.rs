@@ -792,6 +792,33 @@ pub fn block_traceback(py: Python<'_>, addr: usize) -> Option<Vec<(Filename, u32
 
 /// Addresses of the live blocks whose traceback passes through `filename:lineno`.
 pub fn blocks_through(py: Python<'_>, filename: &str, lineno: u32) -> rustc_hash::FxHashSet<usize> {
+    blocks_matching(py, |frames| frames.iter().any(|&(ref name, line)| line == lineno && &**name == filename))
+}
+
+/// Addresses of the live blocks whose *site* is `filename:lineno`: the innermost frame of
+/// their traceback that is the user's code under `rules` (else the innermost frame), as the
+/// watcher's sites are keyed. A block allocated deeper in the user's code (a helper the line
+/// calls) belongs to the helper's site, not to this one.
+pub fn blocks_at_site(
+    py: Python<'_>,
+    filename: &str,
+    lineno: u32,
+    rules: &SiteRules,
+) -> rustc_hash::FxHashSet<usize> {
+    blocks_matching(py, |frames| {
+        let site = frames
+            .iter()
+            .find(|(name, _)| rules.is_user_file(name))
+            .or(frames.first());
+        site.is_some_and(|(name, line)| *line == lineno && &**name == filename)
+    })
+}
+
+/// Addresses of the live blocks whose traceback (resolved, innermost first) satisfies `wanted`.
+fn blocks_matching(
+    py: Python<'_>,
+    wanted: impl Fn(&[(heaptrail_core::Filename, u32)]) -> bool,
+) -> rustc_hash::FxHashSet<usize> {
     let _own = OwnWork::begin();
     // SAFETY: GIL held; the closure stays in Rust.
     let tracebacks: Vec<Vec<RawFrame>> = unsafe {
@@ -807,10 +834,11 @@ pub fn blocks_through(py: Python<'_>, filename: &str, lineno: u32) -> rustc_hash
     let matching: Vec<bool> = tracebacks
         .iter()
         .map(|frames| {
-            frames.iter().any(|f| {
-                let (name, line) = unsafe { resolver.resolve(py, *f) };
-                line == lineno && &*name == filename
-            })
+            let resolved: Vec<_> = frames
+                .iter()
+                .map(|f| unsafe { resolver.resolve(py, *f) })
+                .collect();
+            wanted(&resolved)
         })
         .collect();
     let mut blocks = rustc_hash::FxHashSet::default();

@@ -136,6 +136,40 @@ fn no_holder_note(a: &HolderAnalysis) -> String {
     "holder not found: the blocks are spread over many containers".into()
 }
 
+/// Entries whose line is the same (an internal-storage site whose owners' line is another
+/// entry's line, reached under a differently written path) are one leak: the one whose line
+/// is a site of its own (not only an owners' line) keeps its holder, the other's sites join it.
+fn merge_same_line(entries: Vec<(LeakEntry, Vec<usize>)>) -> Vec<(LeakEntry, Vec<usize>)> {
+    let mut out: Vec<(LeakEntry, Vec<usize>)> = Vec::new();
+    for (entry, members) in entries {
+        match out.iter_mut().find(|(e, _)| e.key == entry.key) {
+            None => out.push((entry, members)),
+            Some((kept, kept_members)) => {
+                let entry_owns_line = entry.sites.first().is_some_and(|s| s.key == entry.key);
+                let kept_owns_line = kept.sites.first().is_some_and(|s| s.key == kept.key);
+                let (mut base, mut base_members, other, other_members) =
+                    if entry_owns_line && !kept_owns_line {
+                        (entry, members, kept.clone(), kept_members.clone())
+                    } else {
+                        (kept.clone(), kept_members.clone(), entry, members)
+                    };
+                for (site, m) in other.sites.into_iter().zip(other_members) {
+                    if !base.sites.iter().any(|s| s.key == site.key) {
+                        base.size += site.size;
+                        base.count += site.count;
+                        base.bytes_per_second += site.bytes_per_second;
+                        base.sites.push(site);
+                        base_members.push(m);
+                    }
+                }
+                *kept = base;
+                *kept_members = base_members;
+            }
+        }
+    }
+    out
+}
+
 /// Groups leak candidates by holder. Returns the entries (fastest growing first) and, for
 /// each candidate, where it went.
 pub fn group_leaks(candidates: &[Candidate]) -> (Vec<LeakEntry>, Vec<SiteAssignment>) {
@@ -210,6 +244,7 @@ pub fn group_leaks(candidates: &[Candidate]) -> (Vec<LeakEntry>, Vec<SiteAssignm
         };
         entries.push((entry, members));
     }
+    let mut entries = merge_same_line(entries);
     entries.sort_by(|a, b| {
         b.0.bytes_per_second
             .total_cmp(&a.0.bytes_per_second)
@@ -319,6 +354,25 @@ mod tests {
         ];
         let (entries, _) = group_leaks(&cands);
         assert_eq!(entries[0].lineno, 21);
+    }
+
+    #[test]
+    fn entries_for_one_line_are_merged() {
+        // The owners' line of an internal-storage site (reached through another path) is the
+        // line of a real entry: one leak, not two.
+        let mut storage = candidate(20, 9000, Some(Role::Element), 80);
+        storage.analysis.owner_sites = vec![("app.py".into(), 21, 80)];
+        if let Some(h) = storage.analysis.holder.as_mut() {
+            h.path.pop();
+        }
+        let line = candidate(21, 100, Some(Role::Element), 0);
+        let (entries, assigned) = group_leaks(&[storage, line]);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].lineno, 21);
+        assert_eq!(entries[0].holder.as_deref(), Some("app.CACHE"));
+        assert_eq!(entries[0].sites.len(), 2);
+        assert_eq!(assigned.iter().filter(|a| a.primary).count(), 1);
+        assert!(assigned.iter().all(|a| a.entry == 0));
     }
 
     #[test]
