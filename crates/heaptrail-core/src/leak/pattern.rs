@@ -133,7 +133,10 @@ pub fn classify(holder: &Holder, kinds: &ElementKinds) -> LeakPattern {
             LeakPattern::LruCacheUnbounded
         };
     }
-    if path.iter().any(|e| e.kind == "thread_local") {
+    // Through one thread's attributes, or — when the growth is spread over several threads —
+    // at the `threading.local` object itself (C `_thread._local` or the pure-Python one).
+    let thread_local_type = |t: &str| t == "_thread._local" || t == "_threading_local.local";
+    if path.iter().any(|e| e.kind == "thread_local") || thread_local_type(&holder.type_name) {
         return LeakPattern::ThreadLocalAccumulation;
     }
     if path.iter().any(|e| e.type_name == "logging.Manager")
@@ -276,6 +279,9 @@ mod tests {
                                               e("thread_local", "", "builtins.dict"),
                                               e("key", "'seen'", "builtins.list")]);
         assert_eq!(classify(&tl, &ElementKinds::default()), LeakPattern::ThreadLocalAccumulation);
+        // Spread over several threads: the holder is the threading.local itself.
+        let spread = holder("_thread._local", vec![module("app"), e("attr", "state", "_thread._local")]);
+        assert_eq!(classify(&spread, &ElementKinds::default()), LeakPattern::ThreadLocalAccumulation);
         let garbage = holder("builtins.list", vec![e("gc_garbage", "", "builtins.list")]);
         assert_eq!(classify(&garbage, &ElementKinds::default()), LeakPattern::UncollectableCycle);
     }
