@@ -153,7 +153,7 @@ def test_attach_with_duration_flags_the_leaking_line(target, tmp_path):
     assert f"watching process {t.pid}" in out.stdout
     # The summary printed at the end names the leaking line, its growth and its holder.
     assert f"LEAK at {t.script}:{LEAK_LINE}: " in out.stdout, out.stdout
-    assert "held by __main__.cache (dict" in out.stdout
+    assert "held by __main__.cache" in out.stdout
     windows = [json.loads(line) for line in report.read_text().splitlines()]
     assert 8 <= len(windows) <= 17, len(windows)
     assert all(w["pid"] == t.pid and w["schema"] == "heaptrail.watch/1" for w in windows)
@@ -239,7 +239,7 @@ def test_threaded_http_service(target, tmp_path):
     out = heaptrail_cli("detach", str(t.pid))
     assert out.returncode == 0, out.stderr
     assert f"LEAK at {t.script}:37: " in out.stdout, out.stdout
-    assert "held by __main__._rendered_orders (dict" in out.stdout
+    assert "held by __main__._rendered_orders" in out.stdout
     t.assert_running()
 
 

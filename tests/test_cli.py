@@ -25,7 +25,8 @@ def test_reports_the_leaking_line_of_the_example_service(tmp_path):
     summary = out.stderr
     leaks = set(re.findall(r"LEAK at (\S+):(\d+): ", summary))
     assert (str(SERVICE), "37") in leaks, summary  # body = json.dumps(...): the cached responses
-    assert "held by __main__._rendered_orders (dict" in summary
+    assert "held by __main__._rendered_orders" in summary
+    assert "pattern unbounded-cache" in summary
     assert "/s (confidence" in summary
     windows = [json.loads(line) for line in report.read_text().splitlines()]
     # The process verdict needs as many windows as a site's: judge the last few windows.

@@ -22,7 +22,7 @@ import pytest
 from tools import require
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-REPORT_PROGRAM = PROGRAMS / "leak_module_cache.py"
+REPORT_PROGRAM = PROGRAMS / "leak_unbounded_cache.py"
 # A directory name that is markup: if any of it reached the page unescaped, the script would
 # run (a console message) and the image would be fetched (a CSP violation, also logged).
 EVIL_DIR = "x\"'&<img src=y onerror=console.error(1)><script>console.error(2)<\\script>"
@@ -72,11 +72,11 @@ def snapshot(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """A watcher report of leak_module_cache.py under `heaptrail run`."""
+    """A watcher report of leak_unbounded_cache.py under `heaptrail run`."""
     path = tmp_path_factory.mktemp("report") / "leaks.jsonl"
-    env = dict(os.environ, HEAPTRAIL_TEST_SECONDS="6")
+    env = dict(os.environ, HEAPTRAIL_TEST_SECONDS="10")
     proc = heaptrail("run", "--interval", "0.5", "--report", path, "--", sys.executable,
-                     REPORT_PROGRAM, env=env)
+                     REPORT_PROGRAM, env=env, cwd=PROGRAMS)
     assert proc.returncode == 0, proc.stderr
     return path
 
@@ -344,7 +344,7 @@ def test_report_page_renders_in_chromium(report, tmp_path):
         assert f"{len(last['sites']) - 5} more sites not shown" in text
     frames = page.find("iframe", class_="flame")
     assert len(frames) == 1 and "<svg" in frames[0]["srcdoc"]
-    assert f"leak_module_cache.py:{line} in " in frames[0]["srcdoc"]
+    assert f"leak_unbounded_cache.py:{line} in " in frames[0]["srcdoc"]
 
     png = tmp_path / "report.png"
     _, console, requests = browse(out, screenshot=png)
@@ -439,9 +439,9 @@ def bad_inputs(tmp, snap):
                            "{path}: line 1: not a heaptrail watcher report: no \"schema\" field")
     files["cut report"] = (make("cut.jsonl", b'{"schema":"heaptrail.watch/1","time":1'),
                            "{path}: line 1: not a heaptrail watcher report: incomplete JSON")
-    files["newer schema"] = (make("v2.jsonl", b'{"schema":"heaptrail.watch/2"}\n'),
+    files["newer schema"] = (make("v9.jsonl", b'{"schema":"heaptrail.watch/9"}\n'),
                              "{path}: line 1: not a heaptrail watcher report: schema "
-                             "\"heaptrail.watch/2\" is not heaptrail.watch/1")
+                             "\"heaptrail.watch/9\" is not heaptrail.watch/2")
     files["directory"] = (tmp, "{path}: is a directory")
     files["missing"] = (tmp / "missing.heaptrail", "cannot read {path}: No such file")
     return files

@@ -737,7 +737,18 @@ impl Graph {
                 }
             };
         }
-        let (mut storage, mut element, mut content) = (0u64, 0u64, 0u64);
+        // A dict holder's keys are its index, not what the code stores in it: blocks under a
+        // key (the key itself or what it holds) count as `key`, so that the line creating the
+        // stored values ranks first. Keys are compared by address (no __hash__/__eq__ runs).
+        let ho = self.obj(h);
+        let mut keys: FxHashSet<usize> = FxHashSet::default();
+        if ffi::PyDict_Check(ho) != 0 {
+            let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+            while ffi::PyDict_Next(ho, &mut pos, &mut k, &mut v) != 0 {
+                keys.insert(k as usize);
+            }
+        }
+        let (mut storage, mut element, mut content, mut key) = (0u64, 0u64, 0u64, 0u64);
         for &r in reached {
             if (r as usize) < start {
                 continue;
@@ -749,20 +760,23 @@ impl Graph {
             let is_storage = self.kind[r as usize] == STORAGE;
             if a == r && is_storage {
                 storage += 1;
+            } else if self.kind[a as usize] == OBJECT && keys.contains(&(self.obj(a) as usize)) {
+                key += 1;
             } else if in_b.contains(&a) || (is_storage && self.parent[r as usize] == a) {
                 element += 1;
             } else {
                 content += 1;
             }
         }
-        let role = if storage > element && storage > content {
+        let role = if storage > element && storage > content && storage > key {
             "storage"
+        } else if key > element && key > content {
+            "key"
         } else if element >= content {
             "element"
         } else {
             "content"
         };
-        let ho = self.obj(h);
         let len = holder_len(ho);
         let (element_types, key_types) = children_types(ho);
         json!({

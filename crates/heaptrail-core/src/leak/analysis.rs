@@ -17,6 +17,8 @@ pub enum Role {
     /// The blocks are the holder's own internal storage (a dict's table that grows as entries
     /// are added at this line).
     Storage,
+    /// The blocks are a dict holder's keys, or inside them: the index of what is stored.
+    Key,
 }
 
 /// One step of the path from a root to the holder.

@@ -10,8 +10,9 @@
 //!    listed with role `internal`. When an entry has only such sites, its line is where the
 //!    owning objects were created (the analysis's top owner site).
 //! 3. The entry's line is its first site in the order: role `element` (the objects put into
-//!    the holder), then `content` (deeper inside them), then `storage` (the holder's own
-//!    table), then `internal`; bigger first within a role.
+//!    the holder), then `content` (deeper inside them), then `key` (a dict holder's keys: the
+//!    index of what is stored), then `storage` (the holder's own table), then `internal`;
+//!    bigger first within a role.
 
 use super::analysis::{Edge, HolderAnalysis, Role};
 use super::holder_text::holder_text;
@@ -39,6 +40,8 @@ pub enum SiteRole {
     Element,
     Content,
     Storage,
+    /// A dict holder's keys (or inside them).
+    Key,
     /// Internal storage of objects created at another line.
     Internal,
     /// No holder was found.
@@ -51,6 +54,7 @@ impl SiteRole {
             SiteRole::Element => "element",
             SiteRole::Content => "content",
             SiteRole::Storage => "storage",
+            SiteRole::Key => "key",
             SiteRole::Internal => "internal",
             SiteRole::Unknown => "unknown",
         }
@@ -60,8 +64,9 @@ impl SiteRole {
         match self {
             SiteRole::Element | SiteRole::Unknown => 0,
             SiteRole::Content => 1,
-            SiteRole::Storage => 2,
-            SiteRole::Internal => 3,
+            SiteRole::Key => 2,
+            SiteRole::Storage => 3,
+            SiteRole::Internal => 4,
         }
     }
 }
@@ -117,6 +122,7 @@ fn role_of(c: &Candidate) -> SiteRole {
         Some(Role::Element) => SiteRole::Element,
         Some(Role::Content) => SiteRole::Content,
         Some(Role::Storage) => SiteRole::Storage,
+        Some(Role::Key) => SiteRole::Key,
         None => SiteRole::Unknown,
     }
 }
@@ -336,6 +342,17 @@ mod tests {
         assert_eq!(e.size, 21800);
         let primaries: Vec<_> = assigned.iter().filter(|a| a.primary).map(|a| a.key).collect();
         assert_eq!(primaries, [site_key("app.py", 11)]);
+    }
+
+    #[test]
+    fn values_rank_before_bigger_keys() {
+        let cands = [
+            candidate(11, 500, Some(Role::Element), 0), // the values
+            candidate(12, 9000, Some(Role::Key), 0),    // the keys, bigger
+        ];
+        let (entries, _) = group_leaks(&cands);
+        let roles: Vec<_> = entries[0].sites.iter().map(|s| (s.lineno, s.role)).collect();
+        assert_eq!(roles, [(11, SiteRole::Element), (12, SiteRole::Key)]);
     }
 
     #[test]
