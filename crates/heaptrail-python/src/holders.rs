@@ -662,11 +662,14 @@ impl Graph {
         let mut owner_sites: Vec<_> = owner_sites.into_iter().collect();
         owner_sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         owner_sites.truncate(3);
-        let holder = if reached.is_empty() {
-            Value::Null
+        let (mut holder, holder_obj) = if reached.is_empty() {
+            (Value::Null, None)
         } else {
             self.holder(&reached, &in_b)
         };
+        if let (Some(ho), Value::Object(map)) = (holder_obj, &mut holder) {
+            map.insert("element_sites".into(), element_sites(py, ho, rules));
+        }
         json!({
             "filename": filename, "lineno": lineno,
             "blocks": blocks.len(), "reached": reached.len(), "internal": internal,
@@ -675,7 +678,12 @@ impl Graph {
         })
     }
 
-    unsafe fn holder(&self, reached: &[u32], in_b: &FxHashSet<u32>) -> Value {
+    /// The holder's description, and the holder object itself.
+    unsafe fn holder(
+        &self,
+        reached: &[u32],
+        in_b: &FxHashSet<u32>,
+    ) -> (Value, Option<*mut ffi::PyObject>) {
         let n = self.ids.len();
         // Reached blocks per subtree, children before parents (reverse BFS order).
         let mut below = vec![0u32; n];
@@ -703,7 +711,7 @@ impl Graph {
             break;
         }
         if best == NONE {
-            return Value::Null;
+            return (Value::Null, None);
         }
         // A class's or an instance's dict stands for its owner.
         let p = self.parent[best as usize];
@@ -779,7 +787,7 @@ impl Graph {
         };
         let len = holder_len(ho);
         let (element_types, key_types) = children_types(ho);
-        json!({
+        let description = json!({
             "type": type_name(ffi::Py_TYPE(ho)),
             "len": len,
             "share": count as f64 / total as f64,
@@ -787,7 +795,8 @@ impl Graph {
             "path": self.path(h),
             "element_types": element_types,
             "key_types": key_types,
-        })
+        });
+        (description, Some(ho))
     }
 
     /// The labelled path from the root to `h`.
@@ -1151,6 +1160,78 @@ unsafe fn key_repr(k: *mut ffi::PyObject) -> String {
 }
 
 /// `len()` of a dict, list, set, tuple or deque holder, read without calling `__len__`.
+/// Up to `max` objects `o` references (its type excluded), by its `tp_traverse`.
+///
+/// # Safety
+/// GIL held; `o` is a live object.
+unsafe fn direct_children(o: *mut ffi::PyObject, max: usize) -> Vec<*mut ffi::PyObject> {
+    struct Collect {
+        seen: Vec<*mut ffi::PyObject>,
+        max: usize,
+    }
+    extern "C" fn collect(child: *mut ffi::PyObject, arg: *mut c_void) -> c_int {
+        // SAFETY: `arg` is the `Collect` below.
+        let c = unsafe { &mut *(arg as *mut Collect) };
+        if !child.is_null() && c.seen.len() < c.max {
+            c.seen.push(child);
+        }
+        0
+    }
+    let mut c = Collect { seen: Vec::new(), max };
+    if ffi::PyObject_IS_GC(o) != 0 {
+        if let Some(traverse) = (*ffi::Py_TYPE(o)).tp_traverse {
+            // Calling a type's tp_traverse with a visitor that only reads is what the garbage
+            // collector itself does.
+            traverse(o, collect, &mut c as *mut Collect as *mut c_void);
+        }
+    }
+    let tp = ffi::Py_TYPE(o) as *mut ffi::PyObject;
+    c.seen.retain(|&x| x != tp);
+    c.seen
+}
+
+/// Where the holder's direct children were allocated: `[[filename, lineno, count], ...]`, top 3
+/// over a sample of up to 200 children — the line that created what was put into the holder.
+/// A dict's values; its keys when none of the values is traced (a counter's small ints).
+///
+/// # Safety
+/// In the analysing child, GIL held (as every read of the walk); `ho` is a live object.
+unsafe fn element_sites(py: Python<'_>, ho: *mut ffi::PyObject, rules: &SiteRules) -> Value {
+    const MAX: usize = 200;
+    let mut values = Vec::new();
+    let mut keys = Vec::new();
+    if ffi::PyDict_Check(ho) != 0 {
+        let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+        while values.len() < MAX && ffi::PyDict_Next(ho, &mut pos, &mut k, &mut v) != 0 {
+            values.push(v);
+            keys.push(k);
+        }
+    } else {
+        values = direct_children(ho, MAX);
+    }
+    let count = |objs: &[*mut ffi::PyObject]| {
+        let mut sites: FxHashMap<(String, u32), u64> = FxHashMap::default();
+        for &o in objs {
+            let Some(tb) = tracer::block_traceback(py, object_block_address(o)) else {
+                continue;
+            };
+            let site = tb.iter().find(|(f, _)| rules.is_user_file(f)).or(tb.first());
+            if let Some((f, l)) = site {
+                *sites.entry((f.to_string(), *l)).or_default() += 1;
+            }
+        }
+        sites
+    };
+    let mut sites = count(&values);
+    if sites.is_empty() {
+        sites = count(&keys);
+    }
+    let mut sites: Vec<_> = sites.into_iter().collect();
+    sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    sites.truncate(3);
+    Value::Array(sites.into_iter().map(|((f, l), c)| json!([f, l, c])).collect())
+}
+
 unsafe fn holder_len(o: *mut ffi::PyObject) -> Value {
     if ffi::PyDict_Check(o) != 0 {
         json!(ffi::PyDict_Size(o))
@@ -1195,28 +1276,8 @@ unsafe fn children_types(o: *mut ffi::PyObject) -> (Value, Value) {
         }
         return (to_json(elements), to_json(keys));
     }
-    struct Collect {
-        seen: Vec<*mut ffi::PyObject>,
-    }
-    extern "C" fn collect(child: *mut ffi::PyObject, arg: *mut c_void) -> c_int {
-        // SAFETY: `arg` is the `Collect` below.
-        let c = unsafe { &mut *(arg as *mut Collect) };
-        if !child.is_null() && c.seen.len() < 200 {
-            c.seen.push(child);
-        }
-        0
-    }
-    let mut c = Collect { seen: Vec::new() };
-    if ffi::PyObject_IS_GC(o) != 0 {
-        if let Some(traverse) = (*ffi::Py_TYPE(o)).tp_traverse {
-            traverse(o, collect, &mut c as *mut Collect as *mut c_void);
-        }
-    }
-    let tp = ffi::Py_TYPE(o) as *mut ffi::PyObject;
-    for x in c.seen {
-        if x != tp {
-            bump(&mut elements, x);
-        }
+    for x in direct_children(o, MAX) {
+        bump(&mut elements, x);
     }
     (to_json(elements), Value::Null)
 }

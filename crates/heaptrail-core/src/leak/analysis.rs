@@ -56,6 +56,10 @@ pub struct Holder {
     /// Dict holders: types of a sample of its keys.
     #[serde(default)]
     pub key_types: Option<BTreeMap<String, u64>>,
+    /// Where a sample of the holder's direct children (a dict's values, else its keys) were
+    /// allocated: `(filename, lineno, count)`, most first.
+    #[serde(default)]
+    pub element_sites: Vec<(String, u32, u64)>,
 }
 
 /// The analysis of one site.

@@ -221,12 +221,17 @@ pub fn group_leaks(candidates: &[Candidate]) -> (Vec<LeakEntry>, Vec<SiteAssignm
             .collect();
         let first = &candidates[members[0]];
         let holder = first.analysis.holder.as_ref();
-        // Every site internal: the entry's line is where the owning objects were created.
-        let (key, filename, lineno) = match first.analysis.owner_sites.first() {
-            Some((f, l, _)) if role_of(first) == SiteRole::Internal => {
-                (site_key(f, *l), f.clone(), *l)
-            }
-            _ => (first.key, first.filename.clone(), first.lineno),
+        // No site of the entry is an element: its line is where the objects put into the
+        // holder were created (the owners of internal storage; the holder's children for
+        // content and keys), when the analysis saw that line.
+        let elsewhere = match role_of(first) {
+            SiteRole::Internal => first.analysis.owner_sites.first(),
+            SiteRole::Content | SiteRole::Key => holder.and_then(|h| h.element_sites.first()),
+            _ => None,
+        };
+        let (key, filename, lineno) = match elsewhere {
+            Some((f, l, _)) => (site_key(f, *l), f.clone(), *l),
+            None => (first.key, first.filename.clone(), first.lineno),
         };
         let entry = LeakEntry {
             key,
@@ -317,6 +322,7 @@ mod tests {
                     path: cache_path(),
                     element_types: BTreeMap::new(),
                     key_types: None,
+                    element_sites: vec![("app.py".into(), 50, 10)],
                 }),
                 ..Default::default()
             },
@@ -342,6 +348,22 @@ mod tests {
         assert_eq!(e.size, 21800);
         let primaries: Vec<_> = assigned.iter().filter(|a| a.primary).map(|a| a.key).collect();
         assert_eq!(primaries, [site_key("app.py", 11)]);
+    }
+
+    #[test]
+    fn content_alone_names_the_line_that_made_the_elements() {
+        // Only the captured payload (content) grows enough to be a candidate yet: the entry's
+        // line is where the holder's elements were created (line 50), not the payload's.
+        let (entries, assigned) = group_leaks(&[candidate(12, 7000, Some(Role::Content), 0)]);
+        assert_eq!(entries[0].lineno, 50);
+        assert_eq!(entries[0].sites[0].lineno, 12);
+        assert!(!assigned[0].primary);
+        // Beside an element candidate, that candidate is the line.
+        let (entries, _) = group_leaks(&[
+            candidate(12, 7000, Some(Role::Content), 0),
+            candidate(11, 100, Some(Role::Element), 0),
+        ]);
+        assert_eq!(entries[0].lineno, 11);
     }
 
     #[test]

@@ -201,6 +201,7 @@ mod tests {
             path,
             element_types: BTreeMap::new(),
             key_types: None,
+            element_sites: Vec::new(),
         }
     }
 
