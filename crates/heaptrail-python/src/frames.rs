@@ -131,7 +131,9 @@ pub struct Capture {
     /// First frame not copied (null at the bottom of the stack). On 3.11 the caller must add
     /// the depth below it to `total_nframe`.
     pub rest: InterpreterFrame,
-    /// `(rest->previous, code of rest)`: what identifies `rest`'s position in its stack.
+    /// `(rest->previous, code of rest)`: what identifies `rest`'s position in its stack (read
+    /// on 3.11 only, to memoise the depth below it).
+    #[cfg_attr(Py_3_12, allow(dead_code))]
     pub rest_identity: [usize; 2],
 }
 
