@@ -156,7 +156,7 @@ def test_attach_with_duration_flags_the_leaking_line(target, tmp_path):
     assert "held by __main__.cache" in out.stdout
     windows = [json.loads(line) for line in report.read_text().splitlines()]
     assert 8 <= len(windows) <= 17, len(windows)
-    assert all(w["pid"] == t.pid and w["schema"] == "heaptrail.watch/1" for w in windows)
+    assert all(w["pid"] == t.pid and w["schema"] == "heaptrail.watch/2" for w in windows)
     leaks = {(s["filename"], s["lineno"]) for s in windows[-1]["sites"] if s["verdict"] == "leak"}
     assert (str(t.script), LEAK_LINE) in leaks, leaks
     assert (str(t.script), LEAK_LINE + 1) not in leaks  # the churn next to it

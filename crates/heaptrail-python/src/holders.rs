@@ -1192,7 +1192,8 @@ unsafe fn direct_children(o: *mut ffi::PyObject, max: usize) -> Vec<*mut ffi::Py
 
 /// Where the holder's direct children were allocated: `[[filename, lineno, count], ...]`, top 3
 /// over a sample of up to 200 children — the line that created what was put into the holder.
-/// A dict's values; its keys when none of the values is traced (a counter's small ints).
+/// A dict's values, its keys when none of the values is traced (a counter's small ints); a
+/// list's, tuple's, set's or deque's items. Other holders have none.
 ///
 /// # Safety
 /// In the analysing child, GIL held (as every read of the walk); `ho` is a live object.
@@ -1206,9 +1207,15 @@ unsafe fn element_sites(py: Python<'_>, ho: *mut ffi::PyObject, rules: &SiteRule
             values.push(v);
             keys.push(k);
         }
-    } else {
+    } else if ffi::PyList_Check(ho) != 0
+        || ffi::PyTuple_Check(ho) != 0
+        || ffi::PyAnySet_Check(ho) != 0
+        || type_name(ffi::Py_TYPE(ho)) == "collections.deque"
+    {
         values = direct_children(ho, MAX);
     }
+    // Other holders (an instance, a threading.local, a function) reference their own
+    // bookkeeping, not what the code put into them: no element sites.
     let count = |objs: &[*mut ffi::PyObject]| {
         let mut sites: FxHashMap<(String, u32), u64> = FxHashMap::default();
         for &o in objs {
