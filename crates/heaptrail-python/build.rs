@@ -43,5 +43,6 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/cpython_frames.c");
     println!("cargo:rerun-if-changed=csrc/free_list_bypass.c");
     println!("cargo:rerun-if-changed=csrc/cpython_internals.c");
+    println!("cargo:rerun-if-changed=csrc/cpython_frame_access.h");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

@@ -1,5 +1,6 @@
 /*
- * The one place where heaptrail reads CPython's private structures.
+ * Frame capture: where the allocator hooks read CPython's private structures (the holder
+ * analysis reads others in cpython_internals.c, the free-list bypass in free_list_bypass.c).
  *
  * Why C and not Rust structs mirroring the layouts: these functions are compiled against the
  * exact headers of the interpreter the extension is built for (one wheel per CPython version),
@@ -35,25 +36,7 @@ typedef struct {
     int64_t lasti; /* instruction index, as _PyInterpreterFrame_LASTI */
 } ht_raw_frame;
 
-#if PY_VERSION_HEX >= 0x030D0000
-#define HT_FRAME_CODE(f) _PyFrame_GetCode(f)
-/* What a frame runs, for identity only: any frame, including C-stack entry frames, whose
-   f_executable is not a code object (HT_FRAME_CODE asserts it is). */
-#define HT_FRAME_EXECUTABLE(f) ((void *)(f)->f_executable)
-#else
-#define HT_FRAME_CODE(f) ((f)->f_code)
-#define HT_FRAME_EXECUTABLE(f) ((void *)(f)->f_code)
-#endif
-
-static inline _PyInterpreterFrame *
-ht_top_frame(PyThreadState *tstate)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return tstate->current_frame;
-#else
-    return tstate->cframe->current_frame;
-#endif
-}
+#include "cpython_frame_access.h"
 
 static PyInterpreterState *ht_main_interpreter = NULL;
 

@@ -116,23 +116,7 @@ ht_instance_values_storage(PyObject *op)
 
 /* ---- frames ------------------------------------------------------------------------------ */
 
-#if PY_VERSION_HEX >= 0x030D0000
-#define HT_FRAME_CODE(f) ((PyCodeObject *)(f)->f_executable)
-#define HT_FRAME_IS_CODE(f) (PyCode_Check((f)->f_executable))
-#else
-#define HT_FRAME_CODE(f) ((f)->f_code)
-#define HT_FRAME_IS_CODE(f) (1)
-#endif
-
-static inline _PyInterpreterFrame *
-ht_top_frame(PyThreadState *tstate)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return tstate->current_frame;
-#else
-    return tstate->cframe->current_frame;
-#endif
-}
+#include "cpython_frame_access.h"
 
 /* Called for each local variable: (ctx, code, line, name, value). A cell's contents are
    passed instead of the cell. */

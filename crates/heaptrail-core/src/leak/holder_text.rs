@@ -17,8 +17,9 @@
 
 use super::analysis::Edge;
 
-/// Types whose instances are classes (an attribute reached through one is a class attribute).
-fn is_class_type(type_name: &str) -> bool {
+/// Types whose instances are classes (an attribute reached through one is a class attribute):
+/// `type` and the metaclasses of the standard library (`abc.ABCMeta`, `enum.EnumType`, ...).
+pub(super) fn is_class_type(type_name: &str) -> bool {
     matches!(
         type_name,
         "builtins.type" | "abc.ABCMeta" | "enum.EnumType" | "enum.EnumMeta"

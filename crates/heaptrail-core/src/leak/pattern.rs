@@ -8,6 +8,7 @@
 //! given.
 
 use super::analysis::Holder;
+use super::holder_text::is_class_type;
 use serde::Serialize;
 
 /// What a sample of the holder's elements are, resolved by the caller against the live
@@ -100,10 +101,6 @@ impl std::fmt::Display for LeakPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-fn is_class_type(type_name: &str) -> bool {
-    type_name == "builtins.type" || type_name.ends_with("Meta") || type_name == "enum.EnumType"
 }
 
 /// Names used by metric libraries for their label-keyed children (`prometheus_client`'s
