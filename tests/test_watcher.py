@@ -69,22 +69,6 @@ def is_user_file(filename):
     return filename.startswith(str(PROGRAMS) + os.sep)
 
 
-# Known weaknesses on CPython 3.13, measured and open (see the issue's closing note): the slow
-# audit-trail leak (~2.5 KB/s of small tuples) is not named within 18 windows of 2 s; blinker's
-# `send` line is once called a leak late in the run; the hand-rolled metrics leak is named only
-# at window ~17. Not strict: a run where they pass is reported as XPASS, not hidden.
-KNOWN_313 = {
-    ("leak_slow_audit_trail.py", "first"), ("leak_slow_audit_trail.py", "holder"),
-    ("leak_slow_audit_trail.py", "feeding"), ("leak_slow_audit_trail.py", "summary"),
-    ("leak_blinker_signal.py", "other"), ("leak_metric_label_cardinality.py", "first"),
-}
-
-
-def known_313(program, check):
-    if sys.version_info[:2] == (3, 13) and (program, check) in KNOWN_313:
-        pytest.xfail(f"known weakness on 3.13: {program} ({check})")
-
-
 # How many programs run at once. Each one is paced at 100 requests/s and costs ~15-20% of a
 # core traced; running all ~30 at once on a 2-core machine overloaded it threefold, every
 # program fell behind its pace and leaked a third as fast per window, and the deadlines below
@@ -220,7 +204,6 @@ def test_report_schema(reports):
 @pytest.mark.parametrize("program", LEAKS)
 def test_leak_line_is_the_first_leak(reports, program):
     """The first leak entry the watcher reports is at the `# LEAK` line, within the budget."""
-    known_313(program, "first")
     windows, stderr = reports[program]
     m = markers(program)
     first = next((w for w in windows if w.get("leaks")), None)
@@ -234,7 +217,6 @@ def test_leak_line_is_the_first_leak(reports, program):
 @pytest.mark.parametrize("program", LEAKS)
 def test_no_other_line_is_a_leak(reports, program):
     """Churn, recycled blocks and the leak's own other sites are never called `leak`."""
-    known_313(program, "other")
     windows, stderr = reports[program]
     others = sorted({(w, f"{Path(f).name}:{n}") for w, (f, n) in leak_rows(windows)
                      if (f, n) != leak_line(program)})
@@ -244,7 +226,6 @@ def test_no_other_line_is_a_leak(reports, program):
 @pytest.mark.parametrize("program", LEAKS)
 def test_holder_and_pattern(reports, program):
     """The leak's holder path names the declared root, and its pattern is the declared one."""
-    known_313(program, "holder")
     windows, stderr = reports[program]
     m = markers(program)
     entries = entries_at(windows, leak_line(program))
@@ -263,7 +244,6 @@ def test_holder_and_pattern(reports, program):
 def test_feeding_line_is_the_users(reports, program):
     """A leak held inside a library (blinker, prometheus_client, logging, plumbline, an
     lru_cache) is reported at the user's line; a feeding line, when given, is user code too."""
-    known_313(program, "feeding")
     windows, _ = reports[program]
     entries = entries_at(windows, leak_line(program))
     assert entries, f"{program}: no leak entry at the `# LEAK` line"
@@ -275,7 +255,6 @@ def test_feeding_line_is_the_users(reports, program):
 
 @pytest.mark.parametrize("program", LEAKS)
 def test_exit_summary_names_line_holder_and_pattern(reports, program):
-    known_313(program, "summary")
     windows, stderr = reports[program]
     m = markers(program)
     line = m["lines"][0]

@@ -272,14 +272,47 @@ ht_object_block_address(PyObject *obj)
  */
 static PyRefTracer ht_previous_tracer = NULL;
 static void *ht_previous_data = NULL;
-static int (*ht_on_new_object)(uintptr_t block) = NULL;
+static int (*ht_on_new_object)(uintptr_t block, size_t size) = NULL;
+static int (*ht_on_dead_object)(uintptr_t block) = NULL;
+
+/*
+ * The size the block of `obj` was allocated with, for objects of the builtin types that
+ * CPython 3.13 re-initialises from a free list (Include/internal/pycore_freelist.h: float,
+ * tuple, list, dict, slice; contexts and async generator wrappers are left out), so that a
+ * reused block heaptrail never saw allocated can be traced with its true size. 0 for any
+ * other type: its block size is not derived here. Same computation as the allocation:
+ * pre-header + _PyObject_SIZE, or _PyObject_VAR_SIZE with the tuple's item count.
+ */
+static size_t
+ht_free_list_object_size(PyObject *obj)
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    size_t body;
+    if (tp == &PyTuple_Type) {
+        body = _PyObject_VAR_SIZE(tp, Py_SIZE(obj));
+    }
+    else if (tp == &PyFloat_Type || tp == &PyList_Type || tp == &PyDict_Type
+             || tp == &PySlice_Type) {
+        body = (size_t)tp->tp_basicsize;
+    }
+    else {
+        return 0;
+    }
+    return body + (size_t)((uintptr_t)obj - ht_object_block_address(obj));
+}
 
 static int
 ht_ref_tracer(PyObject *obj, PyRefTracerEvent event, void *data)
 {
     (void)data;
     if (event == PyRefTracer_CREATE && ht_on_new_object != NULL) {
-        ht_on_new_object(ht_object_block_address(obj));
+        ht_on_new_object(ht_object_block_address(obj), ht_free_list_object_size(obj));
+    }
+    else if (event == PyRefTracer_DESTROY && ht_on_dead_object != NULL
+             && ht_free_list_object_size(obj) != 0) {
+        /* Told before the deallocator runs, which may park the block in a free list
+           instead of freeing it: a parked object is dead and must not count as live. */
+        ht_on_dead_object(ht_object_block_address(obj));
     }
     if (ht_previous_tracer != NULL) {
         return ht_previous_tracer(obj, event, ht_previous_data);
@@ -289,8 +322,10 @@ ht_ref_tracer(PyObject *obj, PyRefTracerEvent event, void *data)
 
 /* Installs (or removes) the reference tracer. GIL held. Returns 0 on success. */
 int
-ht_set_ref_tracer(int (*on_new_object)(uintptr_t block))
+ht_set_ref_tracer(int (*on_new_object)(uintptr_t block, size_t size),
+                  int (*on_dead_object)(uintptr_t block))
 {
+    ht_on_dead_object = on_dead_object;
     if (on_new_object != NULL) {
         void *data = NULL;
         PyRefTracer current = PyRefTracer_GetTracer(&data);

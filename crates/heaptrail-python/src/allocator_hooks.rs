@@ -218,11 +218,21 @@ mod ref_tracer {
 
     extern "C" {
         /// Installs (Some) or removes (None) the reference tracer; see the C shim.
-        pub fn ht_set_ref_tracer(on_new_object: Option<extern "C" fn(usize) -> c_int>) -> c_int;
+        pub fn ht_set_ref_tracer(
+            on_new_object: Option<extern "C" fn(usize, usize) -> c_int>,
+            on_dead_object: Option<extern "C" fn(usize) -> c_int>,
+        ) -> c_int;
     }
 
-    pub extern "C" fn on_new_object(block: usize) -> c_int {
-        crate::tracer::on_new_object(block);
+    /// An object of a free-list type is being deallocated (its block may be parked).
+    pub extern "C" fn on_dead_object(block: usize) -> c_int {
+        crate::tracer::on_dead_object(block);
+        0
+    }
+
+    /// `size`: the block's size when the C shim knows it (a free-list type), else 0.
+    pub extern "C" fn on_new_object(block: usize, size: usize) -> c_int {
+        crate::tracer::on_new_object(block, size);
         0
     }
 }
@@ -304,7 +314,10 @@ pub unsafe fn install(headers_allowed: bool) {
         }
     }
     #[cfg(Py_3_13)]
-    ref_tracer::ht_set_ref_tracer(Some(ref_tracer::on_new_object));
+    ref_tracer::ht_set_ref_tracer(
+        Some(ref_tracer::on_new_object),
+        Some(ref_tracer::on_dead_object),
+    );
 }
 
 /// Puts the saved allocators back where our hook is still on top of a domain. Where someone
@@ -326,5 +339,5 @@ pub unsafe fn uninstall() {
         }
     }
     #[cfg(Py_3_13)]
-    ref_tracer::ht_set_ref_tracer(None);
+    ref_tracer::ht_set_ref_tracer(None, None);
 }

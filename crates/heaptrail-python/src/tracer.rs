@@ -591,17 +591,22 @@ pub fn on_free(addr: usize) {
 
 /// A new object was initialised in `block` (3.13+ reference tracer, GIL held). When it came
 /// from a free list, no allocation happened: re-stamp the block with the current traceback,
-/// as tracemalloc does, so the object is blamed on the line that created it.
+/// as tracemalloc does, so the object is blamed on the line that created it. A reused block
+/// that holds no trace (heaptrail's own object parked it there, or it was parked before
+/// tracing began) is traced from now on when its size is known: from its header, or `size`
+/// (non-zero for the free-list types, computed by the C shim). stdlib tracemalloc leaves
+/// such blocks untraced.
 #[allow(dead_code)] // only called on 3.13+
-pub fn on_new_object(block: usize) {
+pub fn on_new_object(block: usize, size: usize) {
     if hooks_off() {
         return;
     }
     // The object just allocated in `block` is already stamped. Forget the match, so that the
     // next object in the same block — reused from a free list, no allocation — is re-stamped.
-    if frames::swap_last_alloc(0) == block {
-        return;
-    }
+    // The match can be stale: the thread's latest allocation was not an object (a dict's key
+    // table), was freed, and another thread's object was allocated at that address and then
+    // parked in a free list. So a headered block is skipped only if it holds a live trace.
+    let just_allocated = frames::swap_last_alloc(0) == block;
     let thread = frames::current_thread();
     if !thread.holds_gil {
         return;
@@ -612,17 +617,27 @@ pub fn on_new_object(block: usize) {
         with_tracer(|t| {
             if block_headers::is_marked(block) {
                 let mut h = block_headers::read(block);
-                if h.gen != t.gen {
+                let live = h.gen == t.gen;
+                if (just_allocated && live) || (own_work && !live) {
                     return;
                 }
-                t.store.count_out(h.size, h.tb);
+                if live {
+                    t.store.count_out(h.size, h.tb);
+                }
                 if own_work {
                     h.gen = 0;
                 } else {
+                    // Also a block that held no trace: an object heaptrail's own work made and
+                    // dropped into a free list. Left untraced, every object of the program
+                    // re-initialised there would be invisible (on 3.13 the watcher's windows
+                    // fill the tuple free list, and most tuples a leak kept went unseen).
                     h.tb = t.capture(thread);
+                    h.gen = t.gen;
                     t.store.count_in(h.size, h.tb);
                 }
                 block_headers::write(block, h);
+            } else if just_allocated {
+                // Stamped by the allocation (or deliberately left untraced).
             } else if t.store.get(block).is_some() {
                 if own_work {
                     // heaptrail's own object now lives there: like its allocations, untraced.
@@ -631,6 +646,37 @@ pub fn on_new_object(block: usize) {
                     let tb = t.capture(thread);
                     t.store.retag(block, tb);
                 }
+            } else if size > 0 && !own_work {
+                let tb = t.capture(thread);
+                t.store.add(block, size, tb);
+            }
+        })
+    };
+}
+
+/// An object of a free-list type is being deallocated (3.13+ reference tracer, GIL held):
+/// its block is forgotten now, because the deallocator may park it in a free list instead of
+/// freeing it, and a parked object is dead. (stdlib tracemalloc keeps such blocks traced at
+/// their last creation line: a line making many temporary tuples then looks as if it kept
+/// up to 2000 of them.) The block is traced again when an object is re-initialised in it
+/// ([`on_new_object`]: from its header, or with the size the C shim computes).
+#[allow(dead_code)] // only called on 3.13+
+pub fn on_dead_object(block: usize) {
+    if hooks_off() || !frames::current_thread().holds_gil {
+        return;
+    }
+    // SAFETY: GIL held; the closure stays in Rust.
+    unsafe {
+        with_tracer(|t| {
+            if block_headers::is_marked(block) {
+                let mut h = block_headers::read(block);
+                if h.gen == t.gen {
+                    t.store.count_out(h.size, h.tb);
+                    h.gen = 0;
+                    block_headers::write(block, h);
+                }
+            } else {
+                t.store.remove(block);
             }
         })
     };
