@@ -281,10 +281,11 @@ static int (*ht_on_dead_object)(uintptr_t block) = NULL;
  * tuple, list, dict, slice; contexts and async generator wrappers are left out), so that a
  * reused block heaptrail never saw allocated can be traced with its true size. 0 for any
  * other type: its block size is not derived here. Same computation as the allocation:
- * pre-header + _PyObject_SIZE, or _PyObject_VAR_SIZE with the tuple's item count.
+ * pre-header (`block` is where the block starts, ht_object_block_address) + _PyObject_SIZE,
+ * or _PyObject_VAR_SIZE with the tuple's item count.
  */
 static size_t
-ht_free_list_object_size(PyObject *obj)
+ht_free_list_object_size(PyObject *obj, uintptr_t block)
 {
     PyTypeObject *tp = Py_TYPE(obj);
     size_t body;
@@ -298,7 +299,7 @@ ht_free_list_object_size(PyObject *obj)
     else {
         return 0;
     }
-    return body + (size_t)((uintptr_t)obj - ht_object_block_address(obj));
+    return body + (size_t)((uintptr_t)obj - block);
 }
 
 static int
@@ -306,13 +307,16 @@ ht_ref_tracer(PyObject *obj, PyRefTracerEvent event, void *data)
 {
     (void)data;
     if (event == PyRefTracer_CREATE && ht_on_new_object != NULL) {
-        ht_on_new_object(ht_object_block_address(obj), ht_free_list_object_size(obj));
+        uintptr_t block = ht_object_block_address(obj);
+        ht_on_new_object(block, ht_free_list_object_size(obj, block));
     }
-    else if (event == PyRefTracer_DESTROY && ht_on_dead_object != NULL
-             && ht_free_list_object_size(obj) != 0) {
+    else if (event == PyRefTracer_DESTROY && ht_on_dead_object != NULL) {
         /* Told before the deallocator runs, which may park the block in a free list
            instead of freeing it: a parked object is dead and must not count as live. */
-        ht_on_dead_object(ht_object_block_address(obj));
+        uintptr_t block = ht_object_block_address(obj);
+        if (ht_free_list_object_size(obj, block) != 0) {
+            ht_on_dead_object(block);
+        }
     }
     if (ht_previous_tracer != NULL) {
         return ht_previous_tracer(obj, event, ht_previous_data);
