@@ -662,10 +662,28 @@ impl Graph {
         let mut owner_sites: Vec<_> = owner_sites.into_iter().collect();
         owner_sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         owner_sites.truncate(3);
+        // Blocks held by a container with a fixed capacity (a deque with a maxlen) cannot be
+        // part of unbounded growth: the holder is judged by the others, when there are any.
+        // (A line whose strings fill a bounded deque and, now and then, are kept by a leaking
+        // dict too was named as held by the deque, "unbounded-list, bound it", while the deque
+        // was bounded already.)
+        let unbounded: Vec<u32> = reached
+            .iter()
+            .copied()
+            .filter(|&r| {
+                let p = self.parent[r as usize];
+                p == NONE
+                    || self.kind[p as usize] != OBJECT
+                    || !is_bounded_container(self.obj(p))
+            })
+            .collect();
         let (mut holder, holder_obj) = if reached.is_empty() {
             (Value::Null, None)
-        } else {
+        } else if unbounded.is_empty() || unbounded.len() == reached.len() {
             self.holder(&reached, &in_b)
+        } else {
+            let in_unbounded: FxHashSet<u32> = unbounded.iter().copied().collect();
+            self.holder(&unbounded, &in_unbounded)
         };
         if let (Some(ho), Value::Object(map)) = (holder_obj, &mut holder) {
             map.insert("element_sites".into(), element_sites(py, ho, rules));
@@ -1237,6 +1255,22 @@ unsafe fn element_sites(py: Python<'_>, ho: *mut ffi::PyObject, rules: &SiteRule
     sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     sites.truncate(3);
     Value::Array(sites.into_iter().map(|((f, l), c)| json!([f, l, c])).collect())
+}
+
+/// A container whose size is capped by construction: a `collections.deque` with a `maxlen`.
+/// Reads the `maxlen` getset of the exact C type only (no user code runs).
+unsafe fn is_bounded_container(o: *mut ffi::PyObject) -> bool {
+    if o.is_null() || !type_is(o, b"collections.deque") {
+        return false;
+    }
+    let maxlen = ffi::PyObject_GetAttrString(o, c"maxlen".as_ptr());
+    if maxlen.is_null() {
+        ffi::PyErr_Clear();
+        return false;
+    }
+    let bounded = maxlen != ffi::Py_None();
+    ffi::Py_DECREF(maxlen);
+    bounded
 }
 
 unsafe fn holder_len(o: *mut ffi::PyObject) -> Value {
