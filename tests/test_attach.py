@@ -37,9 +37,13 @@ def handle(i):
 
 def publish(tick):
     ht = sys.modules.get("heaptrail")
+    try:
+        tracing = bool(ht and ht.is_tracing())
+    except AttributeError:  # attach imports heaptrail in a thread: the module is still partial
+        tracing = False
     state = {"tick": tick, "pid": os.getpid(), "sys_path": sys.path,
              "heaptrail_imported": ht is not None,
-             "tracing": bool(ht and ht.is_tracing()),
+             "tracing": tracing,
              "threads": sorted(t.name for t in threading.enumerate())}
     with open(STATE_FILE + ".tmp", "w") as f:
         json.dump(state, f)
@@ -91,6 +95,14 @@ class Target:
             assert self.process.poll() is None, self.process.stderr.read().decode()
             time.sleep(0.05)
         raise AssertionError("the target stopped making progress")
+
+    def explain(self, out):
+        """Why a CLI call against this target failed: its stderr, and the target's own
+        stderr if the target is gone (a crash must show as one, not as a CLI error)."""
+        code = self.process.poll()
+        if code is None:
+            return out.stderr
+        return f"{out.stderr}\nthe target exited with {code}:\n{self.process.stderr.read().decode()}"
 
     def assert_running(self):
         """Alive, not left stopped by a tracer, and still making progress."""
@@ -149,7 +161,7 @@ def test_attach_with_duration_flags_the_leaking_line(target, tmp_path):
     report = tmp_path / "leaks.jsonl"
     out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5", "--report", str(report),
                         "--duration", "8")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, t.explain(out)
     assert f"watching process {t.pid}" in out.stdout
     # The summary printed at the end names the leaking line, its growth and its holder.
     assert f"LEAK at {t.script}:{LEAK_LINE}: " in out.stdout, out.stdout
@@ -176,7 +188,7 @@ def test_attach_snapshot_detach_in_a_process_without_heaptrail(target, tmp_path)
     assert not before["heaptrail_imported"]
 
     out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, t.explain(out)
     assert "(borrowed from this heaptrail's installation)" in out.stdout, out.stdout
     assert f"heaptrail detach {t.pid}" in out.stdout
     state = t.wait_for_state(newer_than=t.state()["tick"])
@@ -191,14 +203,14 @@ def test_attach_snapshot_detach_in_a_process_without_heaptrail(target, tmp_path)
     time.sleep(4)
     snap = tmp_path / "live.heaptrail"
     out = heaptrail_cli("snapshot", str(t.pid), "-o", str(snap))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, t.explain(out)
     assert f"wrote {snap} from process {t.pid}" in out.stdout
     stats = heaptrail.Snapshot.load(str(snap)).statistics("lineno")
     top = [(s.traceback[0].filename, s.traceback[0].lineno) for s in stats[:3]]
     assert (str(t.script), LEAK_LINE) in top, stats[:5]
 
     out = heaptrail_cli("detach", str(t.pid))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, t.explain(out)
     assert f"stopped watching process {t.pid}" in out.stdout
     assert f"heaptrail [pid {t.pid}]: " in out.stdout  # the verdicts of the last window
     assert f"{t.script}:{LEAK_LINE}" in out.stdout, out.stdout
@@ -216,7 +228,7 @@ def test_attach_snapshot_detach_in_a_process_without_heaptrail(target, tmp_path)
 
     # Attaching again after a detach starts a fresh watcher.
     out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5", "--duration", "1")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, t.explain(out)
     t.assert_running()
 
 
@@ -227,17 +239,17 @@ def test_threaded_http_service(target, tmp_path):
     t = target(program=service.read_text(), argv=["--seconds", "120"])
     time.sleep(1)
     out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, t.explain(out)
     for i in range(3):
         time.sleep(1.5)
         snap = tmp_path / f"s{i}.heaptrail"
         out = heaptrail_cli("snapshot", str(t.pid), "-o", str(snap))
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == 0, t.explain(out)
     stats = heaptrail.Snapshot.load(str(snap)).statistics("lineno")
     assert (str(t.script), 37) in [(s.traceback[0].filename, s.traceback[0].lineno)
                                    for s in stats[:3]], stats[:5]
     out = heaptrail_cli("detach", str(t.pid))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, t.explain(out)
     assert f"LEAK at {t.script}:37: " in out.stdout, out.stdout
     assert "held by __main__._rendered_orders" in out.stdout
     t.assert_running()
@@ -392,7 +404,7 @@ def test_main_thread_blocked_while_a_worker_leaks(target):
         assert out.returncode == 1
         assert "The request was withdrawn" in out.stderr
     else:
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == 0, t.explain(out)
         assert f"LEAK at {t.script}:{BLOCKED_LEAK_LINE}: " in out.stdout, out.stdout
     t.assert_running()
 
