@@ -159,6 +159,21 @@ def test_program_declares_its_leak(program):
 
 # -- the report -----------------------------------------------------------------------------
 
+def test_the_report_is_written_through_its_one_schema_owner(reports):
+    """A window goes to the file through the Rust type `heaptrail html` reads with: written
+    back from what was read, it is the same JSON; a field the schema does not know, or a
+    missing one, is refused instead of drifting between writer and reader."""
+    windows, _ = reports["leak_unbounded_cache.py"]
+    last = windows[-1]
+    assert json.loads(_native._encode_window(last)) == last
+    for mutate in (lambda w: w.update(extra=1), lambda w: w["sites"][0].update(extra=1),
+                   lambda w: w.pop("rss_bytes"), lambda w: w.update(schema="heaptrail.watch/9"),
+                   lambda w: w["leaks"][0].update(extra=1)):
+        bad = json.loads(json.dumps(last))
+        mutate(bad)
+        with pytest.raises(ValueError):
+            _native._encode_window(bad)
+
 def test_report_schema(reports):
     windows, _ = reports["leak_unbounded_cache.py"]
     assert len(windows) >= 10

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from . import _native
 from ._classes import _format_size
 from ._settings import Settings
 from ._sinks import entry_details
@@ -81,10 +82,10 @@ def summary_lines(report, windows):
             lines.extend(f"      {f}:{n}" for f, n in row["traceback"][:8])
     for row in report["sites"]:
         where = f"heaptrail [pid {pid}]: {row['verdict'].upper()} at {row['filename']}:{row['lineno']}: "
-        if row["verdict"] == "fixed":
+        if row["verdict"] == _native.FIXED:
             lines.append(f"{where}was leaking, now flat at {_format_size(row['size'], False)} "
                          f"in {row['count']} blocks")
-        elif row["verdict"] == "suspect":
+        elif row["verdict"] == _native.SUSPECT:
             lines.append(f"{where}{_format_size(row['size'], False)} live in {row['count']} blocks, "
                          f"growing {_format_size(row['bytes_per_second'], True)}/s "
                          f"(confidence {row['confidence']:.2f})")
@@ -92,7 +93,7 @@ def summary_lines(report, windows):
         lines.append(f"heaptrail [pid {pid}]: no leak found")
     counts = {}
     for site in report["sites"]:
-        if site["verdict"] not in ("leak", "suspect", "fixed"):
+        if site["verdict"] not in _native.ALWAYS_REPORTED:
             counts[site["verdict"]] = counts.get(site["verdict"], 0) + 1
     if counts:
         lines.append(f"heaptrail [pid {pid}]: other sites shown: " +

@@ -19,7 +19,7 @@ log = logging.getLogger("heaptrail")
 
 # A site's analysis is reused for this many windows; a new leak candidate triggers a new one.
 REFRESH_WINDOWS = 10
-LEAK = "leak"
+LEAK = _native.LEAK
 PART_OF_LEAK = _native.PART_OF_LEAK
 PATTERN_HINTS = _native.LEAK_PATTERNS
 

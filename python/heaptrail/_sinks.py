@@ -2,11 +2,11 @@
 (The Prometheus endpoint is in _prometheus.py.) Every sink has emit(report, transitions)
 and close(); `transitions` lists (site row, previous verdict) for sites whose verdict changed."""
 
-import json
 import logging
 import os
 import threading
 
+from . import _native
 from ._classes import _format_size
 
 
@@ -61,7 +61,7 @@ class LoggingSink:
                 "heaptrail_window": report["window"],
                 "heaptrail_pid": report["pid"],
             }
-            if row["verdict"] == "leak":
+            if row["verdict"] == _native.LEAK:
                 entry = leak_entry(report, row)
                 extra.update(heaptrail_holder=entry.get("holder"),
                              heaptrail_pattern=entry.get("pattern"))
@@ -70,7 +70,7 @@ class LoggingSink:
                                     _format_size(row["bytes_per_second"], True), row["confidence"],
                                     "".join(f"; {part}" for part in entry_details(entry)),
                                     extra=extra)
-            elif row["verdict"] == "fixed":
+            elif row["verdict"] == _native.FIXED:
                 self.logger.info("heaptrail: leak at %s is fixed: flat at %s", _site_text(row),
                                  _format_size(row["size"], False), extra=extra)
 
@@ -87,7 +87,8 @@ class JsonLinesSink:
         self._lock = threading.Lock()
 
     def emit(self, report, transitions):
-        line = json.dumps(report, separators=(",", ":")) + "\n"
+        # The line is written by the schema's owner, the Rust WindowReport type.
+        line = _native._encode_window(report) + "\n"
         with self._lock:
             if not self._file.closed:
                 self._file.write(line)

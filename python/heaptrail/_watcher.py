@@ -142,23 +142,23 @@ class Watcher:
                             self.settings.patterns("exclude"))
         self._site_info = {key: (filename, lineno, frames)
                            for key, filename, lineno, _size, _count, frames in sites}
-        window, process, process_conf, verdicts = self._detector.observe(
+        judged = self._detector.observe(
             mono, rss, traced, peak, [(key, size, count) for key, _, _, size, count, _ in sites])
-        self._window = window
+        self._window = judged["window"]
         report = {
             "schema": SCHEMA,
             "time": round(now, 3),
             "pid": os.getpid(),
-            "window": window,
+            "window": judged["window"],
             "interval": self.settings.interval,
             "rss_bytes": rss,
             "traced_bytes": traced,
             "traced_peak_bytes": peak,
-            "process_verdict": process,
-            "process_confidence": round(process_conf, 4),
-            "sites": self._site_rows(verdicts),
+            "process_verdict": judged["process_verdict"],
+            "process_confidence": round(judged["process_confidence"], 4),
+            "sites": self._site_rows(judged["sites"]),
         }
-        report["leaks"] = self._leaks.entries(window, report["sites"])
+        report["leaks"] = self._leaks.entries(judged["window"], report["sites"])
         for row in report["sites"]:
             del row["_key"]
         transitions = self._transitions(report["sites"])
@@ -167,28 +167,19 @@ class Watcher:
             sink.emit(report, transitions)
         return report
 
-    def _site_rows(self, verdicts):
+    def _site_rows(self, judged):
+        """The report's site rows from the detector's (same field names), with the site's
+        place in the code added; the leaks, suspects and fixed sites plus the `top` others."""
         rows = []
-        for (key, verdict, confidence, size, size_diff, count, count_diff, rate, windows,
-             growth) in verdicts:
-            if len(rows) >= self.settings.top and verdict not in ("leak", "suspect", "fixed"):
+        for row in judged:
+            if len(rows) >= self.settings.top and row["verdict"] not in _native.ALWAYS_REPORTED:
                 continue
+            key = row.pop("key")
             filename, lineno, frames = self._site_info.get(key, ("<unknown>", 0, ()))
-            row = {
-                "_key": key,
-                "filename": filename,
-                "lineno": lineno,
-                "traceback": [[f, n] for f, n in frames],
-                "size": size,
-                "size_diff": size_diff,
-                "count": count,
-                "count_diff": count_diff,
-                "bytes_per_second": round(rate, 3),
-                "verdict": verdict,
-                "confidence": round(confidence, 4),
-                "windows": windows,
-                "growth_bytes": growth,
-            }
+            row.update(_key=key, filename=filename, lineno=lineno,
+                       traceback=[[f, n] for f, n in frames],
+                       bytes_per_second=round(row["bytes_per_second"], 3),
+                       confidence=round(row["confidence"], 4))
             rows.append(row)
         return rows
 

@@ -25,6 +25,7 @@ pub mod size_format;
 pub mod snapshot_file;
 pub mod stacks;
 pub mod trend;
+pub mod watch_report;
 
 #[cfg(test)]
 mod test_fixtures;

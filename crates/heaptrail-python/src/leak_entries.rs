@@ -30,19 +30,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // Site verdicts, most severe first, then the verdict of a site grouped under another
     // site's leak entry.
-    let mut verdicts = vec![
-        Verdict::Leak,
-        Verdict::Suspect,
-        Verdict::Fixed,
-        Verdict::WarmingUp,
-        Verdict::Plateau,
-    ];
-    verdicts.sort_by(|a, b| b.cmp_severity(*a));
-    let mut names: Vec<&str> = verdicts.iter().map(|v| v.as_str()).collect();
+    let mut names: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
     names.push(PART_OF_LEAK);
     m.add("SITE_VERDICTS", names)?;
+    m.add("LEAK", Verdict::Leak.as_str())?;
+    m.add("SUSPECT", Verdict::Suspect.as_str())?;
+    m.add("FIXED", Verdict::Fixed.as_str())?;
     m.add("PART_OF_LEAK", PART_OF_LEAK)?;
-    m.add("WATCH_SCHEMA", heaptrail_core::html::report::SCHEMA)?;
+    // Verdicts a report lists whatever its `top` limit.
+    let always: Vec<&str> = Verdict::ALL
+        .iter()
+        .filter(|v| v.always_reported())
+        .map(|v| v.as_str())
+        .collect();
+    m.add("ALWAYS_REPORTED", pyo3::types::PyFrozenSet::new(py, &always)?)?;
     let processes = [
         ProcessVerdict::Ok,
         ProcessVerdict::PythonGrowth,

@@ -17,6 +17,7 @@ mod frames;
 mod holders;
 mod html;
 mod leak_entries;
+mod watch_report;
 mod retainers;
 mod trace_store;
 mod trace_table;
@@ -236,6 +237,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     export::register(m)?;
     html::register(m)?;
     leak_entries::register(m)?;
+    watch_report::register(m)?;
     m.add_class::<TraceTable>()?;
     m.add_class::<trend_detector::TrendDetector>()?;
     m.add(

@@ -9,10 +9,6 @@ pub struct TrendDetector {
     inner: Mutex<Core>,
 }
 
-/// One site's verdict row: `(key, verdict, confidence, size, size_diff, count, count_diff,
-/// bytes_per_second, windows, growth_bytes)`.
-type SiteRow = (u64, &'static str, f64, u64, i64, u64, i64, f64, usize, i64);
-
 #[pymethods]
 impl TrendDetector {
     #[new]
@@ -45,17 +41,19 @@ impl TrendDetector {
     }
 
     /// Feeds one window. `time` is monotonic seconds; `sites` a list of `(key, size, count)`.
-    /// Returns `(window, process_verdict, process_confidence, [site rows...])`, sites ordered
-    /// by severity.
-    fn observe(
+    /// Returns a dict `{window, process_verdict, process_confidence, sites}` whose `sites` are
+    /// dicts `{key, verdict, confidence, size, size_diff, count, count_diff,
+    /// bytes_per_second, windows, growth_bytes}` (the report's field names), most severe
+    /// first.
+    fn observe<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         time: f64,
         rss_bytes: u64,
         traced_bytes: u64,
         traced_peak_bytes: u64,
         sites: Vec<(u64, u64, u64)>,
-    ) -> (u64, &'static str, f64, Vec<SiteRow>) {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let samples: Vec<SiteSample> = sites
             .into_iter()
             .map(|(key, size, count)| SiteSample { key, size, count })
@@ -66,30 +64,7 @@ impl TrendDetector {
             traced_peak_bytes,
         };
         let report = py.detach(|| self.inner.lock().observe(time, process, &samples));
-        let rows = report
-            .sites
-            .iter()
-            .map(|s| {
-                (
-                    s.key,
-                    s.verdict.as_str(),
-                    s.confidence,
-                    s.size,
-                    s.size_diff,
-                    s.count,
-                    s.count_diff,
-                    s.bytes_per_second,
-                    s.windows,
-                    s.growth_bytes,
-                )
-            })
-            .collect();
-        (
-            report.window,
-            report.process_verdict.as_str(),
-            report.process_confidence,
-            rows,
-        )
+        pythonize::pythonize(py, &report).map_err(PyErr::from)
     }
 
     /// `[(time, size), ...]` kept for a site, or None.

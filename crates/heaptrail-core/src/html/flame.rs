@@ -234,9 +234,7 @@ mod tests {
             confidence: 1.0,
             windows: 1,
             growth_bytes: 0,
-            held_by: None,
-            holder: None,
-            pattern: None,
+            ..SiteRow::default()
         }
     }
 

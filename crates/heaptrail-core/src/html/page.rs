@@ -6,6 +6,7 @@
 //! fetch, should one ever slip in. Inline scripts are allowed only for the flame graph's frame
 //! (which inherits the policy); the page itself has none.
 
+use crate::trend::Verdict;
 use std::fmt::Write;
 
 use super::escape::{escape, push_escaped};
@@ -138,25 +139,19 @@ impl Page {
 /// The CSS class of a site verdict. Only known words become classes: the verdict text comes
 /// from the file.
 pub fn verdict_class(verdict: &str) -> &'static str {
-    match verdict {
-        "leak" => "v-leak",
-        "suspect" => "v-suspect",
-        "fixed" => "v-fixed",
-        "warming-up" => "v-warming-up",
-        "plateau" => "v-plateau",
-        _ => "v-other",
+    match Verdict::from_name(verdict) {
+        Some(Verdict::Leak) => "v-leak",
+        Some(Verdict::Suspect) => "v-suspect",
+        Some(Verdict::Fixed) => "v-fixed",
+        Some(Verdict::WarmingUp) => "v-warming-up",
+        Some(Verdict::Plateau) => "v-plateau",
+        None => "v-other",
     }
 }
 
-/// How severe a site verdict is (leak first), for ordering.
+/// How severe a site verdict is (leak first), for ordering: the trend detector's order.
 pub fn verdict_severity(verdict: &str) -> u8 {
-    match verdict {
-        "leak" => 4,
-        "suspect" => 3,
-        "fixed" => 2,
-        "warming-up" => 1,
-        _ => 0,
-    }
+    Verdict::from_name(verdict).map_or(0, Verdict::severity)
 }
 
 /// The CSS class of a process verdict.

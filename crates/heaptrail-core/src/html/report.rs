@@ -1,6 +1,7 @@
 //! Reading a watcher report: JSON Lines of schema `heaptrail.watch/2` (or the older
 //! `heaptrail.watch/1`, which has no leak entries), one window per line, as
 //! `heaptrail run --report FILE` / `heaptrail.watch(report=...)` append them.
+//! The window type is the schema's owner, [`crate::watch_report::WindowReport`].
 //!
 //! The file is streamed, never held whole: per window only the process figures and each
 //! reported site's size are kept (for the charts), plus the full site rows of the latest window
@@ -17,19 +18,14 @@
 //! of a long report is still worth seeing. Lines longer than [`MAX_LINE_BYTES`] are skipped
 //! without being buffered.
 
+use crate::watch_report::{is_known_schema, WindowReport, SCHEMA};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 use std::fmt;
 use std::io::{self, BufRead};
 
-/// The schema the watcher writes and this module reads.
-pub const SCHEMA: &str = "heaptrail.watch/2";
-/// Older schemas still read: `/1` had `held_by` text instead of leak entries.
-pub const OLDER_SCHEMAS: [&str; 1] = ["heaptrail.watch/1"];
+pub use crate::watch_report::SiteRow;
 
-fn is_known_schema(schema: &str) -> bool {
-    schema == SCHEMA || OLDER_SCHEMAS.contains(&schema)
-}
 /// A window line longer than this is skipped (real ones are a few KiB).
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 /// Process ids listed in [`Report::pids`].
@@ -68,65 +64,6 @@ impl From<io::Error> for ReportError {
     fn from(e: io::Error) -> Self {
         ReportError::Io(e)
     }
-}
-
-/// One site row as the report writes it (see the README's "Report schema").
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct SiteRow {
-    pub filename: String,
-    pub lineno: u32,
-    /// `[filename, lineno]` pairs, innermost first.
-    #[serde(default)]
-    pub traceback: Vec<(String, u32)>,
-    pub size: u64,
-    #[serde(default)]
-    pub size_diff: i64,
-    #[serde(default)]
-    pub count: u64,
-    #[serde(default)]
-    pub count_diff: i64,
-    #[serde(default)]
-    pub bytes_per_second: f64,
-    pub verdict: String,
-    #[serde(default)]
-    pub confidence: f64,
-    #[serde(default)]
-    pub windows: u64,
-    #[serde(default)]
-    pub growth_bytes: i64,
-    /// `heaptrail.watch/1`: who holds a leaking site's memory, as text.
-    #[serde(default)]
-    pub held_by: Option<String>,
-    /// `heaptrail.watch/2`: the holder's path of the leak this site is (part of).
-    #[serde(default)]
-    pub holder: Option<String>,
-    /// `heaptrail.watch/2`: that leak's pattern (`unbounded-cache`, ...).
-    #[serde(default)]
-    pub pattern: Option<String>,
-}
-
-impl SiteRow {
-    /// Who holds the site's memory, from either schema.
-    pub fn holder_text(&self) -> Option<&str> {
-        self.holder.as_deref().or(self.held_by.as_deref())
-    }
-}
-
-#[derive(Deserialize)]
-struct WindowLine {
-    schema: String,
-    time: f64,
-    pid: u32,
-    window: u64,
-    #[serde(default)]
-    interval: Option<f64>,
-    rss_bytes: u64,
-    traced_bytes: u64,
-    traced_peak_bytes: u64,
-    process_verdict: String,
-    #[serde(default)]
-    process_confidence: Option<f64>,
-    sites: Vec<SiteRow>,
 }
 
 /// Only the schema, to explain why a line that is not a valid window was refused.
@@ -196,7 +133,7 @@ impl Run {
         (self.verdict_names.len() - 1) as u8
     }
 
-    fn add(&mut self, w: WindowLine) {
+    fn add(&mut self, w: WindowReport) {
         let index = self.windows.len() as u32;
         if w.interval.is_some() {
             self.interval = w.interval;
@@ -344,8 +281,8 @@ fn explain(line: &[u8], e: &serde_json::Error) -> String {
     json_reason(e)
 }
 
-fn parse_window(line: &[u8]) -> Result<WindowLine, String> {
-    let w: WindowLine = serde_json::from_slice(line).map_err(|e| explain(line, &e))?;
+fn parse_window(line: &[u8]) -> Result<WindowReport, String> {
+    let w: WindowReport = serde_json::from_slice(line).map_err(|e| explain(line, &e))?;
     if !is_known_schema(&w.schema) {
         return Err(format!(
             "schema {} is not {SCHEMA}, the one this heaptrail reads",

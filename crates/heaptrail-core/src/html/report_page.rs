@@ -17,6 +17,7 @@ use super::page::{
     verdict_severity, warnings_box, Page,
 };
 use super::report::{Report, Run, SiteRow};
+use crate::trend::Verdict;
 use super::PageOptions;
 
 /// Runs shown in detail; the others are only listed.
@@ -251,7 +252,7 @@ fn charted_sites(run: &Run) -> (Vec<&SiteRow>, bool) {
     let severe: Vec<&SiteRow> = run
         .last_sites
         .iter()
-        .filter(|s| matches!(s.verdict.as_str(), "leak" | "suspect" | "fixed"))
+        .filter(|s| Verdict::from_name(&s.verdict).is_some_and(Verdict::always_reported))
         .take(MAX_SITE_CHARTS)
         .collect();
     if !severe.is_empty() {

@@ -24,8 +24,9 @@ pub struct SiteSample {
     pub count: u64,
 }
 
-/// The verdict on one site in one window.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The verdict on one site in one window. Serialized with these field names for the watcher
+/// (they are the report's `sites[]` field names).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct SiteReport {
     pub key: u64,
     pub verdict: Verdict,
@@ -45,7 +46,7 @@ pub struct SiteReport {
 }
 
 /// Everything the detector says about one window.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct WindowReport {
     /// 1 for the first window observed.
     pub window: u64,

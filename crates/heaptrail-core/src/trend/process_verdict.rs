@@ -80,6 +80,13 @@ impl ProcessVerdict {
     }
 }
 
+/// Written by its name: the report's `process_verdict` field.
+impl serde::Serialize for ProcessVerdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for ProcessVerdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

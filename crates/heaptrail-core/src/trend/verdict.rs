@@ -50,6 +50,35 @@ impl Verdict {
     }
 }
 
+impl Verdict {
+    /// The verdicts a report always lists, whatever its `top` limit: a user is waiting for
+    /// them (`heaptrail html` charts them first too).
+    pub fn always_reported(self) -> bool {
+        matches!(self, Verdict::Leak | Verdict::Suspect | Verdict::Fixed)
+    }
+
+    /// Every verdict, most severe first.
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Leak,
+        Verdict::Suspect,
+        Verdict::Fixed,
+        Verdict::WarmingUp,
+        Verdict::Plateau,
+    ];
+
+    /// The verdict named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
+/// Written by its name: the report's `verdict` field.
+impl serde::Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -73,5 +102,7 @@ mod tests {
         let names: Vec<_> = all.iter().map(|v| v.as_str()).collect();
         assert_eq!(names, ["leak", "suspect", "fixed", "warming-up", "plateau"]);
         assert_eq!(Verdict::WarmingUp.to_string(), "warming-up");
+        assert_eq!(Verdict::ALL.map(|v| v.as_str()), names);
+        assert_eq!(Verdict::from_name("fixed"), Some(Verdict::Fixed));
     }
 }
