@@ -113,11 +113,22 @@ fn headered(p: *mut c_void, size: usize, plan: tracer::HeaderPlan) -> *mut c_voi
     q as *mut c_void
 }
 
+/// Bytes to ask the allocator below for, for a headered block of `size` bytes: the header
+/// and at least one byte after it, so that `q = p + HEADER` lies *inside* the block. With
+/// `size == 0` a block of just `HEADER` bytes would end at `q`, and `q` would be the start of
+/// the next block (pymalloc packs its 16-byte blocks back to back): that block, handed out
+/// without a header (not tracing, own work, another thread), would look marked, and its
+/// free or realloc would act on the zero-size block at `q - HEADER` instead.
+#[inline]
+fn headered_size(size: usize) -> Option<usize> {
+    size.max(1).checked_add(HEADER)
+}
+
 /// A new MEM/OBJ block of `size` bytes, `get(n)` asking the allocator below for `n` bytes:
 /// with room for a header when the tracer plans one, else as asked and traced in the table.
 #[inline]
 fn obj_alloc(size: usize, get: impl Fn(usize) -> *mut c_void) -> *mut c_void {
-    match (tracer::header_plan(), size.checked_add(HEADER)) {
+    match (tracer::header_plan(), headered_size(size)) {
         (Some(plan), Some(total)) => headered(below(|| get(total)), size, plan),
         (Some(_), None) => ptr::null_mut(),
         (None, _) => {
@@ -168,7 +179,7 @@ extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
         }
         return p;
     }
-    let Some(total) = size.checked_add(HEADER) else {
+    let Some(total) = headered_size(size) else {
         return ptr::null_mut();
     };
     let plan = tracer::header_plan();

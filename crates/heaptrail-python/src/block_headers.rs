@@ -6,10 +6,12 @@
 //! header sits next to memory the program is touching anyway, and the bitmap is 128 times
 //! denser than the heap it describes, so it stays in cache.
 //!
-//! The hook asks the allocator below for `size + HEADER` bytes at `p` and hands out
-//! `q = p + HEADER`; the header at `p` holds the size, the traceback id and the tracing
-//! generation (a header of an older generation, or generation 0, is not a live trace: this is
-//! how `clear_traces` forgets millions of traces at once). `q` is marked in the bitmap until
+//! The hook asks the allocator below for `max(size, 1) + HEADER` bytes at `p` and hands out
+//! `q = p + HEADER`: `q` is always inside the block, never its end (where the allocator's next
+//! block may start), so no other block ever starts at a marked address. The header at `p`
+//! holds the size, the traceback id and the tracing generation (a header of an older
+//! generation, or generation 0, is not a live trace: this is how `clear_traces` forgets
+//! millions of traces at once). `q` is marked in the bitmap until
 //! the block is freed, and a free of a marked `q` gives `p` back to the allocator.
 //!
 //! Who may touch what: headered blocks are allocated, freed and read only by a thread holding
