@@ -2,8 +2,15 @@
 //!
 //! A captured frame names its code object by address. Were the code object freed, the address
 //! could be reused by another one and the frame would silently point at the wrong line, so
-//! every code object that appears in an interned traceback is held (one reference) until the
-//! traces are cleared.
+//! every code object that appears in an interned traceback is held (one reference) as long as
+//! that traceback is: until the traces are cleared, or until the tracer drops the traceback
+//! because no live block uses it any more (`Tracer::compact`), when code objects no kept
+//! traceback names are let go. Code compiled on the fly (templates, `exec` of generated
+//! source) is therefore not kept alive by heaptrail once its allocations are gone.
+//!
+//! Letting go happens in two steps: the registry forgets the objects at once (while the
+//! tracer's tables are borrowed, inside an allocator hook), and the references are dropped
+//! later from a pending call ([`defer_release`]), where freeing memory is safe.
 //!
 //! The registry also says which held code objects are library code, when the leak watcher has
 //! set the rules (`_set_user_code_rules`): each code object is classified once, when first held.
@@ -13,7 +20,9 @@ use heaptrail_core::sites::SiteRules;
 use heaptrail_core::Filename;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Whether a held code object is library code, under the user-code rules in force.
@@ -88,6 +97,24 @@ impl CodeRegistry {
         self.rules.is_some()
     }
 
+    /// Forgets every held code object `used` does not contain, handing back their references
+    /// (to drop with [`defer_release`] or [`release`]).
+    pub fn take_unused(&mut self, used: &rustc_hash::FxHashSet<usize>) -> Vec<usize> {
+        let unused: Vec<usize> = self
+            .held
+            .keys()
+            .filter(|code| !used.contains(code))
+            .copied()
+            .collect();
+        for code in &unused {
+            self.held.remove(code);
+        }
+        if self.held.capacity() > 4 * self.held.len().max(64) {
+            self.held.shrink_to_fit();
+        }
+        unused
+    }
+
     /// Empties the registry, handing back the references to drop with [`release`] once the
     /// trace store's lock is no longer held (dropping a code object frees memory, which
     /// re-enters the allocator hooks).
@@ -114,20 +141,69 @@ unsafe fn classify(rules: Option<&SiteRules>, code: *mut ffi::PyCodeObject) -> C
     }
 }
 
-/// Drops references taken by [`CodeRegistry::hold`].
+/// Drops references taken by [`CodeRegistry::hold`], and any still waiting in
+/// [`defer_release`]'s queue.
 pub fn release(_py: Python<'_>, codes: Vec<usize>) {
-    for code in codes {
+    EPOCH.fetch_add(1, Ordering::AcqRel);
+    for code in codes.into_iter().chain(std::mem::take(&mut *DEFERRED.lock())) {
         // SAFETY: we own one reference to each of these objects and hold the GIL.
         unsafe { ffi::Py_DECREF(code as *mut ffi::PyObject) };
     }
 }
 
-/// Caches `(code, instruction) -> (filename, line)`. Only used with the GIL held; must be
-/// cleared whenever the registry releases its code objects (addresses may then be reused).
+/// Counts the times held code objects were let go of: their addresses may then belong to
+/// new code objects, so anything that copied frames (code addresses) before must not resolve
+/// them after a change (see `LineResolver` and the snapshot's copy).
+static EPOCH: AtomicUsize = AtomicUsize::new(0);
+
+pub fn epoch() -> usize {
+    EPOCH.load(Ordering::Acquire)
+}
+
+/// References let go of inside an allocator hook, waiting for a safe point.
+static DEFERRED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static RELEASE_QUEUED: AtomicBool = AtomicBool::new(false);
+
+/// Drops `codes`' references at the interpreter's next safe point: a pending call, run by the
+/// main thread between two bytecodes with the GIL held. Called with the GIL held, from inside
+/// the hooks, where a Py_DECREF could free memory and re-enter them. If the pending-call queue
+/// is full, the references wait for the next call here, or for [`release`].
+pub fn defer_release(codes: Vec<usize>) {
+    if codes.is_empty() {
+        return;
+    }
+    DEFERRED.lock().extend(codes);
+    if !RELEASE_QUEUED.swap(true, Ordering::AcqRel) {
+        // SAFETY: Py_AddPendingCall may be called from any thread; it only stores the
+        // function in a fixed queue (no allocation).
+        if unsafe { ffi::Py_AddPendingCall(Some(release_deferred), std::ptr::null_mut()) } != 0 {
+            RELEASE_QUEUED.store(false, Ordering::Release);
+        }
+    }
+}
+
+extern "C" fn release_deferred(_arg: *mut std::os::raw::c_void) -> std::os::raw::c_int {
+    RELEASE_QUEUED.store(false, Ordering::Release);
+    let codes = std::mem::take(&mut *DEFERRED.lock());
+    if !codes.is_empty() {
+        EPOCH.fetch_add(1, Ordering::AcqRel);
+    }
+    for code in codes {
+        // SAFETY: a pending call runs with the GIL held, outside any hook; we own one
+        // reference to each of these objects (the registry forgot them when queueing).
+        unsafe { ffi::Py_DECREF(code as *mut ffi::PyObject) };
+    }
+    0
+}
+
+/// Caches `(code, instruction) -> (filename, line)`. Only used with the GIL held. Emptied
+/// whenever the registry lets code objects go ([`epoch`] changes): their addresses may then be
+/// reused by other code objects.
 #[derive(Default)]
 pub struct LineResolver {
     filenames: FxHashMap<usize, Filename>,
     lines: FxHashMap<(usize, i64), u32>,
+    epoch: usize,
 }
 
 impl LineResolver {
@@ -144,12 +220,24 @@ impl LineResolver {
         if frame.code.is_null() {
             return (unknown_filename(), 0);
         }
+        let epoch = epoch();
+        if epoch != self.epoch {
+            self.clear();
+            self.epoch = epoch;
+        }
         let key = frame.code as usize;
-        let filename = self
-            .filenames
-            .entry(key)
-            .or_insert_with(|| code_filename(py, frame.code))
-            .clone();
+        // No map borrow is held across the Python call: reading co_filename allocates, and
+        // whatever that runs may resolve frames too.
+        let filename = match self.filenames.get(&key) {
+            Some(name) => name.clone(),
+            None => {
+                let name = code_filename(py, frame.code);
+                if self.epoch == epoch {
+                    self.filenames.insert(key, name.clone());
+                }
+                name
+            }
+        };
         let lineno = *self
             .lines
             .entry((key, frame.lasti))

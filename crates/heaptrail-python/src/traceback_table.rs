@@ -20,7 +20,10 @@ struct Entry {
 pub struct TracebackTable {
     /// All frames of all tracebacks, back to back.
     frames: Vec<RawFrame>,
+    /// By id. A dropped traceback's entry is [`FREE`] until its id is reused.
     entries: Vec<Entry>,
+    /// Ids of dropped tracebacks, reused first by [`insert_new`](Self::insert_new).
+    free: Vec<TbId>,
     /// Per traceback: all its frames are library code and the stack went deeper than them
     /// (see `Tracer::capture`). Only set while user-code rules are in force.
     needs_user_frame: Vec<bool>,
@@ -51,6 +54,14 @@ const EMPTY_RECENT: Recent = Recent {
 
 const RECENT_SLOTS: usize = 512;
 
+/// The entry of a dropped traceback: no frames (a real traceback has at least one).
+const FREE: Entry = Entry {
+    start: 0,
+    len: 0,
+    total_nframe: 0,
+    hash: 0,
+};
+
 fn recent_slot(frames: &[RawFrame], total_nframe: u16) -> usize {
     let (code, lasti) = frames
         .first()
@@ -72,8 +83,63 @@ fn hash_traceback(frames: &[RawFrame], total_nframe: u16) -> u64 {
 }
 
 impl TracebackTable {
+    /// The id space: every id in use is below it (dropped ids in it have no frames).
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Tracebacks in the table (dropped ones not counted).
+    pub fn live_len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
+    /// Drops every traceback `keep` says no; their ids are reused by later insertions, so a
+    /// caller must drop only ids nothing refers to any more (no live trace). The frames of
+    /// the kept ones are packed together again. Returns how many were dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(TbId) -> bool) -> usize {
+        let mut frames = Vec::with_capacity(self.frames.len());
+        let mut dropped = 0;
+        for id in 0..self.entries.len() {
+            let e = self.entries[id];
+            if e.len == 0 {
+                continue; // already free
+            }
+            if keep(id as TbId) {
+                let start = e.start as usize;
+                self.entries[id].start = frames.len() as u32;
+                frames.extend_from_slice(&self.frames[start..start + e.len as usize]);
+            } else {
+                self.entries[id] = FREE;
+                self.needs_user_frame[id] = false;
+                self.free.push(id as TbId);
+                dropped += 1;
+            }
+        }
+        if dropped == 0 {
+            return 0;
+        }
+        frames.shrink_to(frames.len() * 2);
+        self.frames = frames;
+        // Lowest ids first, so the id space stays dense.
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        self.index.clear();
+        let entries = &self.entries;
+        for (id, e) in entries.iter().enumerate() {
+            if e.len != 0 {
+                self.index.insert_unique(e.hash, id as TbId, |&i| entries[i as usize].hash);
+            }
+        }
+        for r in self.recent.iter_mut() {
+            *r = EMPTY_RECENT;
+        }
+        dropped
+    }
+
+    /// Every frame of the tracebacks in the table.
+    pub fn all_frames(&self) -> impl Iterator<Item = &RawFrame> {
+        self.entries
+            .iter()
+            .flat_map(|e| &self.frames[e.start as usize..e.start as usize + e.len as usize])
     }
 
     pub fn frames(&self, id: TbId) -> &[RawFrame] {
@@ -147,15 +213,25 @@ impl TracebackTable {
         needs_user_frame: bool,
     ) -> TbId {
         let hash = hash_traceback(frames, total_nframe);
-        let id = self.entries.len() as TbId;
-        self.entries.push(Entry {
+        let entry = Entry {
             start: self.frames.len() as u32,
             len: frames.len() as u16,
             total_nframe,
             hash,
-        });
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.entries[id as usize] = entry;
+                self.needs_user_frame[id as usize] = needs_user_frame;
+                id
+            }
+            None => {
+                self.entries.push(entry);
+                self.needs_user_frame.push(needs_user_frame);
+                (self.entries.len() - 1) as TbId
+            }
+        };
         self.frames.extend_from_slice(frames);
-        self.needs_user_frame.push(needs_user_frame);
         let entries = &self.entries;
         self.index
             .insert_unique(hash, id, |&i| entries[i as usize].hash);
@@ -185,6 +261,7 @@ impl TracebackTable {
     pub fn heap_bytes(&self) -> usize {
         self.frames.capacity() * std::mem::size_of::<RawFrame>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.free.capacity() * std::mem::size_of::<TbId>()
             + self.needs_user_frame.capacity()
             + self.index.capacity() * (std::mem::size_of::<TbId>() + 1)
             + self.recent.capacity() * std::mem::size_of::<Recent>()
@@ -215,5 +292,26 @@ mod tests {
         assert_eq!(t.frames(id), &a);
         assert_eq!(t.frames(b), &a[..1]);
         assert_eq!(t.find(&a, 5), Some(id));
+    }
+
+    #[test]
+    fn dropped_tracebacks_give_their_ids_back() {
+        let mut t = TracebackTable::default();
+        let a = t.insert_new(&[f(16, 1)], 1, false);
+        let b = t.insert_new(&[f(32, 2), f(48, 3)], 2, true);
+        let c = t.insert_new(&[f(64, 4)], 1, false);
+        assert_eq!(t.retain(|id| id != b), 1);
+        assert_eq!((t.len(), t.live_len()), (3, 2));
+        assert_eq!(t.find(&[f(32, 2), f(48, 3)], 2), None);
+        assert_eq!(t.frames(a), &[f(16, 1)]);
+        assert_eq!(t.frames(c), &[f(64, 4)]);
+        assert_eq!(t.find(&[f(64, 4)], 1), Some(c));
+        assert!(!t.needs_user_frame(b));
+        let d = t.insert_new(&[f(80, 5)], 1, false);
+        assert_eq!(d, b, "the dropped id is reused");
+        assert_eq!(t.frames(d), &[f(80, 5)]);
+        assert_eq!(t.find(&[f(80, 5)], 1), Some(d));
+        assert_eq!(t.all_frames().count(), 3);
+        assert_eq!(t.retain(|_| true), 0);
     }
 }

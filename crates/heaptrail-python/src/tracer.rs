@@ -151,8 +151,16 @@ struct Tracer {
     user_rules: bool,
     /// Generation of the current traces in block headers (never 0, which marks a header that
     /// holds no trace); `clear` moves to the next one, forgetting every headered trace at once.
-    gen: u32,
+    gen: u32,    /// Compact the traceback table when it holds this many tracebacks (see `compact`).
+    compact_at: usize,
+    /// Compactions so far: traceback ids read before a change may name other tracebacks.
+    compactions: u64,
 }
+
+/// The traceback table is compacted when it has grown by this many tracebacks, or doubled,
+/// since the last compaction: the memory heaptrail keeps for tracebacks (and the code objects
+/// they hold) no live block uses is bounded by about this many.
+const COMPACT_MIN: usize = 2048;
 
 impl Tracer {
     fn new(nframe: usize) -> Self {
@@ -165,6 +173,8 @@ impl Tracer {
             library_cache: Vec::new(),
             user_rules: false,
             gen: 1,
+            compact_at: COMPACT_MIN,
+            compactions: 0,
         }
     }
 
@@ -299,6 +309,12 @@ impl Tracer {
             total = 1;
         }
         let total = total.min(u16::MAX as u32) as u16;
+        if self.tracebacks.find(&self.scratch[..n], total).is_none()
+            && self.tracebacks.live_len() >= self.compact_at
+        {
+            // Before this traceback's code objects are held: they are not yet in the table.
+            self.compact();
+        }
         let frames = &mut self.scratch[..n];
         if let Some(id) = self.tracebacks.find(frames, total) {
             return id;
@@ -327,6 +343,32 @@ impl Tracer {
             }
         }
         self.tracebacks.insert_new(frames, total, flag)
+    }
+
+    /// Drops the tracebacks no live trace uses (their ids are reused) and lets go of the code
+    /// objects only they named; the caches keyed by code address are emptied. Runs inside
+    /// the hooks with the GIL held, when the table has grown by [`COMPACT_MIN`] or doubled
+    /// since the last time, so its cost (linear in the table) is paid once per that many new
+    /// tracebacks. Without it, code compiled on the fly (`exec` of generated source, template
+    /// engines) would leave a traceback and a held code object per snippet, forever.
+    #[inline(never)]
+    fn compact(&mut self) {
+        self.compactions += 1;
+        let totals = self.store.totals();
+        self.tracebacks
+            .retain(|id| totals.get(id as usize).is_some_and(|&(_, blocks)| blocks > 0));
+        let used: rustc_hash::FxHashSet<usize> = self
+            .tracebacks
+            .all_frames()
+            .map(|f| f.code as usize)
+            .collect();
+        let unused = self.codes.take_unused(&used);
+        if !unused.is_empty() {
+            self.depth_memo.clear();
+            self.library_cache.clear();
+            code_registry::defer_release(unused);
+        }
+        self.compact_at = (2 * self.tracebacks.live_len()).max(self.tracebacks.live_len() + COMPACT_MIN);
     }
 
     fn apply_pending(&mut self) {
@@ -866,15 +908,29 @@ fn blocks_matching(
     wanted: impl Fn(&[(heaptrail_core::Filename, u32)]) -> bool,
 ) -> rustc_hash::FxHashSet<usize> {
     let _own = OwnWork::begin();
-    // SAFETY: GIL held; the closure stays in Rust.
-    let tracebacks: Vec<Vec<RawFrame>> = unsafe {
-        with_tracer(|t| {
-            (0..t.tracebacks.len() as u32)
-                .map(|id| t.tracebacks.frames(id).to_vec())
-                .collect()
-        })
+    // Traceback ids are compared across two borrows of the tables: retried if a compaction
+    // (applying queued operations) renumbered them in between.
+    for _ in 0..3 {
+        if let Some(blocks) = try_blocks_matching(py, &wanted) {
+            return blocks;
+        }
     }
-    .unwrap_or_default();
+    rustc_hash::FxHashSet::default()
+}
+
+fn try_blocks_matching(
+    py: Python<'_>,
+    wanted: &impl Fn(&[(heaptrail_core::Filename, u32)]) -> bool,
+) -> Option<rustc_hash::FxHashSet<usize>> {
+    // SAFETY: GIL held; the closure stays in Rust.
+    let (tracebacks, compactions): (Vec<Vec<RawFrame>>, u64) = unsafe {
+        with_tracer(|t| {
+            let frames = (0..t.tracebacks.len() as u32)
+                .map(|id| t.tracebacks.frames(id).to_vec())
+                .collect();
+            (frames, t.compactions)
+        })
+    }?;
     // SAFETY: GIL held; the frames' code objects are held by the registry.
     let resolver = unsafe { resolver() };
     let matching: Vec<bool> = tracebacks
@@ -889,8 +945,11 @@ fn blocks_matching(
         .collect();
     let mut blocks = rustc_hash::FxHashSet::default();
     // SAFETY: GIL held; the closure stays in Rust.
-    unsafe {
+    let same = unsafe {
         with_tracer(|t| {
+            if t.compactions != compactions {
+                return false;
+            }
             let mut visit = |addr: usize, tb: TbId| {
                 if matching.get(tb as usize).copied().unwrap_or(false) {
                     blocks.insert(addr);
@@ -898,9 +957,10 @@ fn blocks_matching(
             };
             t.store.for_each_block(&mut visit);
             t.for_each_headered(|addr, _, tb| visit(addr, tb));
+            true
         })
-    };
-    blocks
+    }?;
+    same.then_some(blocks)
 }
 
 /// A snapshot of every live trace, with line numbers resolved. `None` when not tracing.
@@ -951,6 +1011,9 @@ enum Copied {
 fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
     let _own = OwnWork::begin();
     let generation = GENERATION.load(Ordering::Relaxed);
+    // Code objects let go of while the GIL is released below would make the copied frames
+    // dangle: checked with the generation.
+    let code_epoch = code_registry::epoch();
     let mut hold = std::time::Instant::now();
     let mut longest = std::time::Duration::ZERO;
     // 1. Copy only: per trace (size, compact traceback id), or per traceback its totals, and
@@ -1027,7 +1090,9 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
                 longest = longest.max(hold.elapsed());
                 py.detach(|| ());
                 hold = std::time::Instant::now();
-                if GENERATION.load(Ordering::Relaxed) != generation {
+                if GENERATION.load(Ordering::Relaxed) != generation
+                    || code_registry::epoch() != code_epoch
+                {
                     return None;
                 }
             }
