@@ -5,6 +5,7 @@ import gc
 import os
 import sys
 import threading
+import weakref
 from collections import Counter
 
 import pytest
@@ -258,6 +259,26 @@ def test_block_headers_outlive_stop_and_clear():
     assert heaptrail.get_traced_memory()[0] < 50_000
 
 
+def test_a_zero_size_headered_block_does_not_alias_the_next_block():
+    """A headered block of 0 bytes (PyMem_Malloc(0); an emptied list shrinks its item array
+    to 0) must be handed out inside its own block: at its end pymalloc starts the next block,
+    which, allocated without a header after stop(), would look headered and be freed as one."""
+    import ctypes
+    api = ctypes.pythonapi
+    api.PyMem_Malloc.restype = ctypes.c_void_p
+    api.PyMem_Malloc.argtypes = [ctypes.c_size_t]
+    api.PyMem_Free.argtypes = [ctypes.c_void_p]
+    heaptrail.start()
+    zero = [api.PyMem_Malloc(0) for _ in range(200)]
+    heaptrail.stop()  # the hooks stay: the zero-size blocks carry headers
+    plain = [api.PyMem_Malloc(8) for _ in range(2000)]
+    aliased = set(zero) & set(plain)
+    if not aliased:  # freeing an aliased pair would corrupt the heap: leak them instead
+        for p in plain + zero:
+            api.PyMem_Free(p)
+    assert not aliased
+
+
 def test_survives_churn_while_tracing_is_cleared_stopped_and_restarted():
     """Threads allocate, reallocate and free (blocks with and without headers) while another
     keeps snapshotting, clearing, stopping and restarting heaptrail and starting stdlib
@@ -268,6 +289,44 @@ def test_survives_churn_while_tracing_is_cleared_stopped_and_restarted():
                          timeout=300)
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert out.stdout.strip().endswith("ok")
+
+
+def _exec_generated_snippets(first, count, keep_refs_every=100):
+    """What template engines, rule engines and dataclass factories do: compile a snippet with
+    a fresh pseudo-filename and run it; nothing it allocates stays alive."""
+    refs = []
+    source = "rows = [str(n) * 3 for n in range(8)]\nindex = {r: len(r) for r in rows}\n"
+    for i in range(first, first + count):
+        code = compile(source, f"<generated-{i}>", "exec")
+        exec(code, {})
+        if i % keep_refs_every == 0:
+            refs.append(weakref.ref(code))
+        del code
+    return refs
+
+
+def test_code_compiled_on_the_fly_is_let_go_once_its_allocations_are_gone():
+    """heaptrail keeps a code object alive only while a live block's traceback names it: a
+    service that compiles code at run time must not see heaptrail's memory grow per snippet."""
+    heaptrail.start(1)
+    try:
+        refs = _exec_generated_snippets(0, 8000)
+        sum(range(1000))  # a few bytecodes: the pending call that drops references runs
+        alive = sum(ref() is not None for ref in refs)
+        # Only the snippets since the last compaction can still be held (a few hundred).
+        assert alive <= len(refs) // 4, f"{alive} of {len(refs)} sampled code objects kept"
+        own_after_first = heaptrail.get_tracemalloc_memory()
+        _exec_generated_snippets(8000, 16000)
+        sum(range(1000))
+        grown = heaptrail.get_tracemalloc_memory() - own_after_first
+        assert grown < 512 * 1024, f"heaptrail's own memory grew by {grown} bytes"
+        # Tracing still attributes new allocations correctly after compactions.
+        kept = [bytearray(1000) for _ in range(10)]  # kept line
+        line = sys._getframe().f_lineno - 1
+        tb = heaptrail.get_object_traceback(kept[0])
+        assert (tb[0].filename, tb[0].lineno) == (__file__, line)
+    finally:
+        heaptrail.stop()
 
 
 def test_realloc_of_headered_blocks_is_traced_at_the_new_size():
