@@ -89,4 +89,33 @@ def test_bad_environment_settings_do_not_break_the_program(tmp_path):
     out = subprocess.run([sys.executable, "-c", "print('still runs')"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "still runs" in out.stdout
-    assert "HEAPTRAIL_NFRAME='lots' is not a valid int" in out.stderr
+    assert out.stderr.count("HEAPTRAIL_NFRAME='lots' is invalid (it is not a number); using "
+                            "the default HEAPTRAIL_NFRAME=16") == 1, out.stderr
+
+
+def test_run_refuses_bad_settings_before_starting_anything(tmp_path):
+    marker = tmp_path / "started"
+    program = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    cases = [({"HEAPTRAIL_INTERVAL": "abc"}, [], "HEAPTRAIL_INTERVAL='abc' is invalid"),
+             ({"HEAPTRAIL_TOP": "0"}, [], "HEAPTRAIL_TOP='0' is invalid (top must be >= 1"),
+             ({}, ["--report", str(tmp_path / "missing" / "r.jsonl")], "cannot write the report"),
+             ({"HEAPTRAIL_REPORT": str(tmp_path / "missing" / "r.jsonl")}, [],
+              "cannot write the report")]
+    for env, options, message in cases:
+        out = subprocess.run([*HEAPTRAIL, "run", *options, "--", *program],
+                             env=dict(os.environ, **env), capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 2 and message in out.stderr, (env, options, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not marker.exists(), "the command must not start"
+    # A good variable is honoured when its option is not given; the option wins over it.
+    out = subprocess.run([*HEAPTRAIL, "run", "--", sys.executable, "-c",
+                          "import heaptrail._child as c; print(c._state['settings'].interval)"],
+                         env=dict(os.environ, HEAPTRAIL_INTERVAL="0.25"), capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.splitlines()[0] == "0.25", out.stdout + out.stderr
+    out = subprocess.run([*HEAPTRAIL, "run", "--interval", "7", "--", sys.executable, "-c",
+                          "import heaptrail._child as c; print(c._state['settings'].interval)"],
+                         env=dict(os.environ, HEAPTRAIL_INTERVAL="0.25"), capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.splitlines()[0] == "7.0", out.stdout + out.stderr

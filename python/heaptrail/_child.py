@@ -7,20 +7,22 @@ import atexit
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from . import _native
 from ._classes import _format_size
 from ._settings import Settings
 from ._sinks import entry_details
-from ._watcher import watch
+from ._watcher import Watcher
 
 _state = {}
 
 
 def start_from_environment():
-    settings = Settings.from_environment()
     _log_to_stderr()
-    _state.update(watcher=watch(), pid=os.getpid(), settings=settings)
+    # Read once: a bad variable is one warning (`heaptrail run` refuses them up front).
+    settings = Settings.from_environment()
+    _state.update(watcher=Watcher(settings).start(), pid=os.getpid(), settings=settings)
     atexit.register(_summary_at_exit)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_restart_in_child)
@@ -41,9 +43,10 @@ def _restart_in_child():
     # own report file, and forget the parent's verdict history.
     # A worker cannot serve metrics on the parent's port: only the parent keeps the endpoint.
     settings = _state["settings"]
-    report = f"{settings.report}.{os.getpid()}" if settings.report else None
+    report = f"{settings.report}.{os.getpid()}" if settings.report else ""
     try:
-        _state.update(watcher=watch(report=report, prometheus=""), pid=os.getpid())
+        watcher = Watcher(replace(settings, report=report, prometheus="")).start()
+        _state.update(watcher=watcher, pid=os.getpid())
     except Exception as exc:  # never break the worker
         _state.update(watcher=None)
         print(f"heaptrail: not watching forked process {os.getpid()}: {exc}", file=sys.stderr)

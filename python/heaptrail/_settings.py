@@ -1,6 +1,7 @@
 """Settings of the leak watcher, also read from HEAPTRAIL_* environment variables (how
 `heaptrail run` configures the processes it starts; `watch()` reads them too)."""
 
+import logging
 import os
 from dataclasses import dataclass, fields, replace
 
@@ -21,19 +22,34 @@ class Settings:
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_environment(cls, environ=None, **overrides):
-        """Defaults, then HEAPTRAIL_* variables, then explicit `overrides` (not None)."""
+    def from_environment(cls, environ=None, strict=False, **overrides):
+        """Defaults, then HEAPTRAIL_* variables, then explicit `overrides` (not None).
+
+        A bad variable (not a number, out of range) is a ValueError naming it when `strict`
+        (the CLI checks them before it starts anything); otherwise one WARNING on the
+        `heaptrail` logger, and that setting keeps its default: a typo in a deployment's
+        environment must not take the application down. Bad `overrides` always raise."""
         environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
-            raw = environ.get(PREFIX + f.name.upper())
+            name = PREFIX + f.name.upper()
+            raw = environ.get(name)
             if raw is None or raw == "":
                 continue
             try:
-                values[f.name] = type(f.default)(raw)
-            except ValueError:
-                raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid "
-                                 f"{type(f.default).__name__}") from None
+                value = type(f.default)(raw)
+                replace(cls(), **{f.name: value}).check()
+            except ValueError as exc:
+                kind = "a number" if isinstance(f.default, (int, float)) else "valid"
+                problem = str(exc) if "must be" in str(exc) else f"it is not {kind}"
+                message = f"{name}={raw!r} is invalid ({problem})"
+                if strict:
+                    raise ValueError(message) from None
+                logging.getLogger("heaptrail").warning(
+                    "heaptrail: %s; using the default %s=%r", message, name,
+                    getattr(cls, f.name))
+                continue
+            values[f.name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = replace(cls(), **values)
         settings.check()

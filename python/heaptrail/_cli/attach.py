@@ -163,7 +163,9 @@ def _status_error(target, status):
 
 
 def attach_command(args):
-    settings = watch_settings(args)
+    # The target writes the report, as its own user and in its own view of the files: the
+    # agent says if it cannot.
+    settings = watch_settings(args, check_report=False)
     _positive("--duration", args.duration)
     session = _Session(args)
     try:

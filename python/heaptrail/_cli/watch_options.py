@@ -2,6 +2,7 @@
 defaults and range checks (Settings.check, the rules HEAPTRAIL_* variables follow too)."""
 
 import os
+from dataclasses import replace
 
 from .._settings import Settings
 from .errors import CliError
@@ -10,31 +11,49 @@ from .errors import CliError
 def add_watch_options(parser, report_help, prometheus_help):
     """--interval, --report, --prometheus, --nframe, --top, --include, --exclude. The two help
     texts differ by who writes the report and serves the metrics."""
-    parser.add_argument("--interval", type=float, default=Settings.interval, metavar="SECONDS",
-                        help=f"seconds between two windows (default {Settings.interval:g})")
-    parser.add_argument("--report", default="", metavar="FILE", help=report_help)
-    parser.add_argument("--prometheus", default="", metavar="HOST:PORT", help=prometheus_help)
-    parser.add_argument("--nframe", type=int, default=Settings.nframe,
+    # Defaults are None: an option not given falls back to its HEAPTRAIL_* variable, then to
+    # the Settings default.
+    parser.add_argument("--interval", type=float, metavar="SECONDS",
+                        help=f"seconds between two windows (default {Settings.interval:g}, or "
+                             "HEAPTRAIL_INTERVAL)")
+    parser.add_argument("--report", metavar="FILE", help=report_help)
+    parser.add_argument("--prometheus", metavar="HOST:PORT", help=prometheus_help)
+    parser.add_argument("--nframe", type=int,
                         help=f"frames kept per traceback, 1..65535 (default {Settings.nframe})")
-    parser.add_argument("--top", type=int, default=Settings.top, metavar="N",
+    parser.add_argument("--top", type=int, metavar="N",
                         help=f"sites listed per window besides leaks and suspects "
                              f"(default {Settings.top})")
-    parser.add_argument("--include", default="", metavar="PATTERNS",
+    parser.add_argument("--include", metavar="PATTERNS",
                         help="comma-separated fnmatch patterns of files that are your code even "
                              "if installed as a package")
-    parser.add_argument("--exclude", default="", metavar="PATTERNS",
+    parser.add_argument("--exclude", metavar="PATTERNS",
                         help="comma-separated fnmatch patterns of files never to blame")
 
 
-def watch_settings(args):
-    """The checked Settings the options ask for (the report path made absolute); a bad value is
-    a CliError with exit status 2."""
+def watch_settings(args, check_report=True):
+    """The checked Settings the options ask for, each option not given taken from its
+    HEAPTRAIL_* variable (the report path made absolute and, if `check_report`, checked to be
+    writable from here): a bad value is a CliError with exit status 2 that names the option or
+    variable."""
     try:
-        settings = Settings(interval=args.interval, nframe=args.nframe, top=args.top,
-                            report=os.path.abspath(args.report) if args.report else "",
-                            prometheus=args.prometheus, include=args.include,
-                            exclude=args.exclude)
-        settings.check()
+        settings = Settings.from_environment(
+            strict=True, interval=args.interval, nframe=args.nframe, top=args.top,
+            report=args.report, prometheus=args.prometheus, include=args.include,
+            exclude=args.exclude)
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
+    if settings.report:
+        settings = replace(settings, report=os.path.abspath(settings.report))
+        if check_report:
+            check_writable(settings.report)
     return settings
+
+
+def check_writable(path):
+    """The report must be writable before anything starts: otherwise every process would run
+    without its watcher while the command looked fine."""
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise CliError(f"cannot write the report {path}: {exc.strerror or exc}", 2) from None

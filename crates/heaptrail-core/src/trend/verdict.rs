@@ -102,7 +102,7 @@ mod tests {
         let names: Vec<_> = all.iter().map(|v| v.as_str()).collect();
         assert_eq!(names, ["leak", "suspect", "fixed", "warming-up", "plateau"]);
         assert_eq!(Verdict::WarmingUp.to_string(), "warming-up");
-        assert_eq!(Verdict::ALL.map(|v| v.as_str()), names);
+        assert_eq!(Verdict::ALL.map(|v| v.as_str()).to_vec(), names);
         assert_eq!(Verdict::from_name("fixed"), Some(Verdict::Fixed));
     }
 }
