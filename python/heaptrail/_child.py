@@ -1,7 +1,7 @@
 """What heaptrail does inside each Python process started by `heaptrail run`: watch for leaks
 from start-up (settings from HEAPTRAIL_* variables), log verdict changes as they happen, and
 print a summary of the verdicts when the process exits. A forked worker gets a watcher of its
-own, writing its report to FILE.<pid>."""
+own, appending to the same report (each line has its pid)."""
 
 import atexit
 import logging
@@ -39,13 +39,13 @@ def _log_to_stderr():
 
 
 def _restart_in_child():
-    # The parent's watcher thread does not exist in the child: start a fresh one, with its
-    # own report file, and forget the parent's verdict history.
+    # The parent's watcher thread does not exist in the child: start a fresh one and forget
+    # the parent's verdict history. It appends to the same report (whole lines, its pid in
+    # each): servers that recycle workers do not leave a file per worker ever started.
     # A worker cannot serve metrics on the parent's port: only the parent keeps the endpoint.
     settings = _state["settings"]
-    report = f"{settings.report}.{os.getpid()}" if settings.report else ""
     try:
-        watcher = Watcher(replace(settings, report=report, prometheus="")).start()
+        watcher = Watcher(replace(settings, prometheus="")).start()
         _state.update(watcher=watcher, pid=os.getpid())
     except Exception as exc:  # never break the worker
         _state.update(watcher=None)
@@ -60,7 +60,7 @@ def _summary_at_exit():
     # joined, buffers released) and a sample taken now says nothing about its steady state.
     report = watcher.report or watcher.check_now()
     watcher.stop()
-    sys.stderr.write("\n".join(summary_lines(report, len(watcher.history))) + "\n")
+    sys.stderr.write("\n".join(summary_lines(report, watcher.windows)) + "\n")
 
 
 def summary_lines(report, windows):

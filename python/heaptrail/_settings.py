@@ -13,6 +13,8 @@ class Settings:
     interval: float = 60.0    # HEAPTRAIL_INTERVAL: seconds between two windows
     nframe: int = 16          # HEAPTRAIL_NFRAME: frames kept per traceback
     report: str = ""          # HEAPTRAIL_REPORT: JSON Lines report file ("" = none)
+    report_max_bytes: int = 64 << 20  # HEAPTRAIL_REPORT_MAX_BYTES: rotate past this (0 = never)
+    report_keep: int = 2      # HEAPTRAIL_REPORT_KEEP: rotated files kept (FILE.1 ... FILE.N)
     prometheus: str = ""      # HEAPTRAIL_PROMETHEUS: HOST:PORT of a metrics endpoint ("" = off)
     top: int = 20             # HEAPTRAIL_TOP: sites listed per window (leaks always are)
     include: str = ""         # HEAPTRAIL_INCLUDE: comma-separated fnmatch patterns of user files
@@ -80,4 +82,9 @@ class Settings:
             raise ValueError(f"interval must be > 0 seconds, not {self.interval}")
         if self.top < 1:
             raise ValueError(f"top must be >= 1, not {self.top}")
+        if self.report_max_bytes < 0:
+            raise ValueError(f"report_max_bytes must be >= 0 (0: never rotate), not "
+                             f"{self.report_max_bytes}")
+        if not 0 <= self.report_keep <= 100:
+            raise ValueError(f"report_keep must be in 0..100, not {self.report_keep}")
         self.prometheus_address()

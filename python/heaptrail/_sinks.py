@@ -4,10 +4,10 @@ and close(); `transitions` lists (site row, previous verdict) for sites whose ve
 
 import logging
 import os
-import threading
 
 from . import _native
 from ._classes import _format_size
+from ._report_file import ReportFile
 
 
 def _site_text(row):
@@ -79,37 +79,39 @@ class LoggingSink:
 
 
 class JsonLinesSink:
-    """Appends one JSON object per window to a file (flushed each time, so `tail -f` works)."""
+    """Appends one JSON object per window to a report file (see _report_file.py: whole lines,
+    rotation, faults survived), written through the schema's owner, the Rust WindowReport."""
 
-    def __init__(self, path):
+    def __init__(self, path, max_bytes=0, keep=2):
         self.path = os.fspath(path)
-        self._file = open(self.path, "a", encoding="utf-8")
-        self._lock = threading.Lock()
+        self._file = ReportFile(self.path, max_bytes=max_bytes, keep=keep)
 
     def emit(self, report, transitions):
-        # The line is written by the schema's owner, the Rust WindowReport type.
-        line = _native._encode_window(report) + "\n"
-        with self._lock:
-            if not self._file.closed:
-                self._file.write(line)
-                self._file.flush()
+        self._file.append((_native._encode_window(report) + "\n").encode("utf-8"))
 
     def close(self):
-        with self._lock:
-            self._file.close()
+        self._file.close()
 
 
 class CallbackSink:
-    """Calls the user's function with each report; its exceptions are logged, not raised."""
+    """Calls the user's function with each report. Its exceptions are never raised into the
+    watcher: the first of each kind is logged with its traceback (the user's bug, to fix),
+    repeats are only counted, so a callback failing every window does not flood the log."""
 
     def __init__(self, callback):
         self.callback = callback
+        self._seen = {}  # (exception type, message) -> times
 
     def emit(self, report, transitions):
         try:
             self.callback(report)
-        except Exception:
-            logging.getLogger("heaptrail").exception("heaptrail: watch callback failed")
+        except Exception as exc:
+            key = (type(exc).__name__, str(exc)[:200])
+            if len(self._seen) < 100 or key in self._seen:
+                self._seen[key] = self._seen.get(key, 0) + 1
+            if self._seen.get(key) == 1:
+                logging.getLogger("heaptrail").exception(
+                    "heaptrail: watch callback failed (repeats of this error are not logged)")
 
     def close(self):
         pass

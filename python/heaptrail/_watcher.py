@@ -48,14 +48,21 @@ class Watcher:
         self._library = library_patterns()
         self._sinks = [LoggingSink(log)]
         if settings.report:
-            self._sinks.append(JsonLinesSink(settings.report))
+            self._sinks.append(JsonLinesSink(settings.report, settings.report_max_bytes,
+                                             settings.report_keep))
         if callback is not None:
             self._sinks.append(CallbackSink(callback))
         self._prometheus = None
         if settings.prometheus_address():
             from ._prometheus import PrometheusEndpoint
-            self._prometheus = PrometheusEndpoint(settings.prometheus_address())
-            self._sinks.append(self._prometheus)
+            try:
+                self._prometheus = PrometheusEndpoint(settings.prometheus_address())
+                self._sinks.append(self._prometheus)
+            except OSError as exc:
+                # A port already taken (another process of the same command, a restart)
+                # costs the metrics, never the watching or the application.
+                log.warning("heaptrail: cannot serve metrics on %s: %s; watching without "
+                            "the endpoint", settings.prometheus, exc.strerror or exc)
         self._history = deque(maxlen=HISTORY)
         self._site_info = {}      # key -> (filename, lineno, traceback), sites of the last window
         self._verdicts = {}       # (filename, lineno) -> last verdict, rows of the last window
@@ -110,6 +117,11 @@ class Watcher:
         return self._history[-1] if self._history else None
 
     @property
+    def windows(self):
+        """Windows taken so far (`history` keeps only the last HISTORY of them)."""
+        return self._window
+
+    @property
     def history(self):
         """Reports of the last windows, oldest first."""
         return list(self._history)
@@ -118,11 +130,15 @@ class Watcher:
 
     def _run(self):
         _native._ignore_current_thread(True)  # the watcher's own objects are not traced
+        failures = set()
         while not self._stop.wait(self.settings.interval):
             try:
                 self.check_now()
-            except Exception:  # a bad window must not kill the watcher
-                log.exception("heaptrail: watcher window failed")
+            except Exception as exc:  # a bad window must not kill the watcher
+                key = (type(exc).__name__, str(exc)[:200])
+                if key not in failures and len(failures) < 20:  # each failure said once
+                    failures.add(key)
+                    log.exception("heaptrail: watcher window failed")
 
     def check_now(self):
         """Take one window now and return its report."""
@@ -198,7 +214,8 @@ class Watcher:
 
 
 def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=None,
-          include=None, exclude=None, top=None, **detector_options):
+          include=None, exclude=None, top=None, report_max_bytes=None, report_keep=None,
+          **detector_options):
     """Start background leak detection in this process and return the :class:`Watcher`.
 
     Starts tracing if needed. Every `interval` seconds (default 60) the watcher takes a
@@ -208,9 +225,12 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
 
     Each argument left as None is read from its HEAPTRAIL_* environment variable
     (HEAPTRAIL_INTERVAL, HEAPTRAIL_NFRAME, HEAPTRAIL_REPORT, HEAPTRAIL_PROMETHEUS,
-    HEAPTRAIL_INCLUDE, HEAPTRAIL_EXCLUDE, HEAPTRAIL_TOP), else its default.
+    HEAPTRAIL_INCLUDE, HEAPTRAIL_EXCLUDE, HEAPTRAIL_TOP, HEAPTRAIL_REPORT_MAX_BYTES,
+    HEAPTRAIL_REPORT_KEEP), else its default.
 
-    report: path of a JSON Lines file, one report per window. prometheus: "HOST:PORT" (or a
+    report: path of a JSON Lines file, one report per window, rotated past report_max_bytes
+    (default 64 MiB; 0: never) to report.1 ... report.<report_keep> (default 2; 0: the file
+    is emptied instead). prometheus: "HOST:PORT" (or a
     port, bound on 127.0.0.1) to serve metrics on. callback: called with each report dict.
     include / exclude: fnmatch patterns (lists, or comma-separated strings) of files that are /
     are never the user's code. detector_options: TrendDetector settings (history, min_windows,
@@ -219,5 +239,6 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     as_text = lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     settings = Settings.from_environment(
         interval=interval, nframe=nframe, report=report, prometheus=prometheus,
-        include=as_text(include), exclude=as_text(exclude), top=top)
+        include=as_text(include), exclude=as_text(exclude), top=top,
+        report_max_bytes=report_max_bytes, report_keep=report_keep)
     return Watcher(settings, callback=callback, detector_options=detector_options).start()

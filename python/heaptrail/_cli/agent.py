@@ -165,7 +165,8 @@ def _finish(heaptrail, state, reason):
             # The last regular window, as at the exit of `heaptrail run`: one taken now would
             # only add a partial window.
             report = watcher.report or watcher.check_now()
-            windows = len(watcher.history)
+            # (`windows` is newer than `history`, which keeps only the last windows.)
+            windows = getattr(watcher, "windows", None) or len(watcher.history)
             watcher.stop()
             state["finished"] = dict(ok=True, reason=reason, windows=windows,
                                      summary=_summary(heaptrail, report, windows),

@@ -28,7 +28,7 @@ def register(commands):
     add_watch_options(
         run,
         report_help="append one JSON object per window to FILE (JSON Lines, schema "
-                    "heaptrail.watch/2); forked workers write FILE.<pid>",
+                    "heaptrail.watch/2); forked workers append to it too (each line has its pid)",
         prometheus_help="serve Prometheus metrics there (a bare PORT binds 127.0.0.1)")
     # Ranges are checked once, by Settings.check() (the same rules apply to HEAPTRAIL_*).
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",

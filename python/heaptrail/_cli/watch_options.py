@@ -17,6 +17,12 @@ def add_watch_options(parser, report_help, prometheus_help):
                         help=f"seconds between two windows (default {Settings.interval:g}, or "
                              "HEAPTRAIL_INTERVAL)")
     parser.add_argument("--report", metavar="FILE", help=report_help)
+    parser.add_argument("--report-max-bytes", type=int, metavar="BYTES",
+                        help=f"rotate the report past this size: FILE -> FILE.1 -> ... "
+                             f"(default {Settings.report_max_bytes >> 20} MiB; 0: never)")
+    parser.add_argument("--report-keep", type=int, metavar="N",
+                        help=f"rotated reports kept (default {Settings.report_keep}; 0: the "
+                             "file is emptied instead)")
     parser.add_argument("--prometheus", metavar="HOST:PORT", help=prometheus_help)
     parser.add_argument("--nframe", type=int,
                         help=f"frames kept per traceback, 1..65535 (default {Settings.nframe})")
@@ -39,7 +45,8 @@ def watch_settings(args, check_report=True):
         settings = Settings.from_environment(
             strict=True, interval=args.interval, nframe=args.nframe, top=args.top,
             report=args.report, prometheus=args.prometheus, include=args.include,
-            exclude=args.exclude)
+            exclude=args.exclude, report_max_bytes=args.report_max_bytes,
+            report_keep=args.report_keep)
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
     if settings.report:
