@@ -73,11 +73,11 @@ class Target:
         self.script.write_text(program)
         self.state_file = tmp_path / "state.json"
         # Own programs get STATE_FILE first; another program gets `argv` alone.
-        argv = [str(self.state_file), *(argv or ())] if program in (TARGET, BLOCKED) else argv
+        argv = [str(self.state_file), *(argv or ())] if program in (TARGET, BLOCKED, BUSY) else argv
         self.process = subprocess.Popen([python, *options, str(self.script), *argv],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = self.process.pid
-        if program is TARGET:
+        if program in (TARGET, BUSY):
             self.wait_for_state()
 
     def state(self):
@@ -253,6 +253,63 @@ def test_threaded_http_service(target, tmp_path):
     assert f"LEAK at {t.script}:37: " in out.stdout, out.stdout
     assert "held by __main__._rendered_orders" in out.stdout
     t.assert_running()
+
+
+# A busy multi-threaded service: workers allocate and free in tight loops, one blocks in
+# I/O waits, threads start and end all the time, and the main thread reports progress.
+BUSY = TARGET.replace("""i = 0
+while True:""", """import queue, socket
+jobs = queue.Queue()
+
+def worker(n):
+    while True:
+        batch = [{"id": j, "name": f"item-{j}", "tags": [n, j]} for j in range(200)]
+        jobs.put(len(batch))
+        del batch
+
+def waiter():
+    left, right = socket.socketpair()
+    while True:
+        left.settimeout(0.01)
+        try:
+            left.recv(1)
+        except OSError:
+            pass
+
+def short_lived():
+    while True:
+        t = threading.Thread(target=lambda: [bytes(64) for _ in range(100)])
+        t.start()
+        t.join()
+        while not jobs.empty():
+            jobs.get_nowait()
+
+for n in range(3):
+    threading.Thread(target=worker, args=(n,), daemon=True).start()
+threading.Thread(target=waiter, daemon=True).start()
+threading.Thread(target=short_lived, daemon=True).start()
+i = 0
+while True:""")
+
+
+def test_repeated_attach_snapshot_detach_never_harms_a_busy_threaded_target(target, tmp_path):
+    """attach -> snapshot -> detach, over and over, against a target whose threads allocate
+    without pause: it must stay alive, never stopped, and keep making progress each round."""
+    t = target(program=BUSY)
+    for round_ in range(4):
+        out = heaptrail_cli("attach", str(t.pid), "--interval", "0.3")
+        assert out.returncode == 0, t.explain(out)
+        t.assert_running()
+        time.sleep(0.5)
+        snap = tmp_path / f"r{round_}.heaptrail"
+        out = heaptrail_cli("snapshot", str(t.pid), "-o", str(snap))
+        assert out.returncode == 0, t.explain(out)
+        assert heaptrail.Snapshot.load(str(snap)).traces, "the snapshot has traces"
+        out = heaptrail_cli("detach", str(t.pid))
+        assert out.returncode == 0, t.explain(out)
+        t.assert_running()
+    state = t.wait_for_state(newer_than=t.state()["tick"])
+    assert not state["tracing"], state
 
 
 def test_snapshot_and_detach_in_a_process_under_heaptrail_run(target, tmp_path):
