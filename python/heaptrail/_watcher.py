@@ -22,7 +22,9 @@ from ._sinks import CallbackSink, JsonLinesSink, LoggingSink
 from ._leaks import LeakAnalyser
 
 SCHEMA = _native.WATCH_SCHEMA  # "heaptrail.watch/2"
-HISTORY = 1000  # windows kept in Watcher.history
+# Windows kept in Watcher.history: a report with its top sites and tracebacks is tens of KB
+# of Python objects, so the history is part of what heaptrail costs the application.
+HISTORY = 100
 
 log = logging.getLogger("heaptrail")
 
