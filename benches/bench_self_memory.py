@@ -92,6 +92,9 @@ def main():
                    help="duration of each run (default 600: the issue's 10 minutes)")
     p.add_argument("--interval", type=float, default=2.0,
                    help="the watcher's window interval (default 2 s)")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"configurations to run, comma-separated (default {','.join(MODES)}; "
+                        "untraced is always run: the others are compared with it)")
     args = p.parse_args()
     if args.child:
         _common.child_result(child(json.loads(args.child)))
@@ -99,15 +102,16 @@ def main():
     if args.quick:
         args.seconds = 8.0
     env = _common.environment()
+    modes = ["untraced"] + [m for m in MODES[1:] if m in args.modes.split(",")]
     results = {}
-    for mode in MODES:
+    for mode in modes:
         _common.progress(f"running {mode} for {args.seconds:g} s...")
         results[mode] = _common.run_child(
             __file__, {"mode": mode, "seconds": args.seconds, "interval": args.interval},
             timeout=args.seconds * 3 + 120)
     base = results["untraced"]["samples"][-1][1]
     rows, verdicts = [], []
-    for mode in MODES:
+    for mode in modes:
         r = results[mode]
         samples = r["samples"]
         warm = samples[min(len(samples) - 1, max(1, len(samples) // 10))][1]
