@@ -58,8 +58,8 @@ def _summary_at_exit():
         return
     # The last regular window, not a new one: at exit the program is winding down (threads
     # joined, buffers released) and a sample taken now says nothing about its steady state.
-    report = watcher.report or watcher.check_now()
-    watcher.stop()
+    report = watcher.report or watcher.check_now(timeout=5)
+    watcher.stop(timeout=5)
     sys.stderr.write("\n".join(summary_lines(report, watcher.windows)) + "\n")
 
 

@@ -93,11 +93,17 @@ class Watcher:
         self._thread.start()
         return self
 
-    def stop(self):
-        """Stop watching (and tracing, if the watcher started it)."""
+    def stop(self, timeout=10.0):
+        """Stop watching (and tracing, if the watcher started it). Waits up to `timeout`
+        seconds for a window in progress; a window that does not end (a callback that
+        blocks) is left behind, said once on the `heaptrail` logger: stopping must never hang
+        the application (it runs at exit)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("heaptrail: the watcher's window did not end within %g s (a "
+                            "callback that blocks?); stopping without it", timeout)
         for sink in self._sinks:
             sink.close()
         if self._started_tracing and _native.is_tracing():
@@ -142,12 +148,17 @@ class Watcher:
                     failures.add(key)
                     log.exception("heaptrail: watcher window failed")
 
-    def check_now(self):
-        """Take one window now and return its report."""
-        with self._lock:
+    def check_now(self, timeout=-1):
+        """Take one window now and return its report; None if not tracing, or if another
+        window did not end within `timeout` seconds (default: wait)."""
+        if not self._lock.acquire(timeout=timeout):
+            return None
+        try:
             if not _native.is_tracing():
                 return None
             return self._take_window()
+        finally:
+            self._lock.release()
 
     def _take_window(self):
         now, mono = time.time(), time.monotonic()
