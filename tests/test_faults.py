@@ -38,10 +38,22 @@ def start(tmp_path, program, interval="0.02"):
     return process, report
 
 
-def whole_windows(report):
+def whole_windows(report, cut_short=0):
+    """The windows of `report`. Up to `cut_short` lines may be the start of a window whose
+    process died while writing it (os._exit in a forked child, a fatal signal): each must be
+    alone on its line, never glued to the next window. Without such deaths, every line is
+    whole, the last one included."""
     data = report.read_text()
-    assert data.endswith("\n"), "the last line of the report is whole"
-    windows = [json.loads(line) for line in data.splitlines()]
+    assert cut_short or data.endswith("\n"), "the last line of the report is whole"
+    windows, partial = [], []
+    for line in data.splitlines():
+        try:
+            windows.append(json.loads(line))
+        except ValueError:
+            partial.append(line)
+    assert len(partial) <= cut_short, partial[:2]
+    assert all(p.startswith('{"schema":"heaptrail.watch/2"') and p.count('{"schema"') == 1
+               for p in partial), "a cut window never swallows the next one"
     assert windows and all(w["schema"] == "heaptrail.watch/2" for w in windows)
     return windows
 
@@ -71,7 +83,10 @@ def test_sigterm_and_sigint_in_the_middle_of_windows(tmp_path):
         os.kill(child, sig)
         out, err = process.communicate(timeout=60)
         assert process.returncode != 0, err  # it ends as it would without heaptrail
-        whole_windows(report)
+        # SIGTERM's default action kills the process at once: a window being written then is
+        # cut (and the next writer starts a new line); SIGINT ends through the program's
+        # exception, and heaptrail waits for the window in flight.
+        whole_windows(report, cut_short=1 if sig == signal.SIGTERM else 0)
         if sig == signal.SIGINT:  # it ends through its exception: heaptrail's summary follows
             assert "KeyboardInterrupt" in err and "heaptrail [pid" in err, err[-2000:]
         report.unlink()
@@ -108,7 +123,8 @@ def test_fork_from_another_thread_during_windows(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err[-3000:]
     assert "forks ok 15" in out and "hung" not in out, out + err[-2000:]
-    windows = whole_windows(report)
+    # A child ends with os._exit while its watcher may be writing: that window may be cut.
+    windows = whole_windows(report, cut_short=15)
     assert len({w["pid"] for w in windows}) >= 2, "forked children watched too"
 
 

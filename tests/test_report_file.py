@@ -105,6 +105,16 @@ def test_a_full_disk_never_leaves_half_a_line(tmp_path):
     assert [x["n"] for x in kept] == list(range(len(kept))) and 5 <= len(kept) < 40
 
 
+def test_a_window_cut_short_by_a_dying_process_does_not_swallow_the_next(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(line(1) + line(2)[:30])  # a process died in the middle of its write
+    report = ReportFile(path)
+    report.append(line(3))
+    lines = path.read_bytes().decode().splitlines()
+    assert json.loads(lines[0])["n"] == 1 and json.loads(lines[2])["n"] == 3
+    assert lines[1] == line(2)[:30].decode()
+
+
 def test_processes_sharing_one_report_rotate_it_once_and_never_interleave(tmp_path):
     path = tmp_path / "r.jsonl"
     program = textwrap.dedent(f"""

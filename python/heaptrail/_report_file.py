@@ -3,11 +3,14 @@ with rotation, and faults survived.
 
 * **Whole lines.** The file is opened with O_APPEND and each window is one ``os.write`` of one
   line, so the lines of several processes (pre-fork workers share their parent's report; each
-  line carries its pid) never interleave. A write cut short (disk full) is taken back, so the
-  last line of a report is never half a window.
+  line carries its pid) never interleave. A write cut short (disk full) is taken back. A write
+  cut short because its process died in the middle (``os._exit`` or a fatal signal while the
+  watcher thread writes) cannot be taken back: the next window, from any process, starts on a
+  new line, so only the dead process's last window is lost, and readers skip it
+  (``heaptrail html`` warns about it).
 * **Bounded.** Past ``max_bytes`` the file is rotated: FILE -> FILE.1 -> ... -> FILE.<keep>
-  (the oldest dropped), under an exclusive ``flock`` so that processes sharing the file rotate
-  it once. ``keep=0`` empties the file instead. ``max_bytes=0``: never rotated.
+  (the oldest dropped). Every append and rotation happens under an exclusive ``flock`` of the
+  file, so processes sharing it rotate it once and never see each other's write in progress. ``keep=0`` empties the file instead. ``max_bytes=0``: never rotated.
 * **Rotation by others.** logrotate's ``copytruncate`` is harmless (appends go to the new end);
   a file moved or deleted (logrotate's ``create``, a cleanup) is noticed before the next write,
   which goes to a fresh FILE.
@@ -16,11 +19,13 @@ with rotation, and faults survived.
   Nothing is raised into the watcher, and what was written before stays intact.
 """
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import threading
+import time
 
 log = logging.getLogger("heaptrail")
 
@@ -42,10 +47,7 @@ class ReportFile:
             if self._fd is None and self._identity == "closed":
                 return
             try:
-                self._reopen_if_moved()
-                if self.max_bytes and os.fstat(self._fd).st_size + len(line) > self.max_bytes:
-                    self._rotate(len(line))
-                self._write_whole(line)
+                self._append(line)
             except OSError as exc:
                 self._fail(exc)
                 return
@@ -62,7 +64,8 @@ class ReportFile:
     # ---- internals (lock held) ----------------------------------------------------------------
 
     def _open(self):
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Read access too: the last byte is checked before each append (see _write_whole).
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if self._fd is not None:
             os.close(self._fd)
         st = os.fstat(fd)
@@ -77,26 +80,60 @@ class ReportFile:
         if not same or self._fd is None:
             self._open()
 
-    def _rotate(self, incoming):
-        # Whoever gets the lock first rotates; the others find a new file under the name.
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+    def _append(self, line):
+        # Under the file's flock, shared by every process writing it: no write is in progress
+        # while one checks the size or the last byte, and the file is rotated once.
+        for _ in range(3):
+            self._reopen_if_moved()
+            with self._file_lock():
+                try:
+                    st = os.stat(self.path)
+                except FileNotFoundError:
+                    continue  # another process is rotating it: reopen
+                if (st.st_dev, st.st_ino) != self._identity:
+                    continue
+                if self.max_bytes and st.st_size and st.st_size + len(line) > self.max_bytes:
+                    if self.keep == 0:
+                        os.ftruncate(self._fd, 0)
+                    else:
+                        for n in range(self.keep - 1, 0, -1):
+                            older = f"{self.path}.{n}"
+                            if os.path.exists(older):
+                                os.replace(older, f"{self.path}.{n + 1}")
+                        os.replace(self.path, f"{self.path}.1")
+                        continue  # write to the fresh file, under its own lock
+                self._write_whole(line)
+                return
+        raise OSError(errno.EAGAIN, "the report kept being rotated under us")
+
+    @contextlib.contextmanager
+    def _file_lock(self):
+        """flock(LOCK_EX) on the open file, waiting up to a second: a process stopped while
+        holding it (SIGSTOP) must not stall the others' windows for good."""
+        deadline = time.monotonic() + 1.0
+        locked = False
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.002)
         try:
-            st = os.stat(self.path)
-            if (st.st_dev, st.st_ino) != self._identity or st.st_size + incoming <= self.max_bytes:
-                return
-            if self.keep == 0:
-                os.ftruncate(self._fd, 0)
-                return
-            for n in range(self.keep - 1, 0, -1):
-                older = f"{self.path}.{n}"
-                if os.path.exists(older):
-                    os.replace(older, f"{self.path}.{n + 1}")
-            os.replace(self.path, f"{self.path}.1")
+            yield
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._open()
+            if locked:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _write_whole(self, line):
+        # A process that ended in the middle of its write (os._exit or a fatal signal while
+        # its watcher wrote, under the lock, which its death released) left a partial last
+        # line: ours starts on a line of its own, so only that window is lost.
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         written = os.write(self._fd, line)
         if written == len(line):
             return

@@ -40,7 +40,10 @@ def sample(out):
     with open("/proc/self/statm") as f:
         rss = int(f.read().split()[1]) * PAGE
     out.write(json.dumps({
-        "t": time.monotonic(), "rss": rss, "threads": len(os.listdir("/proc/self/task")),
+        # Python's count: a joined thread is gone from it at once, while its OS thread may
+        # still be listed in /proc/self/task for a moment (kept, for information only).
+        "t": time.monotonic(), "rss": rss, "threads": threading.active_count(),
+        "os_threads": len(os.listdir("/proc/self/task")),
         "fds": len(os.listdir("/proc/self/fd")),
         "own": heaptrail.get_tracemalloc_memory() if heaptrail.is_tracing() else 0,
         "tracing": heaptrail.is_tracing()}) + "\n")
