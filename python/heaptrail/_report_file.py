@@ -39,12 +39,13 @@ class ReportFile:
         self._fd = None
         self._identity = None  # (st_dev, st_ino) of the open file
         self._failing = None   # the error being reported, while writes fail
+        self._closed = False
         self._open()           # an unwritable report at the start is the caller's error
 
     def append(self, line):
         """Appends `line` (bytes ending with a newline); never raises OSError."""
         with self._lock:
-            if self._fd is None and self._identity == "closed":
+            if self._closed:
                 return
             try:
                 self._append(line)
@@ -59,7 +60,7 @@ class ReportFile:
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
-            self._fd, self._identity = None, "closed"
+            self._fd, self._identity, self._closed = None, None, True
 
     # ---- internals (lock held) ----------------------------------------------------------------
 
