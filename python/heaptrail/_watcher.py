@@ -7,6 +7,7 @@ trend detector calls leaks go through the holder analysis (_leaks.py), which gro
 one leak entry per holder.
 """
 
+import json
 import logging
 import os
 import sys
@@ -22,8 +23,9 @@ from ._sinks import CallbackSink, JsonLinesSink, LoggingSink
 from ._leaks import LeakAnalyser
 
 SCHEMA = _native.WATCH_SCHEMA  # "heaptrail.watch/2"
-# Windows kept in Watcher.history: a report with its top sites and tracebacks is tens of KB
-# of Python objects, so the history is part of what heaptrail costs the application.
+# Windows kept in Watcher.history. A report as Python objects is ~15 KB (dicts per site and
+# frame); the history keeps each as its JSON line (~3 KB) and decodes on demand, because the
+# history is part of what heaptrail costs the application it watches.
 HISTORY = 100
 
 log = logging.getLogger("heaptrail")
@@ -65,7 +67,8 @@ class Watcher:
                 # costs the metrics, never the watching or the application.
                 log.warning("heaptrail: cannot serve metrics on %s: %s; watching without "
                             "the endpoint", settings.prometheus, exc.strerror or exc)
-        self._history = deque(maxlen=HISTORY)
+        self._history = deque(maxlen=HISTORY)  # JSON lines (str), oldest first
+        self._last = None         # the latest report as a dict
         self._site_info = {}      # key -> (filename, lineno, traceback), sites of the last window
         self._verdicts = {}       # (filename, lineno) -> last verdict, rows of the last window
         self._leaks = LeakAnalyser(self._library, settings.patterns("include"),
@@ -122,7 +125,7 @@ class Watcher:
     @property
     def report(self):
         """The latest window's report (a dict, schema "heaptrail.watch/2"), or None."""
-        return self._history[-1] if self._history else None
+        return self._last
 
     @property
     def windows(self):
@@ -131,8 +134,8 @@ class Watcher:
 
     @property
     def history(self):
-        """Reports of the last windows, oldest first."""
-        return list(self._history)
+        """Reports of the last windows (at most HISTORY), oldest first: fresh dicts."""
+        return [json.loads(line) for line in list(self._history)]
 
     # ---- the windows -------------------------------------------------------------------------
 
@@ -191,7 +194,8 @@ class Watcher:
         for row in report["sites"]:
             del row["_key"]
         transitions = self._transitions(report["sites"])
-        self._history.append(report)
+        self._last = report
+        self._history.append(_native._encode_window(report))
         for sink in self._sinks:
             sink.emit(report, transitions)
         return report
