@@ -7,6 +7,7 @@
 //! * `tracer`: the global tracing state and the operations of the tracemalloc API.
 //! * `trace_table`: core snapshots exposed to Python.
 //! * `leak_entries`: leak grouping by holder, and the report's verdict and pattern names.
+//! * `remote_call`: `heaptrail attach`'s pending call queued into another process (ptrace).
 
 mod allocator_hooks;
 mod block_headers;
@@ -17,6 +18,8 @@ mod frames;
 mod holders;
 mod html;
 mod leak_entries;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod remote_call;
 mod watch_report;
 mod retainers;
 mod trace_store;
@@ -238,6 +241,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     html::register(m)?;
     leak_entries::register(m)?;
     watch_report::register(m)?;
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    remote_call::register(m)?;
     m.add_class::<TraceTable>()?;
     m.add_class::<trend_detector::TrendDetector>()?;
     m.add(

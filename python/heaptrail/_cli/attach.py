@@ -15,16 +15,18 @@ from .errors import CliError
 from .watch_options import add_watch_options, watch_settings
 
 DEFAULT_TIMEOUT = 15.0
-GDB_MIN_TIMEOUT = 30.0  # attaching to a big process and reading its symbols takes a while
+STOP_TIMEOUT = 10.0  # for the main thread to stop (ptrace) and each call made in it to return
 
 HOW = (
-    "How it works: gdb stops the process for a moment (well under a second) and queues a "
-    "pending call, which the interpreter runs in its main thread between two bytecodes, "
-    "holding the GIL; nothing runs inside an allocation or a C call. The process then carries "
-    "on, including when anything fails. Needs gdb and the right to trace the process (same "
-    "user, or root; see kernel.yama.ptrace_scope), and heaptrail importable in the process's "
+    "How it works: heaptrail stops the process's main thread for a moment (ptrace, a few "
+    "milliseconds; other threads carry on) and queues a pending call, which the interpreter "
+    "runs in its main thread between two bytecodes, holding the GIL; nothing runs inside an "
+    "allocation or a C call. The thread gets all its registers back and the process carries "
+    "on, including when anything fails. Needs the right to trace the process (same user, or "
+    "root; see kernel.yama.ptrace_scope), and heaptrail importable in the process's "
     "environment (if it is not and the process runs this heaptrail's Python version, this "
-    "heaptrail's installation is used). Python 3.11 to 3.13; 3.14+ through sys.remote_exec.")
+    "heaptrail's installation is used). Python 3.11 to 3.13 on x86-64 Linux; 3.14+ through "
+    "sys.remote_exec.")
 
 
 def register(commands):
@@ -114,7 +116,7 @@ class _Session:
 
     def send(self, action, **fields):
         status = remote.send(self.target, self.dir, dict(fields, action=action), self.timeout,
-                             gdb_timeout=max(self.timeout, GDB_MIN_TIMEOUT))
+                             stop_timeout=STOP_TIMEOUT)
         if not status.get("ok"):
             raise _status_error(self.target, status)
         return status

@@ -1,24 +1,25 @@
 """Running heaptrail's agent (agent.py) inside another, running Python process, for `heaptrail
 attach`, `detach` and `snapshot`.
 
-How: gdb stops the target for a moment and queues a pending call that runs the agent's code
-(gdb_inject.py says why that is a safe point); on Python 3.14+ ``sys.remote_exec`` does the same
-without gdb. The agent answers through JSON files in a fresh directory made for one request. The
+How: for Python 3.11 to 3.13, heaptrail's native ``_queue_pending_call`` (Rust,
+``remote_call/``) stops the target's main thread for a moment with ptrace and queues a pending
+call that runs the agent's code (the module says why that is a safe point); on Python 3.14+
+``sys.remote_exec`` does the same. The agent answers through JSON files in a fresh directory made for one request. The
 directory is made through /proc/PID/root, so it is the target's own /tmp even when the target
 runs in a container or with a private /tmp, and it belongs to the target's user (chown'ed when
 heaptrail runs as root) so the target can write there.
 
-Every failure leaves the target running: gdb detaches when it ends, and if gdb has to be killed
-the target is sent SIGCONT in case it was left stopped.
+Every failure leaves the target running: the stopped thread gets its registers back and is
+released on every path, errors included.
 """
 
+import errno
 import inspect
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,9 +28,7 @@ import time
 from . import agent
 from .errors import CliError
 
-GDB_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gdb_inject.py")
-GDB_MARK = "HEAPTRAIL-GDB "
-SUPPORTED = ((3, 11), (3, 13))  # the versions a pending call is injected into with gdb
+SUPPORTED = ((3, 11), (3, 13))  # the versions a pending call is queued into with ptrace
 POLL = 0.05
 
 
@@ -232,7 +231,7 @@ def wait_for(request_dir, name, seconds):
 
 def python_version_from_maps(target):
     """(major, minor) guessed from the libpython or python executable the process maps, or
-    None: a hint only; gdb reads the real version from the process's memory."""
+    None: a hint only; the real version is read from the process's memory."""
     names = [target.exe or ""]
     try:
         with open(f"{target.proc}/maps", encoding="utf-8", errors="replace") as f:
@@ -246,84 +245,33 @@ def python_version_from_maps(target):
     return None
 
 
-def run_gdb(target, code, timeout):
-    """Run gdb_inject.py against the target: the parsed answer, or CliError."""
-    gdb = shutil.which("gdb")
-    if gdb is None:
-        raise CliError("gdb is not installed; heaptrail uses it to reach into the running "
-                       "process (Debian/Ubuntu: sudo apt-get install gdb; Fedora/RHEL: sudo dnf "
-                       "install gdb)")
-    env = dict(os.environ, HEAPTRAIL_GDB_PAYLOAD=code.encode("ascii").hex() if code else "")
-    # -nx: no user gdbinit; no debuginfod downloads and no auto-loaded scripts, which could be
-    # slow or run code from the target's files.
-    command = [gdb, "-p", str(target.pid), "-batch", "-nx", "-q",
-               "-iex", "set debuginfod enabled off", "-iex", "set auto-load off",
-               "-x", GDB_SCRIPT]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env,
-                               start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop_gdb(process, target)
-        raise CliError(f"gdb did not finish within {timeout:g} s and was stopped; "
-                       f"{target.describe()} carries on") from None
-    answer = None
-    for line in out.splitlines():
-        if line.startswith(GDB_MARK):
-            answer = json.loads(line[len(GDB_MARK):])
-    if answer is None or answer.get("error") == "not-attached":
-        raise _attach_error(target, err)
-    return answer
-
-
-def _stop_gdb(process, target):
-    # SIGINT first: gdb interrupts a called function, unwinds it (unwindonsignal) and detaches.
-    # Only if that does not work, SIGKILL; the kernel then detaches the target, possibly leaving
-    # it stopped by gdb's SIGSTOP, hence the SIGCONT.
-    process.send_signal(signal.SIGINT)
-    try:
-        process.communicate(timeout=5)
-        return
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-    try:
-        os.kill(target.pid, signal.SIGCONT)
-    except OSError:
-        pass
-
-
-def _attach_error(target, gdb_stderr):
-    text = gdb_stderr.strip()
-    if "Operation not permitted" in text or "ptrace" in text and "ermission" in text:
-        return CliError(f"not permitted to trace {target.describe()}: " + ptrace_advice(target))
-    if "No such process" in text or not target.alive():
-        return CliError(f"process {target.pid} exited")
-    last = text.splitlines()[-1] if text else "no output"
-    return CliError(f"gdb could not attach to {target.describe()}: {last}")
+def queue_pending_call(target, code, timeout):
+    """Queue `code` (or, without it, only read the version) in the target: the answer of
+    ``_native._queue_pending_call`` (a dict), or CliError when it cannot be done here."""
+    from heaptrail import _native
+    queue = getattr(_native, "_queue_pending_call", None)
+    if queue is None:
+        raise CliError(f"heaptrail attach reaches Python 3.11 to 3.13 on x86-64 Linux only (this "
+                       f"machine: {os.uname().machine}); Python 3.14+ works through "
+                       "sys.remote_exec")
+    return queue(target.pid, code.encode("ascii") if code else None, timeout)
 
 
 def version_text(hexversion):
     return f"{hexversion >> 24}.{(hexversion >> 16) & 0xFF}.{(hexversion >> 8) & 0xFF}"
 
 
-def send(target, request_dir, request, timeout, gdb_timeout=None):
+def send(target, request_dir, request, timeout, stop_timeout=None):
     """Deliver `request` to the agent in `target` and return its status answer: `timeout` is
-    how long the target has to start on it once queued."""
+    how long the target has to start on it once queued, `stop_timeout` how long its main
+    thread has to stop (and each call made there to return) while it is queued."""
     request = dict(request, dir=request_dir.remote, cli_version=list(sys.version_info[:2]))
     code = build_code(request)
     guess = python_version_from_maps(target)
     if guess is not None and guess >= (3, 14):
         _remote_exec(target, request_dir, code, guess, timeout)
     else:
-        # One more try if gdb itself stumbled (e.g. on a thread exiting as it attached). Safe
-        # even if the first try queued the call: the code runs at most once (the claim file).
-        for _ in range(2):
-            answer = run_gdb(target, code, gdb_timeout or timeout)
-            if answer.get("error") != "gdb" or not target.alive():
-                break
-        _check_gdb_answer(target, answer)
+        _check_answer(target, queue_pending_call(target, code, stop_timeout or timeout))
     status = wait_for(request_dir, "status.json", timeout)
     if status is not None:
         return status
@@ -340,10 +288,20 @@ def send(target, request_dir, request, timeout, gdb_timeout=None):
     return status
 
 
-def _check_gdb_answer(target, answer):
+def _check_answer(target, answer):
     error = answer.get("error")
     if error is None and answer.get("queued"):
         return
+    if error == "attach":
+        if answer.get("errno") == errno.ESRCH or not target.alive():
+            raise CliError(f"process {target.pid} exited")
+        if answer.get("errno") in (errno.EPERM, errno.EACCES):
+            raise CliError(f"not permitted to trace {target.describe()}: "
+                           + ptrace_advice(_fresh(target)))
+        raise CliError(f"could not trace {target.describe()}: "
+                       f"{os.strerror(answer.get('errno') or 0)}")
+    if error == "exited":
+        raise CliError(f"process {target.pid} exited")
     if error == "not-python":
         raise CliError(f"{target.describe()} is not a Python process (no Python interpreter "
                        "found in its memory)")
@@ -363,7 +321,20 @@ def _check_gdb_answer(target, answer):
         raise CliError(f"could not map memory in {target.describe()} for the request")
     if error is None:
         raise CliError(f"the pending-call queue of {target.describe()} is full; try again")
-    raise CliError(f"gdb failed on {target.describe()}: {answer.get('message', error)}")
+    if error == "timeout":
+        raise CliError(f"{answer.get('message', 'timed out')} in {target.describe()}; nothing "
+                       "was queued and the process carries on")
+    raise CliError(f"could not queue the request in {target.describe()}: "
+                   f"{answer.get('message', error)}")
+
+
+def _fresh(target):
+    """The target re-read: who traces it now (a refusal may be due to a debugger that
+    attached after we first looked)."""
+    try:
+        return Target(target.pid)
+    except CliError:
+        return target
 
 
 def _remote_exec(target, request_dir, code, version, timeout):
