@@ -209,7 +209,8 @@ def test_collapsed_totals_and_known_stack(traced):
 
 # ---- json ---------------------------------------------------------------------------------
 
-DOCUMENTED_TOP = {"schema", "generator", "traceback_limit", "total_size", "total_count", "stacks"}
+DOCUMENTED_TOP = {"schema", "generator", "traceback_limit", "sample_rate", "total_size",
+                  "total_count", "stacks"}
 DOCUMENTED_STACK = {"size", "count", "total_nframe", "frames"}
 DOCUMENTED_FRAME = {"filename", "lineno", "function"}
 
@@ -224,6 +225,7 @@ def test_json_has_the_documented_schema(traced, tmp_path):
     assert doc["schema"] == "heaptrail.snapshot/1"
     assert doc["generator"].startswith("heaptrail ")
     assert doc["traceback_limit"] == 25
+    assert doc["sample_rate"] is None, "an exact snapshot"
     assert doc["total_size"] == snapshot._table.total_size
     assert doc["total_count"] == len(snapshot.traces)
     sizes = [s["size"] for s in doc["stacks"]]

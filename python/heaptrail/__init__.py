@@ -26,8 +26,8 @@ from ._native import (
     get_traced_memory,
     get_tracemalloc_memory,
     is_tracing,
+    get_sample_rate,
     reset_peak,
-    start,
     stop,
 )
 from ._snapshot import Snapshot, SnapshotFileError, _Traces
@@ -41,8 +41,39 @@ __all__ = [
     "get_traced_memory", "get_tracemalloc_memory", "is_tracing", "reset_peak", "start", "stop",
     "take_snapshot",
     # heaptrail's additions
-    "SnapshotFileError", "Watcher", "get_trace_count", "load_tracemalloc_dump", "watch",
+    "DEFAULT_SAMPLE_RATE", "SnapshotFileError", "Watcher", "get_sample_rate", "get_trace_count",
+    "load_tracemalloc_dump", "watch",
 ]
+
+DEFAULT_SAMPLE_RATE = _native.DEFAULT_SAMPLE_RATE
+
+
+def _sample_rate(sample):
+    """`sample` as the engine takes it: 0 (exact) or the mean bytes between sample points."""
+    if sample is None or sample is False:
+        return 0
+    if sample is True:
+        return DEFAULT_SAMPLE_RATE
+    if not isinstance(sample, int):
+        raise TypeError(f"sample must be None, True or a number of bytes, not "
+                        f"{type(sample).__name__}")
+    if sample < 0 or sample >= 2**62:
+        raise ValueError(f"sample must be a positive number of bytes (or 0 for exact), "
+                         f"not {sample}")
+    return sample
+
+
+def start(nframe=1, *, sample=None):
+    """Start tracing Python memory allocations, keeping up to ``nframe`` frames per
+    traceback (as tracemalloc.start).
+
+    ``sample``: None (default) traces every allocation, exactly as tracemalloc does. A number
+    of bytes R (or True for DEFAULT_SAMPLE_RATE, 512 KiB) samples by bytes: a sample point
+    every R bytes allocated on average, each allocation that holds one is traced and stands
+    for the blocks and bytes it represents, so sizes and counts (get_traced_memory,
+    snapshots, statistics, the watcher) are unbiased estimates at a fraction of the cost.
+    The mode cannot change while tracing: stop() first (RuntimeError otherwise)."""
+    _native.start(nframe, _sample_rate(sample))
 
 __version__ = "0.1.0"
 _heaptrail_ = True  # lets heaptrail tell itself apart from the stdlib module it can stand in for

@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 
 from . import _native
-from ._classes import _format_size
+from ._classes import _format_rate, _format_size
 from ._settings import Settings
 from ._sinks import entry_details
 from ._watcher import Watcher
@@ -68,9 +68,11 @@ def summary_lines(report, windows):
     pid = os.getpid()
     if report is None:
         return [f"heaptrail [pid {pid}]: no window was taken"]
+    sampled = (f" (sampled every {_format_rate(report['sample_rate'])}: sizes are "
+               "estimates)" if report.get("sample_rate") else "")
     lines = [f"heaptrail [pid {pid}]: {windows} windows of {report['interval']:g} s; traced "
              f"{_format_size(report['traced_bytes'], False)}, RSS {_format_size(report['rss_bytes'], False)}; "
-             f"process verdict: {report['process_verdict']}"]
+             f"process verdict: {report['process_verdict']}{sampled}"]
     rows = {(s["filename"], s["lineno"]): s for s in report["sites"]}
     for entry in report.get("leaks", ()):
         site = entry["site"]

@@ -25,6 +25,14 @@ def _format_size(size, sign):
         size /= 1024
 
 
+def _format_rate(rate):
+    """A sample rate as people write it: "512 KiB", "4 KiB", "1 MiB" (else as a size)."""
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if rate >= factor and rate % factor == 0:
+            return f"{rate // factor} {unit}"
+    return _format_size(rate, False)
+
+
 @total_ordering
 class Frame:
     """One frame of a traceback: ``filename`` and ``lineno``."""

@@ -3,9 +3,23 @@
 
 import logging
 import os
+import re
 from dataclasses import dataclass, fields, replace
 
+from . import _native
+
 PREFIX = "HEAPTRAIL_"
+_UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "b": 1}
+
+
+def parse_bytes(text):
+    """"524288", "512K", "512 KiB", "1M" -> bytes (binary units). ValueError otherwise."""
+    found = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = found and _UNITS.get(found.group(2).lower())
+    if not unit:
+        raise ValueError(f"not a number of bytes: {text!r} (e.g. 524288, 512K, 1M)")
+    return int(found.group(1)) * unit
 
 
 @dataclass(frozen=True)
@@ -19,6 +33,7 @@ class Settings:
     top: int = 20             # HEAPTRAIL_TOP: sites listed per window (leaks always are)
     include: str = ""         # HEAPTRAIL_INCLUDE: comma-separated fnmatch patterns of user files
     exclude: str = ""         # HEAPTRAIL_EXCLUDE: comma-separated patterns of files never blamed
+    sample: int = 0           # HEAPTRAIL_SAMPLE: sampled mode's mean bytes between samples (0 = exact)
 
     def to_environment(self):
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
@@ -39,7 +54,7 @@ class Settings:
             if raw is None or raw == "":
                 continue
             try:
-                value = type(f.default)(raw)
+                value = parse_bytes(raw) if f.name == "sample" else type(f.default)(raw)
                 replace(cls(), **{f.name: value}).check()
             except ValueError as exc:
                 kind = "a number" if isinstance(f.default, (int, float)) else "valid"
@@ -87,4 +102,6 @@ class Settings:
                              f"{self.report_max_bytes}")
         if not 0 <= self.report_keep <= 100:
             raise ValueError(f"report_keep must be in 0..100, not {self.report_keep}")
+        if not 0 <= self.sample < 2**62:
+            raise ValueError(f"sample must be a number of bytes >= 0 (0: exact), not {self.sample}")
         self.prometheus_address()

@@ -8,7 +8,7 @@ run there. Files are written in heaptrail's own binary format (never pickle): se
 from collections.abc import Iterable, Sequence
 import json
 
-from ._classes import Statistic, StatisticDiff, Trace, Traceback
+from ._classes import Statistic, StatisticDiff, Trace, Traceback, _format_rate
 from contextlib import contextmanager
 
 from ._native import SnapshotFileError, TraceTable, _ignore_current_thread
@@ -84,6 +84,21 @@ class Snapshot:
     def _table(self):
         return self.traces._traces
 
+    @property
+    def sample_rate(self):
+        """None for an exact snapshot (every block traced). For one taken in sampled mode
+        (``start(sample=R)``), the mean bytes between sample points: its traces are samples,
+        and the sizes and counts of ``statistics``, ``compare_to`` and the exports are
+        unbiased estimates."""
+        return self._table.sample_rate or None
+
+    def __repr__(self):
+        kind = ("exact" if self.sample_rate is None else
+                f"sampled every {_format_rate(self.sample_rate)} on average: sizes and counts "
+                "are estimates")
+        return (f"<heaptrail.Snapshot {len(self.traces)} traces, traceback_limit="
+                f"{self.traceback_limit}, {kind}>")
+
     # ---- files ---------------------------------------------------------------------------
 
     def dump(self, filename):
@@ -150,7 +165,10 @@ class Snapshot:
         filters = list(filters)
         specs = [f._native_spec() for f in filters]
         if None in specs:
-            return Snapshot(self._filter_in_python(filters), self.traceback_limit)
+            return Snapshot(TraceTable.from_raw(self._filter_in_python(filters),
+                                                _table_limit(self.traceback_limit),
+                                                self._table.sample_rate),
+                            self.traceback_limit)
         return Snapshot(self._table.filter(specs), self.traceback_limit)
 
     def _filter_in_python(self, filters):
@@ -186,7 +204,12 @@ class Snapshot:
                    snapshot.traceback_limit)
 
     def to_tracemalloc(self):
-        """This snapshot as a stdlib ``tracemalloc.Snapshot``."""
+        """This snapshot as a stdlib ``tracemalloc.Snapshot`` (exact snapshots only)."""
         from ._stdlib import stdlib_tracemalloc
+
+        if self.sample_rate is not None:
+            raise ValueError("this snapshot was taken in sampled mode: its traces are samples, "
+                             "which the standard library's Snapshot would count as whole "
+                             "blocks; use heaptrail's statistics() or export() instead")
 
         return stdlib_tracemalloc().Snapshot(list(self._table), self.traceback_limit)

@@ -88,10 +88,14 @@ class Watcher:
         _native._set_user_code_rules(self._library, self.settings.patterns("include"),
                                      self.settings.patterns("exclude"))
         if not _native.is_tracing():
-            _native.start(self.settings.nframe)
+            _native.start(self.settings.nframe, self.settings.sample)
             self._started_tracing = True
+        elif _native.get_sample_rate() != self.settings.sample:
+            log.info("heaptrail: already tracing in %s mode; the watcher keeps that mode",
+                     "sampled" if _native.get_sample_rate() else "exact")
         elif _native.get_traceback_limit() < self.settings.nframe:
-            _native.start(self.settings.nframe)  # raises the limit, keeps the traces
+            # Raises the limit, keeps the traces and the mode (exact or sampled) in force.
+            _native.start(self.settings.nframe, _native.get_sample_rate())
         self._thread = threading.Thread(target=self._run, name="heaptrail-watcher", daemon=True)
         self._thread.start()
         return self
@@ -186,6 +190,7 @@ class Watcher:
             "rss_bytes": rss,
             "traced_bytes": traced,
             "traced_peak_bytes": peak,
+            "sample_rate": _native.get_sample_rate() or None,
             "process_verdict": judged["process_verdict"],
             "process_confidence": round(judged["process_confidence"], 4),
             "sites": self._site_rows(judged["sites"]),
@@ -232,7 +237,7 @@ class Watcher:
 
 def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=None,
           include=None, exclude=None, top=None, report_max_bytes=None, report_keep=None,
-          **detector_options):
+          sample=None, **detector_options):
     """Start background leak detection in this process and return the :class:`Watcher`.
 
     Starts tracing if needed. Every `interval` seconds (default 60) the watcher takes a
@@ -243,7 +248,12 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     Each argument left as None is read from its HEAPTRAIL_* environment variable
     (HEAPTRAIL_INTERVAL, HEAPTRAIL_NFRAME, HEAPTRAIL_REPORT, HEAPTRAIL_PROMETHEUS,
     HEAPTRAIL_INCLUDE, HEAPTRAIL_EXCLUDE, HEAPTRAIL_TOP, HEAPTRAIL_REPORT_MAX_BYTES,
-    HEAPTRAIL_REPORT_KEEP), else its default.
+    HEAPTRAIL_REPORT_KEEP, HEAPTRAIL_SAMPLE), else its default.
+
+    sample: sampled mode for production (see heaptrail.start): True for the default rate
+    (512 KiB), a number of bytes, or 0 / False for exact tracing (the default). Reports, metrics
+    and verdicts then rest on unbiased estimates; a leak is flagged a few windows later than in
+    exact mode, and only if it grows by well over the rate per window (see the README).
 
     report: path of a JSON Lines file, one report per window, rotated past report_max_bytes
     (default 64 MiB; 0: never) to report.1 ... report.<report_keep> (default 2; 0: the file
@@ -254,8 +264,12 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     leak_p, suspect_p, min_growth_bytes, min_rate, fixed_after).
     """
     as_text = lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    if sample is True:
+        sample = _native.DEFAULT_SAMPLE_RATE
+    elif sample is False:
+        sample = 0
     settings = Settings.from_environment(
         interval=interval, nframe=nframe, report=report, prometheus=prometheus,
         include=as_text(include), exclude=as_text(exclude), top=top,
-        report_max_bytes=report_max_bytes, report_keep=report_keep)
+        report_max_bytes=report_max_bytes, report_keep=report_keep, sample=sample)
     return Watcher(settings, callback=callback, detector_options=detector_options).start()

@@ -275,6 +275,7 @@ pub fn filter_traces(snapshot: &Snapshot, filters: &[TraceFilter]) -> Snapshot {
         tracebacks: snapshot.tracebacks.clone(),
         traces: Vec::new(),
         traceback_limit: snapshot.traceback_limit,
+        sample_rate: snapshot.sample_rate,
     };
     if filters.is_empty() {
         out.traces = snapshot.traces.clone();

@@ -264,12 +264,7 @@ pub(crate) fn group_by(
         return Err(AnalysisError::CumulativeWithTraceback);
     }
     // Pass 1: totals per traceback id. This is the only loop over the traces.
-    let mut per_traceback = vec![(0u64, 0u64); snapshot.tracebacks.len()];
-    for t in &snapshot.traces {
-        let acc = &mut per_traceback[t.traceback as usize];
-        acc.0 += t.size;
-        acc.1 += 1;
-    }
+    let per_traceback = snapshot.per_traceback();
     let used = per_traceback
         .iter()
         .enumerate()

@@ -5,6 +5,7 @@
 //! * [`filter`] — `Filter` / `DomainFilter` evaluation (`Snapshot.filter_traces`).
 //! * [`group`] — `Snapshot.statistics` (group by traceback, line or file; cumulative or not).
 //! * [`diff`] — `Snapshot.compare_to`.
+//! * [`sampling`] — Poisson sampling by bytes: gaps, probabilities and the weight of a sample.
 //! * [`sites`] — live memory per allocation site in the user's code (the watcher's unit).
 //! * [`size_format`] — sizes written like the standard library (`"4.9 KiB"`).
 //! * [`snapshot_file`] — the versioned, compact, hostile-input-safe snapshot file format.
@@ -20,6 +21,7 @@ pub mod group;
 pub mod html;
 pub mod leak;
 pub mod model;
+pub mod sampling;
 pub mod sites;
 pub mod size_format;
 pub mod snapshot_file;

@@ -9,6 +9,7 @@
 //! first**. (The Python `Traceback` class shows them oldest first; that reversal happens in the
 //! Python shell, exactly as the standard library does it.)
 
+use crate::sampling::{self, SampleRate, Weight};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -58,6 +59,10 @@ pub struct Snapshot {
     pub traces: Vec<Trace>,
     /// Maximum number of frames per traceback when the snapshot was taken.
     pub traceback_limit: u32,
+    /// Sampled mode's rate when the snapshot was taken (mean bytes between sample points),
+    /// 0 for exact mode. In a sampled snapshot each trace is a sample, and every size and
+    /// count computed from the traces is an estimate (see [`Snapshot::weight`]).
+    pub sample_rate: u64,
 }
 
 impl Snapshot {
@@ -73,9 +78,47 @@ impl Snapshot {
         &self.tracebacks[id as usize]
     }
 
-    /// Total size of all traces.
+    /// The sampled mode's rate, None for an exact snapshot.
+    pub fn rate(&self) -> Option<SampleRate> {
+        SampleRate::new(self.sample_rate)
+    }
+
+    /// What trace `t` counts for: its own size and one block, or in a sampled snapshot the
+    /// bytes and blocks (in `sampling::BLOCK` units) it stands for.
+    #[inline]
+    pub fn weight(&self, t: &Trace) -> Weight {
+        match self.rate() {
+            None => Weight::exact(t.size),
+            Some(rate) => rate.weight(t.size),
+        }
+    }
+
+    /// `(bytes, blocks)` per traceback id: what every grouping starts from (estimates in a
+    /// sampled snapshot, rounded per traceback).
+    pub fn per_traceback(&self) -> Vec<(u64, u64)> {
+        let mut acc = vec![(0u64, 0u64); self.tracebacks.len()];
+        let rate = self.rate();
+        for t in &self.traces {
+            let w = match rate {
+                None => Weight::exact(t.size),
+                Some(rate) => rate.weight(t.size),
+            };
+            let e = &mut acc[t.traceback as usize];
+            e.0 += w.bytes;
+            e.1 += w.blocks;
+        }
+        for e in &mut acc {
+            e.1 = sampling::blocks(e.1);
+        }
+        acc
+    }
+
+    /// Total size of all traces (an estimate in a sampled snapshot).
     pub fn total_size(&self) -> u64 {
-        self.traces.iter().map(|t| t.size).sum()
+        match self.rate() {
+            None => self.traces.iter().map(|t| t.size).sum(),
+            Some(_) => self.traces.iter().map(|t| self.weight(t).bytes).sum(),
+        }
     }
 
     /// Checks that every id points inside its table. Snapshots built with [`SnapshotBuilder`]
@@ -123,6 +166,11 @@ impl SnapshotBuilder {
         let mut b = Self::default();
         b.snapshot.traceback_limit = traceback_limit;
         b
+    }
+
+    /// Marks the snapshot being built as sampled at `rate` bytes (0: exact).
+    pub fn set_sample_rate(&mut self, rate: u64) {
+        self.snapshot.sample_rate = rate;
     }
 
     pub fn intern_filename(&mut self, name: &str) -> FilenameId {

@@ -80,13 +80,7 @@ pub fn site_key(filename: &str, lineno: u32) -> u64 {
 /// Live memory per site, biggest first.
 pub fn site_statistics(snapshot: &Snapshot, rules: &SiteRules) -> Vec<Site> {
     // (size, count) per traceback first: a million traces, a few thousand tracebacks.
-    let mut per_tb = vec![(0u64, 0u64); snapshot.tracebacks.len()];
-    for t in &snapshot.traces {
-        let e = &mut per_tb[t.traceback as usize];
-        e.0 += t.size;
-        e.1 += 1;
-    }
-    site_statistics_from_totals(snapshot, &per_tb, rules)
+    site_statistics_from_totals(snapshot, &snapshot.per_traceback(), rules)
 }
 
 /// Live memory per site, biggest first, from `(bytes, blocks)` per traceback of `snapshot`

@@ -18,16 +18,13 @@ pub struct StackTotal {
 /// Sums the snapshot's traces per traceback (all domains together), largest first, ties by
 /// traceback id so that the order is deterministic.
 pub fn stack_totals(snapshot: &Snapshot) -> Vec<StackTotal> {
-    let mut by_tb: FxHashMap<TracebackId, (u64, u64)> = FxHashMap::default();
-    for t in &snapshot.traces {
-        let e = by_tb.entry(t.traceback).or_default();
-        e.0 += t.size;
-        e.1 += 1;
-    }
-    let mut out: Vec<StackTotal> = by_tb
+    let mut out: Vec<StackTotal> = snapshot
+        .per_traceback()
         .into_iter()
+        .enumerate()
+        .filter(|(_, (_, count))| *count > 0)
         .map(|(traceback, (size, count))| StackTotal {
-            traceback,
+            traceback: traceback as TracebackId,
             size,
             count,
         })

@@ -40,6 +40,10 @@ pub struct WindowReport {
     pub rss_bytes: u64,
     pub traced_bytes: u64,
     pub traced_peak_bytes: u64,
+    /// Sampled mode's rate (mean bytes between sample points); absent or null when exact.
+    /// When set, `traced_*` and every site's size and count are unbiased estimates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u64>,
     pub process_verdict: String,
     #[serde(default)]
     pub process_confidence: Option<f64>,

@@ -107,6 +107,7 @@ fn round_trips_extreme_values() {
             },
         ],
         traceback_limit: u32::MAX,
+        sample_rate: u64::MAX,
     };
     round_trip(&s, "");
 }
@@ -258,12 +259,33 @@ fn body_shorter_than_declared() {
 }
 
 #[test]
+fn sampled_snapshots_round_trip_and_version_1_files_load_as_exact() {
+    let mut sampled = small_snapshot();
+    sampled.sample_rate = 512 * 1024;
+    round_trip(&sampled, "{}");
+    // A version 1 file: the same body without the sample rate (one varint byte for 0).
+    let exact = small_snapshot();
+    let body = unwrap_body(&encode_to_vec(&exact, ""));
+    let limit_len = body.iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    assert_eq!(body[limit_len], 0, "the sample rate of an exact snapshot");
+    let v1: Vec<u8> = [&body[..limit_len], &body[limit_len + 1..]].concat();
+    let compressed = deflate(&v1);
+    let mut f = Fields::honest(&v1, &compressed);
+    f.version = 1;
+    let mut file = f.header();
+    file.extend_from_slice(&compressed);
+    let (back, _) = decode(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, exact);
+    assert_eq!(back.sample_rate, 0);
+}
+
+#[test]
 fn wrong_version_and_unknown_flags() {
     let mut bytes = encode_to_vec(&small_snapshot(), "");
     bytes[8..10].copy_from_slice(&7u16.to_le_bytes());
     assert_eq!(
         err(&bytes).to_string(),
-        "unsupported snapshot format version 7 (this heaptrail reads version 1)"
+        "unsupported snapshot format version 7 (this heaptrail reads versions 1 to 2)"
     );
     let body = unwrap_body(&encode_to_vec(&small_snapshot(), ""));
     let compressed = deflate(&body);
@@ -306,9 +328,9 @@ fn pickles_are_recognised_and_refused() {
 /// Bodies with valid checksums but inconsistent contents: what a crafted file looks like.
 #[test]
 fn crafted_bodies_are_rejected_with_precise_messages() {
-    // limit, metadata "", 1 filename "a", 1 frame (file 0, line 1), 10 tracebacks with
+    // limit, sample rate 0, metadata "", 1 filename "a", 1 frame (file 0, line 1), 10 tracebacks with
     // no frames, 13 traces all in domain 0 of size 1, trace 12 pointing at traceback 99.
-    let mut body = vec![1, 0, 1, 1, b'a', 1, 0, 2, 10];
+    let mut body = vec![1, 0, 0, 1, 1, b'a', 1, 0, 2, 10];
     body.extend([1; 10]);
     body.extend([0; 10]);
     body.push(13);
@@ -334,7 +356,7 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
 
     // Counts that the remaining bytes cannot hold: refused without allocating.
     for count in [u64::MAX, 1 << 60, 1 << 40, 1000] {
-        let mut b = vec![1, 0];
+        let mut b = vec![1, 0, 0];
         leb(&mut b, count);
         b.extend([0; 16]);
         let msg = err(&wrap_body(&b)).to_string();
@@ -344,17 +366,17 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
         );
     }
     // A frame pointing at a missing filename; a traceback at a missing frame.
-    let msg = err(&wrap_body(&[1, 0, 1, 1, b'a', 1, 4, 0])).to_string();
+    let msg = err(&wrap_body(&[1, 0, 0, 1, 1, b'a', 1, 4, 0])).to_string();
     assert!(msg.ends_with("frame 0 points at filename 2 of 1"), "{msg}");
-    let msg = err(&wrap_body(&[1, 0, 0, 0, 1, 1, 1, 5, 0])).to_string();
+    let msg = err(&wrap_body(&[1, 0, 0, 0, 0, 1, 1, 1, 5, 0])).to_string();
     assert!(msg.ends_with("traceback 0 points at frame 5 of 0"), "{msg}");
     // Invalid UTF-8 in a filename; an overlong varint.
-    let msg = err(&wrap_body(&[1, 0, 1, 2, 0xc3, 0x28, 0, 0, 0])).to_string();
+    let msg = err(&wrap_body(&[1, 0, 0, 1, 2, 0xc3, 0x28, 0, 0, 0])).to_string();
     assert!(msg.contains("filename 0: text is not valid UTF-8"), "{msg}");
     let msg = err(&wrap_body(&[0xff; 12])).to_string();
     assert!(msg.contains("traceback limit"), "{msg}");
     // total_nframe above u32::MAX.
-    let mut b = vec![1, 0, 0, 0, 1];
+    let mut b = vec![1, 0, 0, 0, 0, 1];
     leb(&mut b, 1 << 33);
     b.extend([0, 0]);
     assert!(err(&wrap_body(&b))

@@ -55,6 +55,9 @@ ht_init(void)
 #define HT_TLS __thread __attribute__((tls_model("initial-exec")))
 static HT_TLS int ht_busy;                /* doing heaptrail's own work: do not trace */
 static HT_TLS uintptr_t ht_last_alloc;    /* block allocated last (3.13 re-stamping) */
+/* Sampled mode: bytes left until this thread's next sample point (sampler.rs). A thread
+ * starts far below zero: "no gap drawn yet". */
+static HT_TLS int64_t ht_sample_left = INT64_MIN / 2;
 #if PY_VERSION_HEX < 0x030C0000
 static HT_TLS unsigned long ht_thread_ident; /* PyThread_get_thread_ident(), cached */
 #endif
@@ -65,6 +68,20 @@ ht_set_busy(int busy)
     int old = ht_busy;
     ht_busy = busy;
     return old;
+}
+
+/* Counts `size` bytes allocated by this thread; returns the bytes left until its next sample
+ * point (> 0: this allocation is not sampled). */
+int64_t
+ht_sample_sub(int64_t size)
+{
+    return ht_sample_left -= size;
+}
+
+void
+ht_sample_set(int64_t left)
+{
+    ht_sample_left = left;
 }
 
 uintptr_t

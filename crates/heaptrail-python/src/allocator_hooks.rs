@@ -104,7 +104,7 @@ fn headered(p: *mut c_void, size: usize, plan: tracer::HeaderPlan) -> *mut c_voi
     }
     let q = p as usize + HEADER;
     if !block_headers::mark(q) {
-        tracer::on_alloc(p as usize, size);
+        tracer::record_alloc(plan.thread, p as usize, size);
         return p;
     }
     // SAFETY: `p` is a live block of `size + HEADER` bytes, just marked; the plan says we
@@ -125,14 +125,20 @@ fn headered_size(size: usize) -> Option<usize> {
 }
 
 /// A new MEM/OBJ block of `size` bytes, `get(n)` asking the allocator below for `n` bytes:
-/// with room for a header when the tracer plans one, else as asked and traced in the table.
+/// with room for a header when the tracer plans one, as asked and traced in the table when it
+/// cannot, as asked and untraced when sampled mode did not draw it.
 #[inline]
 fn obj_alloc(size: usize, get: impl Fn(usize) -> *mut c_void) -> *mut c_void {
-    match (tracer::header_plan(), headered_size(size)) {
-        (Some(plan), Some(total)) => headered(below(|| get(total)), size, plan),
-        (Some(_), None) => ptr::null_mut(),
-        (None, _) => {
-            let p = get(size);
+    match tracer::block_plan(size) {
+        // Not sampled. The RAW blocks pymalloc takes for it (big blocks) are part of it: the
+        // sampler must not get a second chance at them.
+        tracer::BlockPlan::Skip => below(|| get(size)),
+        tracer::BlockPlan::Header(plan) => match headered_size(size) {
+            Some(total) => headered(below(|| get(total)), size, plan),
+            None => ptr::null_mut(),
+        },
+        tracer::BlockPlan::Table { nest } => {
+            let p = if nest { below(|| get(size)) } else { get(size) };
             if !p.is_null() {
                 tracer::on_alloc(p as usize, size);
             }
@@ -172,8 +178,10 @@ extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     let q = old as usize;
     if !block_headers::is_marked(q) {
         // A block without a header (allocated before tracing, or untraced) keeps none: its
-        // new trace, if any, goes to the table.
-        let p = realloc(a.ctx, old, size);
+        // new trace, if any, goes to the table. In sampled mode (GIL held: MEM/OBJ calls
+        // need it) the RAW blocks below are part of this one, decided on once, here.
+        let nest = crate::sampler::sampling() && tracer::header_plan().is_some();
+        let p = if nest { below(|| realloc(a.ctx, old, size)) } else { realloc(a.ctx, old, size) };
         if !p.is_null() {
             tracer::on_realloc(q, p as usize, size);
         }
@@ -182,7 +190,7 @@ extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     let Some(total) = headered_size(size) else {
         return ptr::null_mut();
     };
-    let plan = tracer::header_plan();
+    let plan = tracer::realloc_plan(size);
     // SAFETY: `q` is marked: a live headered block of the caller's.
     let before = unsafe { block_headers::read(q) };
     let p = below(|| realloc(a.ctx, (q - HEADER) as *mut c_void, total));
@@ -201,7 +209,9 @@ extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     // and hand out the whole block, without a header. Cannot fail.
     // SAFETY: `p` is a live block of `size + HEADER` bytes; `ptr::copy` allows the overlap.
     unsafe { ptr::copy(moved as *const u8, p as *mut u8, size) };
-    tracer::on_alloc(p as usize, size);
+    if let Some(plan) = plan {
+        tracer::record_alloc(plan.thread, p as usize, size);
+    }
     p
 }
 

@@ -4,6 +4,7 @@
 //! * `frames`: frame capture through the per-version C shim (`csrc/cpython_frames.c`).
 //! * `traceback_table`, `trace_store`, `block_headers`, `code_registry`: what is recorded per
 //!   allocation (traces of MEM/OBJ blocks in a header in front of the block, others in a table).
+//! * `sampler`: sampled mode's per-thread byte counter and free filter.
 //! * `tracer`: the global tracing state and the operations of the tracemalloc API.
 //! * `trace_table`: core snapshots exposed to Python.
 //! * `leak_entries`: leak grouping by holder, and the report's verdict and pattern names.
@@ -22,6 +23,7 @@ mod leak_entries;
 mod remote_call;
 mod watch_report;
 mod retainers;
+mod sampler;
 mod trace_store;
 mod trace_table;
 mod traceback_table;
@@ -33,18 +35,24 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use trace_table::TraceTable;
 
-/// Starts tracing Python memory allocations, keeping up to `nframe` frames per traceback.
+/// Starts tracing Python memory allocations, keeping up to `nframe` frames per traceback;
+/// `sample` > 0: sampled mode, a sample point every `sample` bytes on average.
 #[pyfunction]
-#[pyo3(signature = (nframe=1))]
-fn start(py: Python<'_>, nframe: i64) -> PyResult<()> {
+#[pyo3(signature = (nframe=1, sample=0))]
+fn start(py: Python<'_>, nframe: i64, sample: u64) -> PyResult<()> {
     if !(1..=tracer::MAX_NFRAME as i64).contains(&nframe) {
         return Err(PyValueError::new_err(format!(
             "the number of frames must be in range [1; {}]",
             tracer::MAX_NFRAME
         )));
     }
-    tracer::start(py, nframe as usize);
-    Ok(())
+    tracer::start(py, nframe as usize, sample).map_err(pyo3::exceptions::PyRuntimeError::new_err)
+}
+
+/// The sample rate in force (mean bytes between sample points), 0 in exact mode.
+#[pyfunction]
+fn get_sample_rate() -> u64 {
+    sampler::rate().map_or(0, |r| r.bytes())
 }
 
 /// Stops tracing and clears all traces.
@@ -217,6 +225,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
     m.add_function(wrap_pyfunction!(is_tracing, m)?)?;
+    m.add_function(wrap_pyfunction!(get_sample_rate, m)?)?;
+    m.add("DEFAULT_SAMPLE_RATE", heaptrail_core::sampling::DEFAULT_RATE)?;
     m.add_function(wrap_pyfunction!(clear_traces, m)?)?;
     m.add_function(wrap_pyfunction!(get_traceback_limit, m)?)?;
     m.add_function(wrap_pyfunction!(get_traced_memory, m)?)?;

@@ -2,12 +2,18 @@
 //! live bytes and blocks of each traceback (what the leak watcher reads every window: a copy
 //! of a few thousand totals instead of a million traces).
 //!
+//! In sampled mode every trace is a sample and counts for its weight (`heaptrail_core::
+//! sampling`): the counters and totals are then estimates. Blocks are kept in the totals in
+//! fixed-point units (`sampling::BLOCK` per block in exact mode) so that fractional weights
+//! add and subtract exactly.
+//!
 //! This is the structure every allocation and every free touches, so it is kept small: a
 //! trace is 16 bytes in an open-addressing table (8-byte address key, 4-byte size, 4-byte
 //! traceback id). The rare block of 4 GiB or more keeps its real size in a side table.
 
 use crate::traceback_table::TbId;
 use hashbrown::HashMap;
+use heaptrail_core::sampling::{SampleRate, Weight};
 use rustc_hash::FxBuildHasher;
 
 /// Size stored in a `Packed` when the real size lives in `TraceStore::big_sizes`.
@@ -26,10 +32,12 @@ pub struct TraceStore {
     /// Live traces kept in block headers (see `block_headers.rs`), counted here so that the
     /// counters cover every trace.
     headered: usize,
-    /// `(bytes, blocks)` live per traceback id, over both kinds of trace.
+    /// `(bytes, block units)` live per traceback id, over both kinds of trace.
     totals: Vec<(u64, u64)>,
     traced: u64,
     peak: u64,
+    /// Sampled mode's rate (None: exact). Set only while the store is empty.
+    rate: Option<SampleRate>,
 }
 
 impl TraceStore {
@@ -56,9 +64,25 @@ impl TraceStore {
         self.live_out(size, tb);
     }
 
+    /// Puts sampled mode (Some) or exact mode in force; the store must be empty.
+    pub fn set_rate(&mut self, rate: Option<SampleRate>) {
+        debug_assert!(self.len() == 0 || self.rate == rate);
+        self.rate = rate;
+    }
+
+    /// What a trace of `size` bytes counts for.
+    #[inline]
+    fn weight(&self, size: u64) -> Weight {
+        match self.rate {
+            None => Weight::exact(size),
+            Some(rate) => rate.weight(size),
+        }
+    }
+
     #[inline]
     fn live_in(&mut self, size: u64, tb: TbId) {
-        self.traced += size;
+        let w = self.weight(size);
+        self.traced += w.bytes;
         if self.traced > self.peak {
             self.peak = self.traced;
         }
@@ -67,25 +91,28 @@ impl TraceStore {
             self.totals.resize(i + 1, (0, 0));
         }
         let t = &mut self.totals[i];
-        t.0 += size;
-        t.1 += 1;
+        t.0 += w.bytes;
+        t.1 += w.blocks;
     }
 
     #[inline]
     fn live_out(&mut self, size: u64, tb: TbId) {
-        self.traced -= size.min(self.traced);
+        let w = self.weight(size);
+        self.traced -= w.bytes.min(self.traced);
         if let Some(t) = self.totals.get_mut(tb as usize) {
-            t.0 -= size.min(t.0);
-            t.1 = t.1.saturating_sub(1);
+            t.0 -= w.bytes.min(t.0);
+            t.1 = t.1.saturating_sub(w.blocks);
         }
     }
 
-    /// `(bytes, blocks)` live per traceback id (ids past the end have none).
+    /// `(bytes, block units)` live per traceback id (ids past the end have none): exact, or
+    /// estimates in sampled mode; `sampling::blocks` turns units into blocks.
     pub fn totals(&self) -> &[(u64, u64)] {
         &self.totals
     }
 
-    pub fn add(&mut self, addr: usize, size: usize, tb: TbId) {
+    /// Records the block at `addr`; returns true if it replaced an entry at that address.
+    pub fn add(&mut self, addr: usize, size: usize, tb: TbId) -> bool {
         let size = size as u64;
         let is_big = size >= BIG as u64;
         let packed = Packed {
@@ -94,7 +121,8 @@ impl TraceStore {
         };
         // A block freed behind our back (e.g. while tracing was paused) may still be listed
         // under a reused address: replace it, keeping the counters right.
-        if let Some(old) = self.traces.insert(addr, packed) {
+        let replaced = self.traces.insert(addr, packed);
+        if let Some(old) = replaced {
             let old_size = self.take_size(addr, old);
             self.live_out(old_size, old.tb);
         }
@@ -102,6 +130,7 @@ impl TraceStore {
             self.big_sizes.insert(addr, size);
         }
         self.live_in(size, tb);
+        replaced.is_some()
     }
 
     /// The size of a trace that is leaving the table.
@@ -190,6 +219,7 @@ impl TraceStore {
         self.totals = Vec::new();
         self.traced = 0;
         self.peak = 0;
+        // `rate` stays: it changes only through `set_rate`.
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -238,12 +268,30 @@ mod tests {
         s.add(32, 50, 0);
         s.count_in(7, 2);
         s.retag(32, 1);
-        assert_eq!(s.totals(), &[(100, 1), (50, 1), (7, 1)]);
+        const B: u64 = heaptrail_core::sampling::BLOCK;
+        assert_eq!(s.totals(), &[(100, B), (50, B), (7, B)]);
         s.add(16, 10, 1); // an address reused behind our back
         s.remove(32);
         s.count_out(7, 2);
-        assert_eq!(s.totals(), &[(0, 0), (10, 1), (0, 0)]);
+        assert_eq!(s.totals(), &[(0, 0), (10, B), (0, 0)]);
         assert_eq!((s.traced(), s.len()), (10, 1));
+    }
+
+    #[test]
+    fn sampled_traces_count_for_their_weight() {
+        let rate = SampleRate::new(1000).unwrap();
+        let mut s = TraceStore::default();
+        s.set_rate(Some(rate));
+        s.add(16, 10, 0);
+        s.count_in(5000, 1);
+        let (small, big) = (rate.weight(10), rate.weight(5000));
+        assert_eq!(s.totals(), &[(small.bytes, small.blocks), (big.bytes, big.blocks)]);
+        assert_eq!(s.traced(), small.bytes + big.bytes);
+        assert!(small.bytes > 900, "a 10-byte sample stands for about the rate in bytes");
+        s.remove(16);
+        s.count_out(5000, 1);
+        assert_eq!(s.totals(), &[(0, 0), (0, 0)]);
+        assert_eq!(s.traced(), 0);
     }
 
     #[test]

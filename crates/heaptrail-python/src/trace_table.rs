@@ -261,9 +261,11 @@ impl TraceTable {
     /// Builds a table from raw stdlib traces: an iterable of `(domain, size, frames,
     /// total_nframe)` tuples, `frames` being `((filename, lineno), ...)` most recent first.
     #[staticmethod]
-    #[pyo3(signature = (traces, traceback_limit=1))]
-    fn from_raw(traces: &Bound<'_, PyAny>, traceback_limit: u32) -> PyResult<Self> {
-        Ok(Self::new(snapshot_from_raw(traces, traceback_limit)?))
+    #[pyo3(signature = (traces, traceback_limit=1, sample_rate=0))]
+    fn from_raw(traces: &Bound<'_, PyAny>, traceback_limit: u32, sample_rate: u64) -> PyResult<Self> {
+        let mut snapshot = snapshot_from_raw(traces, traceback_limit)?;
+        snapshot.sample_rate = sample_rate;
+        Ok(Self::new(snapshot))
     }
 
     /// Reads a heaptrail snapshot file. Returns `(table, metadata_json)`.
@@ -304,7 +306,14 @@ impl TraceTable {
         self.snapshot.traceback_limit
     }
 
-    /// Sum of the sizes of all traces.
+    /// Sampled mode's rate when the snapshot was taken (mean bytes between sample points), 0
+    /// for an exact snapshot.
+    #[getter]
+    fn sample_rate(&self) -> u64 {
+        self.snapshot.sample_rate
+    }
+
+    /// Sum of the sizes of all traces (estimated bytes in a sampled snapshot).
     #[getter]
     fn total_size(&self) -> u64 {
         self.snapshot.total_size()

@@ -17,6 +17,7 @@ use crate::allocator_hooks;
 use crate::block_headers::{self, Header, HEADER};
 use crate::code_registry::{self, CodeRegistry, LineResolver};
 use crate::frames::{self, CurrentThread, RawFrame};
+use crate::sampler;
 use crate::trace_store::TraceStore;
 use crate::traceback_table::{TbId, TracebackTable};
 use heaptrail_core::sites::SiteRules;
@@ -388,13 +389,35 @@ impl Tracer {
                     let n = frames.len().min(self.scratch.len());
                     self.scratch[..n].copy_from_slice(&frames[..n]);
                     let tb = self.intern(n, total, false);
-                    self.store.add(addr, size, tb);
+                    self.table_add(addr, size, tb, true);
                 }
                 PendingOp::Free { addr } => {
-                    self.store.remove(addr);
+                    self.table_remove(addr);
                 }
             }
         }
+    }
+
+    /// Adds a trace to the table, keeping sampled mode's free filter in step (`noted`: the
+    /// filter counts it already, as it does a queued allocation from the moment it is queued).
+    fn table_add(&mut self, addr: usize, size: usize, tb: TbId, noted: bool) {
+        let replaced = self.store.add(addr, size, tb);
+        if sampler::sampling() {
+            match (replaced, noted) {
+                (true, true) => sampler::left(addr),
+                (false, false) => sampler::entered(addr),
+                _ => {}
+            }
+        }
+    }
+
+    /// Removes the table's trace of `addr`, if any; true if there was one.
+    fn table_remove(&mut self, addr: usize) -> bool {
+        let removed = self.store.remove(addr);
+        if removed && sampler::sampling() {
+            sampler::left(addr);
+        }
+        removed
     }
 
     /// Calls `f(block address, size, traceback)` for every live trace kept in a block header.
@@ -499,21 +522,32 @@ pub fn on_alloc(addr: usize, size: usize) {
     #[cfg(Py_3_13)]
     frames::swap_last_alloc(addr);
     let thread = frames::current_thread();
-    if thread.busy {
+    if thread.busy || (thread.holds_gil && NESTED.load(Ordering::Relaxed)) {
+        // Own work, or part of a block being allocated above us (see `NESTED`): not an
+        // allocation of its own, not even one for the sampler to count.
         return;
     }
+    if sampler::sampling() && !sampler::take(size) {
+        return;
+    }
+    record_alloc(thread, addr, size);
+}
+
+/// Traces the block at `addr` in the table: an allocation that is traced (sampled, in
+/// sampled mode), by the calling `thread`.
+pub fn record_alloc(thread: CurrentThread, addr: usize, size: usize) {
     if thread.holds_gil {
-        if NESTED.load(Ordering::Relaxed) {
-            return; // part of a headered block being allocated (see `NESTED`)
-        }
         // SAFETY: GIL held; the closure stays in Rust.
         unsafe {
             with_tracer(|t| {
                 let tb = t.capture(thread);
-                t.store.add(addr, size, tb);
+                t.table_add(addr, size, tb, false);
             })
         };
     } else {
+        if sampler::sampling() {
+            sampler::entered(addr); // counted from now: a free may come before the queue runs
+        }
         let (frames, total) = capture_without_gil(thread);
         queue(PendingOp::Alloc {
             addr,
@@ -528,7 +562,7 @@ pub fn on_alloc(addr: usize, size: usize) {
 /// holds the main GIL and is not doing heaptrail's own work.
 #[derive(Clone, Copy)]
 pub struct HeaderPlan {
-    thread: CurrentThread,
+    pub thread: CurrentThread,
 }
 
 #[inline]
@@ -538,6 +572,36 @@ pub fn header_plan() -> Option<HeaderPlan> {
     }
     let thread = frames::current_thread();
     (thread.holds_gil && !thread.busy).then_some(HeaderPlan { thread })
+}
+
+/// What to do with a new MEM/OBJ block of `size` bytes.
+pub enum BlockPlan {
+    /// Traced, in a header (see [`header_plan`]).
+    Header(HeaderPlan),
+    /// Traced in the table if at all: [`on_alloc`] decides (headers off, no GIL, own work).
+    /// `nest`: the RAW blocks the allocator below takes for it must not be decided on again
+    /// (sampled mode, with the GIL: see `allocator_hooks::below`).
+    Table { nest: bool },
+    /// Not sampled: handed out as it comes, no header, no trace.
+    Skip,
+}
+
+#[inline]
+pub fn block_plan(size: usize) -> BlockPlan {
+    match header_plan() {
+        Some(_) if sampler::sampling() && !sampler::take(size) => BlockPlan::Skip,
+        Some(plan) => BlockPlan::Header(plan),
+        None => BlockPlan::Table {
+            nest: sampler::sampling() && frames::current_thread().holds_gil,
+        },
+    }
+}
+
+/// The plan for a headered block reallocated to `size` bytes: a new trace (sampled afresh in
+/// sampled mode: a reallocation is a new allocation) or an untraced header.
+#[inline]
+pub fn realloc_plan(size: usize) -> Option<HeaderPlan> {
+    header_plan().filter(|_| !sampler::sampling() || sampler::take(size))
 }
 
 pub fn set_header_mode(on: bool) {
@@ -623,9 +687,12 @@ pub fn on_free(addr: usize) {
     if hooks_off() {
         return;
     }
+    if sampler::sampling() && !sampler::may_be_in_table(addr) {
+        return; // never sampled: the common case in sampled mode, no lock, no probe
+    }
     if frames::current_thread().holds_gil {
         // SAFETY: GIL held; the closure stays in Rust.
-        unsafe { with_tracer(|t| t.store.remove(addr)) };
+        unsafe { with_tracer(|t| t.table_remove(addr)) };
     } else {
         queue(PendingOp::Free { addr });
     }
@@ -657,10 +724,13 @@ pub fn on_new_object(block: usize, size: usize) {
     // SAFETY: GIL held; the closure stays in Rust.
     unsafe {
         with_tracer(|t| {
+            let sampled = sampler::sampling();
             if block_headers::is_marked(block) {
                 let mut h = block_headers::read(block);
                 let live = h.gen == t.gen;
-                if (just_allocated && live) || (own_work && !live) {
+                // Sampled mode re-stamps only sampled blocks: tracing another would count a
+                // block that was not drawn.
+                if (just_allocated && live) || (own_work && !live) || (sampled && !live) {
                     return;
                 }
                 if live {
@@ -678,19 +748,19 @@ pub fn on_new_object(block: usize, size: usize) {
                     t.store.count_in(h.size, h.tb);
                 }
                 block_headers::write(block, h);
-            } else if just_allocated {
-                // Stamped by the allocation (or deliberately left untraced).
+            } else if just_allocated || (sampled && !sampler::may_be_in_table(block)) {
+                // Stamped by the allocation (or deliberately left untraced, or not sampled).
             } else if t.store.get(block).is_some() {
                 if own_work {
                     // heaptrail's own object now lives there: like its allocations, untraced.
-                    t.store.remove(block);
+                    t.table_remove(block);
                 } else {
                     let tb = t.capture(thread);
                     t.store.retag(block, tb);
                 }
-            } else if size > 0 && !own_work {
+            } else if size > 0 && !own_work && !sampled {
                 let tb = t.capture(thread);
-                t.store.add(block, size, tb);
+                t.table_add(block, size, tb, false);
             }
         })
     };
@@ -717,8 +787,8 @@ pub fn on_dead_object(block: usize) {
                     h.gen = 0;
                     block_headers::write(block, h);
                 }
-            } else {
-                t.store.remove(block);
+            } else if !sampler::sampling() || sampler::may_be_in_table(block) {
+                t.table_remove(block);
             }
         })
     };
@@ -736,7 +806,20 @@ pub fn traceback_limit() -> usize {
 
 /// Starts tracing with up to `nframe` frames per traceback; if already tracing, only the
 /// limit changes (as with tracemalloc).
-pub fn start(py: Python<'_>, nframe: usize) {
+/// Starts tracing, every allocation (`sample` 0) or sampled by bytes with mean rate `sample`.
+/// While tracing, the mode cannot change: a trace's weight follows from the rate in force.
+pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
+    if TRACING.load(Ordering::Relaxed) {
+        let now = sampler::rate().map_or(0, |r| r.bytes());
+        if now != sample {
+            let mode = |r: u64| if r == 0 { "exact".to_string() } else { format!("sampled (sample={r})") };
+            return Err(format!(
+                "heaptrail is already tracing in {} mode; stop() first to trace in {} mode",
+                mode(now),
+                mode(sample)
+            ));
+        }
+    }
     register_fork_handlers();
     frames::init();
     let _own = OwnWork::begin();
@@ -759,6 +842,13 @@ pub fn start(py: Python<'_>, nframe: usize) {
                 *slot = Some(t);
             }
         }
+        if !TRACING.load(Ordering::Relaxed) {
+            // Not tracing: the store is empty (stop() cleared it), so the rate may change.
+            sampler::set_rate(sample);
+            if let Some(t) = slot.as_mut() {
+                t.store.set_rate(sampler::rate());
+            }
+        }
     }
     if !TRACING.load(Ordering::Relaxed) {
         // SAFETY: GIL held, hooks not installed by us while not tracing.
@@ -768,6 +858,7 @@ pub fn start(py: Python<'_>, nframe: usize) {
         // from a free list (see csrc/free_list_bypass.c).
         frames::set_free_list_bypass(true);
     }
+    Ok(())
 }
 
 /// Which files are library code for the user-frame search of `Tracer::capture` (fnmatch
@@ -821,6 +912,9 @@ pub fn clear(py: Python<'_>) {
     }
     .unwrap_or_default();
     PENDING.lock().clear();
+    if sampler::sampling() {
+        sampler::forget_all();
+    }
     GENERATION.fetch_add(1, Ordering::Relaxed);
     // SAFETY: GIL held.
     unsafe { resolver().clear() };
@@ -1032,10 +1126,10 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
             let copied = match kind {
                 Kind::Totals => {
                     let mut totals = Vec::new();
-                    for (tb, &(bytes, blocks)) in t.store.totals().iter().enumerate() {
-                        if blocks > 0 {
+                    for (tb, &(bytes, units)) in t.store.totals().iter().enumerate() {
+                        if units > 0 {
                             use_tb(tb as TbId);
-                            totals.push((bytes, blocks));
+                            totals.push((bytes, heaptrail_core::sampling::blocks(units)));
                         }
                     }
                     Copied::Totals(totals)
@@ -1104,8 +1198,10 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
     // 3. Build the snapshot without the GIL: the application runs meanwhile.
     LAST_SNAPSHOT_PAUSE_NS.store(longest.as_nanos() as u64, Ordering::Relaxed);
     let limit = traceback_limit() as u32;
+    let rate = sampler::rate().map_or(0, |r| r.bytes());
     Some(py.detach(move || {
         let mut builder = SnapshotBuilder::new(limit);
+        builder.set_sample_rate(rate);
         let frame_ids: Vec<u32> = resolved
             .iter()
             .map(|(name, lineno)| {

@@ -1,11 +1,20 @@
 """The leak watcher's options, shared by `heaptrail run` and `heaptrail attach`: the same flags,
 defaults and range checks (Settings.check, the rules HEAPTRAIL_* variables follow too)."""
 
+import argparse
 import os
 from dataclasses import replace
 
-from .._settings import Settings
+from .. import _native
+from .._settings import Settings, parse_bytes
 from .errors import CliError
+
+
+def _bytes_option(text):
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_watch_options(parser, report_help, prometheus_help):
@@ -34,6 +43,14 @@ def add_watch_options(parser, report_help, prometheus_help):
                              "if installed as a package")
     parser.add_argument("--exclude", metavar="PATTERNS",
                         help="comma-separated fnmatch patterns of files never to blame")
+    default = _native.DEFAULT_SAMPLE_RATE
+    parser.add_argument("--sample", nargs="?", const=default, type=_bytes_option,
+                        metavar="BYTES",
+                        help=f"sampled mode, for production: trace one allocation per BYTES "
+                             f"allocated on average (default {default >> 10}K when given "
+                             "without a value; 512K, 1M, 65536 ...) and report unbiased "
+                             "estimates, at a fraction of exact tracing's cost; 0: exact "
+                             "(default, or HEAPTRAIL_SAMPLE)")
 
 
 def watch_settings(args, check_report=True):
@@ -46,7 +63,7 @@ def watch_settings(args, check_report=True):
             strict=True, interval=args.interval, nframe=args.nframe, top=args.top,
             report=args.report, prometheus=args.prometheus, include=args.include,
             exclude=args.exclude, report_max_bytes=args.report_max_bytes,
-            report_keep=args.report_keep)
+            report_keep=args.report_keep, sample=args.sample)
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
     if settings.report:

@@ -5,6 +5,7 @@
 //!   "schema": "heaptrail.snapshot/1",
 //!   "generator": "heaptrail 0.1.0",
 //!   "traceback_limit": 25,
+//!   "sample_rate": null,
 //!   "total_size": 1234567,
 //!   "total_count": 8910,
 //!   "stacks": [
@@ -16,6 +17,8 @@
 //! ```
 //!
 //! * sizes are bytes, counts are live memory blocks; all domains are summed together;
+//! * `sample_rate`: null for an exact snapshot; in sampled mode the mean bytes between sample
+//!   points, and every size and count is then an unbiased estimate, not an exact figure;
 //! * `stacks`: one per distinct traceback, largest `size` first (ties: first seen first);
 //! * `frames`: most recent call first (`frames[0]` is the allocating line), as tracemalloc
 //!   stores them; at most `traceback_limit` of them;
@@ -42,6 +45,7 @@ struct Document<'a> {
     schema: &'static str,
     generator: String,
     traceback_limit: u32,
+    sample_rate: Option<u64>,
     total_size: u64,
     total_count: u64,
     stacks: Vec<Stack<'a>>,
@@ -87,6 +91,7 @@ pub fn write(snapshot: &Snapshot, names: &FrameNames, out: &mut dyn Write) -> io
         schema: SCHEMA,
         generator: format!("heaptrail {}", env!("CARGO_PKG_VERSION")),
         traceback_limit: snapshot.traceback_limit,
+        sample_rate: snapshot.rate().map(|r| r.bytes()),
         total_size: stacks.iter().map(|s| s.size).sum(),
         total_count: stacks.iter().map(|s| s.count).sum(),
         stacks,

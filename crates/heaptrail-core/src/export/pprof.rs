@@ -6,7 +6,9 @@
 //!   `inuse_space/bytes`; `default_sample_type` is `inuse_space`. A snapshot holds live
 //!   blocks only, so the `alloc_*` values equal the `inuse_*` ones (the pair is there because
 //!   viewers look for it);
-//! * period type `space/bytes`, period 1: every traced byte is in the profile (no sampling);
+//! * period type `space/bytes`, period 1: every traced byte is in the profile; in sampled mode
+//!   the period is the sample rate (mean bytes between sample points, as Go's heap profiles
+//!   state theirs) and the values are already the unbiased estimates (a comment says so);
 //! * one sample per distinct traceback (all domains together), leaf first;
 //! * one location per distinct `filename:lineno`, with one line pointing at its function;
 //! * one function per Python function when the source was readable (name
@@ -167,6 +169,12 @@ pub fn build_profile(snapshot: &Snapshot, names: &FrameNames, options: &ExportOp
             snapshot.traceback_limit
         )));
     }
+    if let Some(rate) = snapshot.rate() {
+        comment.push(strings.id(&format!(
+            "sampled: one sample point every {} bytes on average; values are estimates",
+            rate.bytes()
+        )));
+    }
     Profile {
         sample_type,
         sample: samples,
@@ -177,7 +185,7 @@ pub fn build_profile(snapshot: &Snapshot, names: &FrameNames, options: &ExportOp
         time_nanos: options.time_nanos.unwrap_or(0),
         duration_nanos: 0,
         period_type,
-        period: 1,
+        period: snapshot.rate().map_or(1, |r| r.bytes().min(i64::MAX as u64) as i64),
         comment,
         default_sample_type,
     }

@@ -4,7 +4,7 @@
 
 use super::varint::{unzigzag, Cursor};
 use super::{
-    sniff, FileKind, FormatError, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_BODY_LEN,
+    sniff, FileKind, FormatError, FORMAT_VERSION, OLDEST_READABLE_VERSION, HEADER_LEN, MAGIC, MAX_BODY_LEN,
     MAX_DEFLATE_RATIO,
 };
 use crate::model::{Filename, Frame, Snapshot, Trace, Traceback, TOTAL_NFRAME_UNKNOWN};
@@ -14,6 +14,7 @@ use std::io::Read;
 
 /// The header fields the decoder needs after checking them.
 pub(crate) struct Header {
+    version: u16,
     body_crc: u32,
     compressed_crc: u32,
     body_len: u64,
@@ -59,7 +60,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
         .and_then(|v| <[u8; 2]>::try_from(v).ok())
         .ok_or_else(short)?;
     let version = u16::from_le_bytes(version);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(FormatError::UnsupportedVersion { found: version });
     }
     let h: &[u8; HEADER_LEN] = bytes.first_chunk().ok_or_else(short)?;
@@ -74,6 +75,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
         return Err(FormatError::UnsupportedFlags { flags });
     }
     let header = Header {
+        version,
         body_crc: u32::from_le_bytes(field(h, 12)),
         compressed_crc: u32::from_le_bytes(field(h, 32)),
         body_len: u64::from_le_bytes(field(h, 16)),
@@ -127,7 +129,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Snapshot, String), FormatError> {
         });
     }
     let body = inflate(compressed, &header)?;
-    parse_body(&body).map_err(corrupt)
+    parse_body(&body, header.version).map_err(corrupt)
 }
 
 fn inflate(compressed: &[u8], header: &Header) -> Result<Vec<u8>, FormatError> {
@@ -184,9 +186,11 @@ fn string(c: &mut Cursor<'_>) -> Result<String, &'static str> {
 
 /// Parses the inflated body. Reaching this point means the checksum matched, so an error here
 /// is a crafted file or a writer bug; messages name the table and entry.
-fn parse_body(body: &[u8]) -> Result<(Snapshot, String), String> {
+fn parse_body(body: &[u8], version: u16) -> Result<(Snapshot, String), String> {
     let c = &mut Cursor::new(body);
     let traceback_limit = at(c.u32(), || "traceback limit".into())?;
+    // Version 1 files are exact snapshots (no sampled mode then).
+    let sample_rate = if version >= 2 { at(c.u64(), || "sample rate".into())? } else { 0 };
     let metadata = at(string(c), || "metadata".into())?;
 
     // Minimum bytes per item: a filename is at least its length varint.
@@ -211,6 +215,7 @@ fn parse_body(body: &[u8]) -> Result<(Snapshot, String), String> {
         tracebacks,
         traces,
         traceback_limit,
+        sample_rate,
     };
     Ok((snapshot, metadata))
 }

@@ -86,6 +86,7 @@ fn encode_body(s: &Snapshot, metadata: &str) -> Vec<u8> {
     let o = &mut out;
 
     put_u64(o, s.traceback_limit.into());
+    put_u64(o, s.sample_rate);
     put_str(o, metadata);
 
     put_u64(o, s.filenames.len() as u64);

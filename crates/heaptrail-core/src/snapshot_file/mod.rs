@@ -4,14 +4,14 @@
 //! code. heaptrail never unpickles; it writes this format instead, and its decoder treats every
 //! byte as hostile: no panics, no allocation a file's size cannot justify, every id checked.
 //!
-//! # Layout (version 1)
+//! # Layout (version 2; version 1 lacks `sample_rate` and is read as an exact snapshot)
 //!
 //! A 40-byte header, all integers little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 8 | magic `HEAPTRL\0` |
-//! | 8  | 2 | format version (`1`) |
+//! | 8  | 2 | format version (`2`) |
 //! | 10 | 2 | flags (`0`; a reader rejects any bit it does not know) |
 //! | 12 | 4 | CRC-32 of the uncompressed body |
 //! | 16 | 8 | uncompressed body length |
@@ -32,6 +32,7 @@
 //!
 //! ```text
 //! traceback_limit
+//! sample_rate                   mean bytes between sample points; 0: exact (every block)
 //! metadata                      string (opaque; the Python side stores JSON)
 //! filenames   count F, F x string
 //! frames      count R, R x zz(filename id), R x zz(lineno)
@@ -57,8 +58,10 @@ use std::path::{Path, PathBuf};
 
 /// First 8 bytes of every heaptrail snapshot file.
 pub const MAGIC: &[u8; 8] = b"HEAPTRL\0";
-/// The format version this code writes, and the only one it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this code writes, and the newest it reads.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// Size of the fixed header that precedes the compressed body.
 pub const HEADER_LEN: usize = 40;
 /// Largest uncompressed body the decoder accepts, whatever the header says (4 GiB).
@@ -128,8 +131,8 @@ impl fmt::Display for FormatError {
             ),
             Self::UnsupportedVersion { found } => write!(
                 f,
-                "unsupported snapshot format version {found} (this heaptrail reads version \
-                 {FORMAT_VERSION})"
+                "unsupported snapshot format version {found} (this heaptrail reads versions \
+                 {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})"
             ),
             Self::UnsupportedFlags { flags } => write!(
                 f,
