@@ -16,25 +16,19 @@ struct Mapping {
 
 fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
     let text = fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            // start-end perms offset dev inode path
-            let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
-            let path = fields.nth(2)?;
-            if !path.starts_with('/') {
-                return None;
-            }
-            let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
-            Some(Mapping {
-                start,
-                offset,
-                path: path.to_string(),
-            })
-        })
-        .collect())
+    Ok(text.lines().filter_map(parse_mapping).collect())
+}
+
+/// `start-end perms offset dev inode path` -> the mapping of a file, None for anonymous ones.
+/// The path is the rest of the line (it may contain spaces).
+fn parse_mapping(line: &str) -> Option<Mapping> {
+    let mut fields = line.split_whitespace();
+    let start = u64::from_str_radix(fields.next()?.split('-').next()?, 16).ok()?;
+    let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
+    let path = &line[line.find(" /")? + 1..];
+    // A file replaced on disk since it was mapped (an upgrade): try the path it had.
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    Some(Mapping { start, offset, path: path.to_string() })
 }
 
 /// Exported symbols looked up in the target's executable and in the few libraries that can
@@ -105,4 +99,21 @@ fn load_bias(file: &object::File<'_>, maps: &[Mapping], path: &str) -> Option<u6
         .map(|m| m.start)
         .min()?;
     Some(mapped.wrapping_sub(first.address() & PAGE_MASK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let m = parse_mapping(
+            "7f1c2a000000-7f1c2a028000 r--p 00001000 08:01 1234   /usr/lib/my lib/libc.so.6",
+        )
+        .unwrap();
+        assert_eq!((m.start, m.offset), (0x7f1c_2a00_0000, 0x1000));
+        assert_eq!(m.path, "/usr/lib/my lib/libc.so.6");
+        assert!(parse_mapping("7ffd1000-7ffd2000 rw-p 00000000 00:00 0   [stack]").is_none());
+        assert!(parse_mapping("55d0c000-55d0d000 rw-p 00000000 00:00 0").is_none());
+    }
 }
