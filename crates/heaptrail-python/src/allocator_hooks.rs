@@ -130,17 +130,22 @@ fn headered_size(size: usize) -> Option<usize> {
 #[inline]
 fn obj_alloc(size: usize, get: impl Fn(usize) -> *mut c_void) -> *mut c_void {
     match tracer::block_plan(size) {
-        // Not sampled. The RAW blocks pymalloc takes for it (big blocks) are part of it: the
+        // Not sampled. The RAW blocks pymalloc takes for a big one are part of it: the
         // sampler must not get a second chance at them.
-        tracer::BlockPlan::Skip => below(|| get(size)),
+        tracer::BlockPlan::Skip { nest: false } => get(size),
+        tracer::BlockPlan::Skip { nest: true } => below(|| get(size)),
         tracer::BlockPlan::Header(plan) => match headered_size(size) {
             Some(total) => headered(below(|| get(total)), size, plan),
             None => ptr::null_mut(),
         },
-        tracer::BlockPlan::Table { nest } => {
+        tracer::BlockPlan::Table { nest, sampled } => {
             let p = if nest { below(|| get(size)) } else { get(size) };
             if !p.is_null() {
-                tracer::on_alloc(p as usize, size);
+                if sampled {
+                    tracer::on_sampled_alloc(p as usize, size);
+                } else {
+                    tracer::on_alloc(p as usize, size);
+                }
             }
             p
         }
@@ -228,7 +233,10 @@ extern "C" fn obj_free(ctx: *mut c_void, p: *mut c_void) {
         tracer::forget_headered(header);
         free(a.ctx, (q - HEADER) as *mut c_void);
     } else {
-        tracer::on_free(q);
+        // Sampled mode: a block never sampled (almost all) is given back at once.
+        if !crate::sampler::sampling() || crate::sampler::may_be_in_table(q) {
+            tracer::on_free(q);
+        }
         free(a.ctx, p)
     }
 }

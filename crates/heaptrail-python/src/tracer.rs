@@ -578,23 +578,59 @@ pub fn header_plan() -> Option<HeaderPlan> {
 pub enum BlockPlan {
     /// Traced, in a header (see [`header_plan`]).
     Header(HeaderPlan),
-    /// Traced in the table if at all: [`on_alloc`] decides (headers off, no GIL, own work).
+    /// Traced in the table if at all (headers off, no GIL, own work): [`on_alloc`] decides,
+    /// or, when `sampled`, the sampler has already drawn it ([`on_sampled_alloc`]).
     /// `nest`: the RAW blocks the allocator below takes for it must not be decided on again
     /// (sampled mode, with the GIL: see `allocator_hooks::below`).
-    Table { nest: bool },
-    /// Not sampled: handed out as it comes, no header, no trace.
-    Skip,
+    Table { nest: bool, sampled: bool },
+    /// Not sampled: handed out as it comes, no header, no trace; `nest` as for `Table`.
+    Skip { nest: bool },
 }
+
+/// pymalloc serves requests up to this many bytes from its own pools, never through the RAW
+/// domain (3.8+): such a block needs no guard against nested RAW allocations.
+const SMALL_REQUEST: usize = 512;
 
 #[inline]
 pub fn block_plan(size: usize) -> BlockPlan {
+    if !sampler::sampling() {
+        return match header_plan() {
+            Some(plan) => BlockPlan::Header(plan),
+            None => BlockPlan::Table { nest: false, sampled: false },
+        };
+    }
+    if hooks_off() {
+        return BlockPlan::Table { nest: false, sampled: false }; // on_alloc returns at once
+    }
+    // Sampled mode's common case, kept to one thread-local subtraction: a small block that
+    // holds no sample point (no thread lookup, no nesting guard).
+    let small = size <= SMALL_REQUEST;
+    if small && !sampler::take(size) {
+        return BlockPlan::Skip { nest: false };
+    }
+    // Drawn already if small; a bigger one is decided here, once, its RAW blocks guarded.
     match header_plan() {
-        Some(_) if sampler::sampling() && !sampler::take(size) => BlockPlan::Skip,
-        Some(plan) => BlockPlan::Header(plan),
+        Some(plan) if small || sampler::take(size) => BlockPlan::Header(plan),
+        Some(_) => BlockPlan::Skip { nest: true },
         None => BlockPlan::Table {
-            nest: sampler::sampling() && frames::current_thread().holds_gil,
+            nest: frames::current_thread().holds_gil,
+            sampled: small,
         },
     }
+}
+
+/// A MEM/OBJ block the sampler has drawn, traced in the table (see [`BlockPlan::Table`]).
+pub fn on_sampled_alloc(addr: usize, size: usize) {
+    if hooks_off() {
+        return;
+    }
+    #[cfg(Py_3_13)]
+    frames::swap_last_alloc(addr);
+    let thread = frames::current_thread();
+    if thread.busy || (thread.holds_gil && NESTED.load(Ordering::Relaxed)) {
+        return;
+    }
+    record_alloc(thread, addr, size);
 }
 
 /// The plan for a headered block reallocated to `size` bytes: a new trace (sampled afresh in
@@ -716,6 +752,10 @@ pub fn on_new_object(block: usize, size: usize) {
     // table), was freed, and another thread's object was allocated at that address and then
     // parked in a free list. So a headered block is skipped only if it holds a live trace.
     let just_allocated = frames::swap_last_alloc(0) == block;
+    if sampler::sampling() && !block_headers::is_marked(block) && !sampler::may_be_in_table(block)
+    {
+        return; // never sampled: nothing to re-stamp (the common case, kept cheap)
+    }
     let thread = frames::current_thread();
     if !thread.holds_gil {
         return;
@@ -774,7 +814,12 @@ pub fn on_new_object(block: usize, size: usize) {
 /// ([`on_new_object`]: from its header, or with the size the C shim computes).
 #[allow(dead_code)] // only called on 3.13+
 pub fn on_dead_object(block: usize) {
-    if hooks_off() || !frames::current_thread().holds_gil {
+    if hooks_off()
+        || (sampler::sampling()
+            && !block_headers::is_marked(block)
+            && !sampler::may_be_in_table(block))
+        || !frames::current_thread().holds_gil
+    {
         return;
     }
     // SAFETY: GIL held; the closure stays in Rust.
@@ -855,7 +900,8 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
         unsafe { allocator_hooks::install(!stdlib_tracing) };
         TRACING.store(true, Ordering::Relaxed);
         // 3.11/3.12: every dict, list and tuple created from now on is allocated, not popped
-        // from a free list (see csrc/free_list_bypass.c).
+        // from a free list (see csrc/free_list_bypass.c). Also in sampled mode: a reused block
+        // would keep the line of its first allocation.
         frames::set_free_list_bypass(true);
     }
     Ok(())
