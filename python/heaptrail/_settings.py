@@ -6,7 +6,6 @@ import os
 import re
 from dataclasses import dataclass, fields, replace
 
-from . import _native
 
 PREFIX = "HEAPTRAIL_"
 _UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
