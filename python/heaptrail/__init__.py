@@ -31,6 +31,7 @@ from ._native import (
     stop,
 )
 from ._snapshot import Snapshot, SnapshotFileError, _Traces
+from ._settings import sample_bytes
 from ._stdlib import load_tracemalloc_dump
 from ._watcher import Watcher, watch
 
@@ -48,21 +49,6 @@ __all__ = [
 DEFAULT_SAMPLE_RATE = _native.DEFAULT_SAMPLE_RATE
 
 
-def _sample_rate(sample):
-    """`sample` as the engine takes it: 0 (exact) or the mean bytes between sample points."""
-    if sample is None or sample is False:
-        return 0
-    if sample is True:
-        return DEFAULT_SAMPLE_RATE
-    if not isinstance(sample, int):
-        raise TypeError(f"sample must be None, True or a number of bytes, not "
-                        f"{type(sample).__name__}")
-    if sample < 0 or sample >= 2**62:
-        raise ValueError(f"sample must be a positive number of bytes (or 0 for exact), "
-                         f"not {sample}")
-    return sample
-
-
 def start(nframe=1, *, sample=None):
     """Start tracing Python memory allocations, keeping up to ``nframe`` frames per
     traceback (as tracemalloc.start).
@@ -73,7 +59,7 @@ def start(nframe=1, *, sample=None):
     for the blocks and bytes it represents, so sizes and counts (get_traced_memory,
     snapshots, statistics, the watcher) are unbiased estimates at a fraction of the cost.
     The mode cannot change while tracing: stop() first (RuntimeError otherwise)."""
-    _native.start(nframe, _sample_rate(sample))
+    _native.start(nframe, sample_bytes(sample) or 0)
 
 __version__ = "0.1.0"
 _heaptrail_ = True  # lets heaptrail tell itself apart from the stdlib module it can stand in for

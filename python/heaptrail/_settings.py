@@ -6,10 +6,27 @@ import os
 import re
 from dataclasses import dataclass, fields, replace
 
+from . import _native
 
 PREFIX = "HEAPTRAIL_"
 _UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "b": 1}
+
+
+def sample_bytes(sample):
+    """The `sample=` argument of start() and watch() as bytes: True -> the default rate,
+    False -> 0 (exact), a number of bytes as is, None stays None (each caller's default)."""
+    if sample is None:
+        return None
+    if isinstance(sample, bool):
+        return _native.DEFAULT_SAMPLE_RATE if sample else 0
+    if not isinstance(sample, int):
+        raise TypeError(f"sample must be None, True or a number of bytes, not "
+                        f"{type(sample).__name__}")
+    if not 0 <= sample < 2**62:
+        raise ValueError(f"sample must be a positive number of bytes (or 0 for exact), "
+                         f"not {sample}")
+    return sample
 
 
 def parse_bytes(text):

@@ -18,7 +18,7 @@ from collections import deque
 
 from . import _native
 from ._process_memory import rss_bytes
-from ._settings import Settings
+from ._settings import Settings, sample_bytes
 from ._sinks import CallbackSink, JsonLinesSink, LoggingSink
 from ._leaks import LeakAnalyser
 
@@ -264,12 +264,9 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     leak_p, suspect_p, min_growth_bytes, min_rate, fixed_after).
     """
     as_text = lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    if sample is True:
-        sample = _native.DEFAULT_SAMPLE_RATE
-    elif sample is False:
-        sample = 0
     settings = Settings.from_environment(
         interval=interval, nframe=nframe, report=report, prometheus=prometheus,
         include=as_text(include), exclude=as_text(exclude), top=top,
-        report_max_bytes=report_max_bytes, report_keep=report_keep, sample=sample)
+        report_max_bytes=report_max_bytes, report_keep=report_keep,
+        sample=sample_bytes(sample))
     return Watcher(settings, callback=callback, detector_options=detector_options).start()

@@ -87,22 +87,15 @@ impl Snapshot {
     /// bytes and blocks (in `sampling::BLOCK` units) it stands for.
     #[inline]
     pub fn weight(&self, t: &Trace) -> Weight {
-        match self.rate() {
-            None => Weight::exact(t.size),
-            Some(rate) => rate.weight(t.size),
-        }
+        Weight::of(t.size, self.rate())
     }
 
     /// `(bytes, blocks)` per traceback id: what every grouping starts from (estimates in a
     /// sampled snapshot, rounded per traceback).
     pub fn per_traceback(&self) -> Vec<(u64, u64)> {
         let mut acc = vec![(0u64, 0u64); self.tracebacks.len()];
-        let rate = self.rate();
         for t in &self.traces {
-            let w = match rate {
-                None => Weight::exact(t.size),
-                Some(rate) => rate.weight(t.size),
-            };
+            let w = self.weight(t);
             let e = &mut acc[t.traceback as usize];
             e.0 += w.bytes;
             e.1 += w.blocks;
@@ -115,10 +108,7 @@ impl Snapshot {
 
     /// Total size of all traces (an estimate in a sampled snapshot).
     pub fn total_size(&self) -> u64 {
-        match self.rate() {
-            None => self.traces.iter().map(|t| t.size).sum(),
-            Some(_) => self.traces.iter().map(|t| self.weight(t).bytes).sum(),
-        }
+        self.traces.iter().map(|t| self.weight(t).bytes).sum()
     }
 
     /// Checks that every id points inside its table. Snapshots built with [`SnapshotBuilder`]

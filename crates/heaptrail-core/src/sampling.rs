@@ -38,6 +38,16 @@ impl Weight {
     pub fn exact(size: u64) -> Weight {
         Weight { bytes: size, blocks: BLOCK }
     }
+
+    /// What a traced block of `size` bytes counts for: itself in exact mode (`rate` None),
+    /// what it stands for when sampled at `rate`.
+    #[inline]
+    pub fn of(size: u64, rate: Option<SampleRate>) -> Weight {
+        match rate {
+            None => Weight::exact(size),
+            Some(rate) => rate.weight(size),
+        }
+    }
 }
 
 impl SampleRate {

@@ -233,10 +233,7 @@ extern "C" fn obj_free(ctx: *mut c_void, p: *mut c_void) {
         tracer::forget_headered(header);
         free(a.ctx, (q - HEADER) as *mut c_void);
     } else {
-        // Sampled mode: a block never sampled (almost all) is given back at once.
-        if !crate::sampler::sampling() || crate::sampler::may_be_in_table(q) {
-            tracer::on_free(q);
-        }
+        tracer::on_free(q);
         free(a.ctx, p)
     }
 }

@@ -73,10 +73,7 @@ impl TraceStore {
     /// What a trace of `size` bytes counts for.
     #[inline]
     fn weight(&self, size: u64) -> Weight {
-        match self.rate {
-            None => Weight::exact(size),
-            Some(rate) => rate.weight(size),
-        }
+        Weight::of(size, self.rate)
     }
 
     #[inline]

@@ -515,6 +515,18 @@ pub fn set_thread_ignored(ignored: bool) -> bool {
 // ---- called by the allocator hooks -------------------------------------------------------
 
 pub fn on_alloc(addr: usize, size: usize) {
+    allocated(addr, size, true);
+}
+
+/// A MEM/OBJ block the sampler has drawn already, traced in the table (see
+/// [`BlockPlan::Table`]).
+pub fn on_sampled_alloc(addr: usize, size: usize) {
+    allocated(addr, size, false);
+}
+
+/// A new block at `addr`; `draw`: in sampled mode the sampler decides whether it is traced.
+#[inline]
+fn allocated(addr: usize, size: usize, draw: bool) {
     if hooks_off() {
         return;
     }
@@ -527,7 +539,7 @@ pub fn on_alloc(addr: usize, size: usize) {
         // allocation of its own, not even one for the sampler to count.
         return;
     }
-    if sampler::sampling() && !sampler::take(size) {
+    if draw && sampler::sampling() && !sampler::take(size) {
         return;
     }
     record_alloc(thread, addr, size);
@@ -619,20 +631,6 @@ pub fn block_plan(size: usize) -> BlockPlan {
     }
 }
 
-/// A MEM/OBJ block the sampler has drawn, traced in the table (see [`BlockPlan::Table`]).
-pub fn on_sampled_alloc(addr: usize, size: usize) {
-    if hooks_off() {
-        return;
-    }
-    #[cfg(Py_3_13)]
-    frames::swap_last_alloc(addr);
-    let thread = frames::current_thread();
-    if thread.busy || (thread.holds_gil && NESTED.load(Ordering::Relaxed)) {
-        return;
-    }
-    record_alloc(thread, addr, size);
-}
-
 /// The plan for a headered block reallocated to `size` bytes: a new trace (sampled afresh in
 /// sampled mode: a reallocation is a new allocation) or an untraced header.
 #[inline]
@@ -718,6 +716,7 @@ pub fn on_realloc(old: usize, new: usize, size: usize) {
 }
 
 /// Called *before* the block is released (see the module comment).
+#[inline]
 pub fn on_free(addr: usize) {
     // Frees are honoured even on ignored threads: a freed block must never stay listed.
     if hooks_off() {
@@ -770,7 +769,7 @@ pub fn on_new_object(block: usize, size: usize) {
                 let live = h.gen == t.gen;
                 // Sampled mode re-stamps only sampled blocks: tracing another would count a
                 // block that was not drawn.
-                if (just_allocated && live) || (own_work && !live) || (sampled && !live) {
+                if (just_allocated && live) || (!live && (own_work || sampled)) {
                     return;
                 }
                 if live {
@@ -788,8 +787,9 @@ pub fn on_new_object(block: usize, size: usize) {
                     t.store.count_in(h.size, h.tb);
                 }
                 block_headers::write(block, h);
-            } else if just_allocated || (sampled && !sampler::may_be_in_table(block)) {
-                // Stamped by the allocation (or deliberately left untraced, or not sampled).
+            } else if just_allocated {
+                // Stamped by the allocation (or deliberately left untraced). (A block sampled
+                // mode never drew returned above, before the thread lookup.)
             } else if t.store.get(block).is_some() {
                 if own_work {
                     // heaptrail's own object now lives there: like its allocations, untraced.
@@ -832,7 +832,7 @@ pub fn on_dead_object(block: usize) {
                     h.gen = 0;
                     block_headers::write(block, h);
                 }
-            } else if !sampler::sampling() || sampler::may_be_in_table(block) {
+            } else {
                 t.table_remove(block);
             }
         })
@@ -849,10 +849,10 @@ pub fn traceback_limit() -> usize {
     NFRAME.load(Ordering::Relaxed)
 }
 
-/// Starts tracing with up to `nframe` frames per traceback; if already tracing, only the
-/// limit changes (as with tracemalloc).
-/// Starts tracing, every allocation (`sample` 0) or sampled by bytes with mean rate `sample`.
-/// While tracing, the mode cannot change: a trace's weight follows from the rate in force.
+/// Starts tracing with up to `nframe` frames per traceback, every allocation (`sample` 0) or
+/// sampled by bytes at mean rate `sample`; if already tracing, only the limit changes (as with
+/// tracemalloc). The mode cannot change while tracing: a trace's weight follows from the rate
+/// in force.
 pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
     if TRACING.load(Ordering::Relaxed) {
         let now = sampler::rate().map_or(0, |r| r.bytes());

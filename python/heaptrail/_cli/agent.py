@@ -2,8 +2,8 @@
 
 The CLI does not import this module into the target: it sends this file's source, followed by a
 call ``_agent_main(REQUEST)`` where REQUEST is a dict literal of str/int/float/bool/None values,
-and the target runs it from a pending call (queued with ptrace) or ``sys.remote_exec`` (3.14+), always in a fresh
-namespace. So this file must stand alone: the standard library, plus heaptrail's public API
+and the target runs it from a pending call (queued with ptrace) or ``sys.remote_exec`` (3.14+),
+always in a fresh namespace. So this file must stand alone: the standard library, plus heaptrail's public API
 (``watch``, ``take_snapshot``, ``is_tracing``) once imported in the target, which may have a
 heaptrail of its own, of another version.
 

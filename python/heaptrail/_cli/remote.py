@@ -4,8 +4,8 @@ attach`, `detach` and `snapshot`.
 How: for Python 3.11 to 3.13, heaptrail's native ``_queue_pending_call`` (Rust,
 ``remote_call/``) stops the target's main thread for a moment with ptrace and queues a pending
 call that runs the agent's code (the module says why that is a safe point); on Python 3.14+
-``sys.remote_exec`` does the same. The agent answers through JSON files in a fresh directory made for one request. The
-directory is made through /proc/PID/root, so it is the target's own /tmp even when the target
+``sys.remote_exec`` does the same. The agent answers through JSON files in a fresh directory
+made for one request. The directory is made through /proc/PID/root, so it is the target's own /tmp even when the target
 runs in a container or with a private /tmp, and it belongs to the target's user (chown'ed when
 heaptrail runs as root) so the target can write there.
 
@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from .. import _native
 from . import agent
 from .errors import CliError
 
@@ -248,7 +249,6 @@ def python_version_from_maps(target):
 def queue_pending_call(target, code, timeout):
     """Queue `code` (or, without it, only read the version) in the target: the answer of
     ``_native._queue_pending_call`` (a dict), or CliError when it cannot be done here."""
-    from heaptrail import _native
     queue = getattr(_native, "_queue_pending_call", None)
     if queue is None:
         raise CliError(f"heaptrail attach reaches Python 3.11 to 3.13 on x86-64 Linux only (this "

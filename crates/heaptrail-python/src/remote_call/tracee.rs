@@ -312,24 +312,13 @@ impl Tracee {
 
     fn extended_state(&self) -> Result<Vec<u8>, Error> {
         let mut buffer = vec![0u8; XSTATE_CAPACITY];
-        let mut iov = libc::iovec {
-            iov_base: buffer.as_mut_ptr().cast(),
-            iov_len: buffer.len(),
-        };
-        // SAFETY: the kernel writes at most iov_len bytes to iov_base (our buffer) and sets
-        // iov_len to the size of the area it wrote.
-        let done = unsafe {
-            ptrace(
-                libc::PTRACE_GETREGSET,
-                self.tid,
-                NT_X86_XSTATE,
-                &mut iov as *mut _ as usize,
-            )
-        };
-        if done != 0 {
-            return Err(Error::os("reading the extended register state"));
-        }
-        buffer.truncate(iov.iov_len);
+        let len = xstate_regset(
+            self.tid,
+            libc::PTRACE_GETREGSET,
+            &mut buffer,
+            "reading the extended register state",
+        )?;
+        buffer.truncate(len);
         Ok(buffer)
     }
 
@@ -337,30 +326,42 @@ impl Tracee {
     /// interrupted system call restarts), then the whole XSAVE area, exactly the size the
     /// kernel gave.
     fn restore(&mut self) -> Result<(), Error> {
-        let Some(saved) = self.saved.as_mut() else {
+        let Some(regs) = self.saved.as_ref().map(|saved| saved.regs) else {
             return Ok(());
         };
-        let regs = saved.regs;
-        let mut iov = libc::iovec {
-            iov_base: saved.xstate.as_mut_ptr().cast(),
-            iov_len: saved.xstate.len(),
-        };
         let general = self.set_registers(&regs);
-        // SAFETY: the kernel reads iov_len bytes from our saved area.
-        let done = unsafe {
-            ptrace(
+        let tid = self.tid;
+        if let Some(saved) = self.saved.as_mut() {
+            xstate_regset(
+                tid,
                 libc::PTRACE_SETREGSET,
-                self.tid,
-                NT_X86_XSTATE,
-                &mut iov as *mut _ as usize,
-            )
-        };
-        general?;
-        if done != 0 {
-            return Err(Error::os("writing the extended register state back"));
+                &mut saved.xstate,
+                "writing the extended register state back",
+            )?;
         }
-        Ok(())
+        general
     }
+}
+
+/// Reads (GETREGSET) or writes (SETREGSET) thread `tid`'s XSAVE area from or to `buffer`:
+/// the bytes the kernel read or wrote; `what` names the step in an error.
+fn xstate_regset(
+    tid: pid_t,
+    request: c_uint,
+    buffer: &mut [u8],
+    what: &str,
+) -> Result<usize, Error> {
+    let mut iov = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    // SAFETY: the kernel reads or writes at most iov_len bytes at iov_base (`buffer`, borrowed
+    // for the call) and sets iov_len to how many it used.
+    let done = unsafe { ptrace(request, tid, NT_X86_XSTATE, &mut iov as *mut _ as usize) };
+    if done != 0 {
+        return Err(Error::os(what));
+    }
+    Ok(iov.iov_len)
 }
 
 impl Drop for Tracee {
