@@ -318,6 +318,32 @@ def test_local_variable_of_a_running_frame(tmp_path):
     assert h["type"] == "builtins.dict" and h["len"] == 5000 and h["role"] == "element"
 
 
+def test_a_module_holder_wins_over_the_running_call_that_uses_it(tmp_path):
+    # The heap is copied while the main thread runs a method of the leaking registry (as a
+    # signal's `send` runs with `self` bound to the module's signal): the holder is the module
+    # attribute, which outlives the call, not the call's `self`.
+    (r,) = analyse(tmp_path, '''
+        class Registry:
+            def __init__(self):
+                self.entries = []
+
+            def add(self, i):
+                self.entries.append(bytearray(64))  # LEAK
+
+            def notify(self):
+                for entry in self.entries:
+                    pass
+                report()
+
+        _registry = Registry()
+        for i in range(5000):
+            _registry.add(i)
+            _churn(i)
+        _registry.notify()
+    ''')
+    assert steps(r) == [("module", "__main__"), ("attr", "_registry"), ("attr", "entries")], r
+
+
 def test_storage_role_for_the_line_that_inserts(tmp_path):
     # Keys and values come from elsewhere: the only blocks of the line are the index's table.
     (r,) = analyse(tmp_path, '''

@@ -376,8 +376,9 @@ const THREAD: u8 = 2;
 const SKIP: u8 = 3;
 
 /// The BFS tree. Node `i`'s parent has a smaller index (BFS discovers parents first), and
-/// indices grow with depth within each of the two walks (from the other roots, then from
-/// heaptrail's own modules; a node of one never has a parent or child in the other).
+/// indices grow with depth within each of the three walks (from the modules and
+/// `gc.garbage`, then from the threads' frames, then from heaptrail's own modules; a node of
+/// one never has a parent or child in a later one).
 struct Graph {
     ids: Vec<usize>,
     parent: Vec<u32>,
@@ -481,12 +482,18 @@ impl Graph {
         if g.add(garbage as usize, NONE, OBJECT) {
             g.garbage_root = g.ids.len() as u32 - 1;
         }
+        // Durable roots first: a running function's local variables are roots only for what
+        // no module reaches. A leak outlives the call that happens to be running at the fork
+        // (a `Signal.send` whose `self` is the module's leaking signal, say), so a path
+        // through that call's frame would name a holder that is gone a moment later, and
+        // which one is named would depend on where the thread was stopped.
+        let head = g.walk_from(0);
         let mut t = ffi::PyInterpreterState_ThreadHead(ffi::PyInterpreterState_Main());
         while !t.is_null() {
             g.add(t as usize, NONE, THREAD);
             t = ffi::PyThreadState_Next(t);
         }
-        let head = g.walk_from(0);
+        let head = g.walk_from(head);
         for (name, module) in own_modules {
             if g.add(module as usize, NONE, OBJECT) {
                 g.module_names.insert(g.ids.len() as u32 - 1, name);
