@@ -230,10 +230,11 @@ def test_block_headers_outlive_stop_and_clear():
     while tracing must still be freed correctly (header and all) after clear_traces() and
     after stop(), whatever is traced meanwhile, and the counters must stay exact."""
     heaptrail.start()
-    in_use, _ = heaptrail._native._block_headers()
+    in_use, _, _ = heaptrail._native._block_headers()
     assert in_use
     data = allocate_here(2000)
-    assert heaptrail._native._block_headers()[1] >= 2000
+    _, marked, counted = heaptrail._native._block_headers()
+    assert marked >= 2000 and counted == marked
     heaptrail.clear_traces()
     del data  # headered blocks of a cleared generation: freed, not counted
     gc.collect()
@@ -243,7 +244,8 @@ def test_block_headers_outlive_stop_and_clear():
     assert traced >= 1000 * 100
     heaptrail.stop()
     # The hooks stay (silent) while headered blocks are allocated: only they can free them.
-    assert heaptrail._native._block_headers()[1] >= 1000
+    _, marked, counted = heaptrail._native._block_headers()
+    assert marked >= 1000 and counted == marked
     grown = [bytearray(100) for _ in range(10)]
     del more
     gc.collect()
@@ -257,6 +259,8 @@ def test_block_headers_outlive_stop_and_clear():
     del grown, again
     gc.collect()
     assert heaptrail.get_traced_memory()[0] < 50_000
+    _, marked, counted = heaptrail._native._block_headers()
+    assert counted == marked
 
 
 def test_a_zero_size_headered_block_does_not_alias_the_next_block():

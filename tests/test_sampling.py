@@ -218,6 +218,37 @@ def test_start_stop_and_switching_modes():
     assert not heaptrail.is_tracing()
 
 
+def test_blocks_of_an_exact_session_are_freed_right_in_sampled_mode():
+    # Exact mode puts a header in front of each block; sampled mode never does, and its fast
+    # path frees without looking for one only while no headered block is left. Blocks from
+    # an exact session, freed and resized under sampled mode, must go back whole (a wrong
+    # pointer handed to the allocator corrupts the heap: run in a process of its own).
+    code = """if True:
+        import gc, heaptrail
+        heaptrail.start(1)
+        kept = [[i] * 40 for i in range(20000)] + [bytearray(600) for _ in range(2000)]
+        heaptrail.stop()
+        _, marked, counted = heaptrail._native._block_headers()
+        assert marked >= 20000 and counted == marked, (marked, counted)
+        heaptrail.start(1, sample=4096)
+        for i, block in enumerate(kept):
+            if i % 3 == 0:
+                block.extend(b"x" * 100 if isinstance(block, bytearray) else [i] * 30)
+        del kept
+        gc.collect()
+        churn = [[j] * 40 for j in range(20000)]
+        del churn
+        _, marked, counted = heaptrail._native._block_headers()
+        assert counted == marked, (marked, counted)
+        assert marked < 500, marked
+        heaptrail.stop()
+        print("OK")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-3000:]
+
+
 def test_a_sampled_snapshot_says_so_through_files_and_exports(tmp_path):
     heaptrail.start(5, sample=R)
     kept = _workload()

@@ -1,5 +1,6 @@
 //! Compiles the C shims (`csrc/cpython_frames.c`: frame capture; `csrc/free_list_bypass.c`;
-//! `csrc/cpython_internals.c`: container storage for the holder analysis) against the headers
+//! `csrc/sampled_fast_path.c`: sampled mode's allocator fast path; `csrc/cpython_internals.c`:
+//! container storage for the holder analysis) against the headers
 //! of the interpreter this extension is built for: they read that exact version's private
 //! struct layouts.
 
@@ -29,6 +30,7 @@ fn main() {
     cc::Build::new()
         .file("csrc/cpython_frames.c")
         .file("csrc/free_list_bypass.c")
+        .file("csrc/sampled_fast_path.c")
         .include(include)
         .opt_level(3)
         .warnings(true)
@@ -42,6 +44,8 @@ fn main() {
         .compile("heaptrail_cpython_internals");
     println!("cargo:rerun-if-changed=csrc/cpython_frames.c");
     println!("cargo:rerun-if-changed=csrc/free_list_bypass.c");
+    println!("cargo:rerun-if-changed=csrc/sampled_fast_path.c");
+    println!("cargo:rerun-if-changed=csrc/sampled_fast_path.h");
     println!("cargo:rerun-if-changed=csrc/cpython_internals.c");
     println!("cargo:rerun-if-changed=csrc/cpython_frame_access.h");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");

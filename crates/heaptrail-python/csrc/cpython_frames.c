@@ -25,6 +25,8 @@
 
 #include <stdint.h>
 
+#include "sampled_fast_path.h"
+
 #if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
 #error "heaptrail reads interpreter frames of CPython 3.11, 3.12 and 3.13 only"
 #endif
@@ -55,9 +57,6 @@ ht_init(void)
 #define HT_TLS __thread __attribute__((tls_model("initial-exec")))
 static HT_TLS int ht_busy;                /* doing heaptrail's own work: do not trace */
 static HT_TLS uintptr_t ht_last_alloc;    /* block allocated last (3.13 re-stamping) */
-/* Sampled mode: bytes left until this thread's next sample point (sampler.rs). A thread
- * starts far below zero: "no gap drawn yet". */
-static HT_TLS int64_t ht_sample_left = INT64_MIN / 2;
 #if PY_VERSION_HEX < 0x030C0000
 static HT_TLS unsigned long ht_thread_ident; /* PyThread_get_thread_ident(), cached */
 #endif
@@ -68,20 +67,6 @@ ht_set_busy(int busy)
     int old = ht_busy;
     ht_busy = busy;
     return old;
-}
-
-/* Counts `size` bytes allocated by this thread; returns the bytes left until its next sample
- * point (> 0: this allocation is not sampled). */
-int64_t
-ht_sample_sub(int64_t size)
-{
-    return ht_sample_left -= size;
-}
-
-void
-ht_sample_set(int64_t left)
-{
-    ht_sample_left = left;
 }
 
 uintptr_t
@@ -325,13 +310,20 @@ ht_ref_tracer(PyObject *obj, PyRefTracerEvent event, void *data)
     (void)data;
     if (event == PyRefTracer_CREATE && ht_on_new_object != NULL) {
         uintptr_t block = ht_object_block_address(obj);
-        ht_on_new_object(block, ht_free_list_object_size(obj, block));
+        if (ht_certainly_unsampled(block)) {
+            /* Sampled mode's common case: nothing to re-stamp. The thread's last allocation
+               is forgotten, as the Rust side does before it looks (see on_new_object). */
+            ht_last_alloc = 0;
+        }
+        else {
+            ht_on_new_object(block, ht_free_list_object_size(obj, block));
+        }
     }
     else if (event == PyRefTracer_DESTROY && ht_on_dead_object != NULL) {
         /* Told before the deallocator runs, which may park the block in a free list
            instead of freeing it: a parked object is dead and must not count as live. */
         uintptr_t block = ht_object_block_address(obj);
-        if (ht_free_list_object_size(obj, block) != 0) {
+        if (!ht_certainly_unsampled(block) && ht_free_list_object_size(obj, block) != 0) {
             ht_on_dead_object(block);
         }
     }

@@ -1,5 +1,9 @@
 //! The PyMem allocator hooks: installed on the RAW, MEM and OBJ domains, each chained to the
 //! allocator it replaced, reporting every allocation and free to the tracer.
+//!
+//! In sampled mode the MEM and OBJ hooks and the RAW free hook installed are the C shim's
+//! (`csrc/sampled_fast_path.c`): they pass the unsampled majority straight through and call
+//! the hooks of this file (exported as `ht_*_slow`) for everything else.
 
 use crate::block_headers::{self, HEADER};
 use crate::tracer;
@@ -73,6 +77,7 @@ extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *
     p
 }
 
+#[export_name = "ht_raw_free_slow"]
 extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
     if p.is_null() {
         return;
@@ -152,12 +157,14 @@ fn obj_alloc(size: usize, get: impl Fn(usize) -> *mut c_void) -> *mut c_void {
     }
 }
 
+#[export_name = "ht_obj_malloc_slow"]
 extern "C" fn obj_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     let a = saved(ctx);
     let malloc = a.malloc.expect("chained malloc");
     obj_alloc(size, |n| malloc(a.ctx, n))
 }
 
+#[export_name = "ht_obj_calloc_slow"]
 extern "C" fn obj_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     let a = saved(ctx);
     let calloc = a.calloc.expect("chained calloc");
@@ -174,6 +181,7 @@ extern "C" fn obj_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut 
     })
 }
 
+#[export_name = "ht_obj_realloc_slow"]
 extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
     let a = saved(ctx);
     let realloc = a.realloc.expect("chained realloc");
@@ -185,7 +193,7 @@ extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
         // A block without a header (allocated before tracing, or untraced) keeps none: its
         // new trace, if any, goes to the table. In sampled mode (GIL held: MEM/OBJ calls
         // need it) the RAW blocks below are part of this one, decided on once, here.
-        let nest = crate::sampler::sampling() && tracer::header_plan().is_some();
+        let nest = tracer::guards_nested();
         let p = if nest { below(|| realloc(a.ctx, old, size)) } else { realloc(a.ctx, old, size) };
         if !p.is_null() {
             tracer::on_realloc(q, p as usize, size);
@@ -220,6 +228,7 @@ extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     p
 }
 
+#[export_name = "ht_obj_free_slow"]
 extern "C" fn obj_free(ctx: *mut c_void, p: *mut c_void) {
     if p.is_null() {
         return;
@@ -263,10 +272,18 @@ mod ref_tracer {
     }
 }
 
-fn hook_for(index: usize) -> PyMemAllocatorEx {
+extern "C" {
+    /// Puts sampled mode's C hooks into `hook` (all four for MEM/OBJ, `free` only for RAW).
+    fn ht_sampled_hooks(hook: *mut PyMemAllocatorEx, raw: i32);
+    /// One of them, to recognise our hook in a chain.
+    fn ht_obj_malloc(ctx: *mut c_void, size: usize) -> *mut c_void;
+}
+
+/// The hooks for domain `index` (sampled mode's C fast path in front when `sampled`).
+fn hook_for(index: usize, sampled: bool) -> PyMemAllocatorEx {
     // SAFETY: taking the address of a static's element; nothing is read here.
     let ctx = unsafe { (SAVED.0.get() as *mut PyMemAllocatorEx).add(index) };
-    if index == RAW {
+    let mut hook = if index == RAW {
         PyMemAllocatorEx {
             ctx: ctx.cast(),
             malloc: Some(hook_malloc),
@@ -282,11 +299,21 @@ fn hook_for(index: usize) -> PyMemAllocatorEx {
             realloc: Some(obj_realloc),
             free: Some(obj_free),
         }
+    };
+    if sampled {
+        // SAFETY: writes function pointers into a struct we own; the C hooks chain through
+        // `ctx` exactly as ours do.
+        unsafe { ht_sampled_hooks(&mut hook, (index == RAW) as i32) };
     }
+    hook
 }
 
 fn is_our_hook(a: &PyMemAllocatorEx) -> bool {
-    let ours = [hook_malloc as *const (), obj_malloc as *const ()];
+    let ours = [
+        hook_malloc as *const (),
+        obj_malloc as *const (),
+        ht_obj_malloc as *const (),
+    ];
     a.malloc.is_some_and(|f| ours.contains(&(f as *const ())))
 }
 
@@ -335,7 +362,7 @@ pub unsafe fn install(headers_allowed: bool) {
     }
     for (i, domain) in DOMAINS.iter().enumerate() {
         if fresh[i] {
-            let mut hook = hook_for(i);
+            let mut hook = hook_for(i, crate::sampler::sampling());
             PyMem_SetAllocator(*domain, &mut hook);
         }
     }

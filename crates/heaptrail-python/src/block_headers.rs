@@ -20,7 +20,7 @@
 //! GIL) only read marks, and never see their own blocks marked. The radix nodes are created on
 //! demand, never freed.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Bytes in front of each headered block. Keeps the 16-byte alignment pymalloc gives.
 pub const HEADER: usize = 16;
@@ -179,9 +179,35 @@ fn leaf_of(q: usize, create: bool) -> Option<&'static Leaf> {
     (!leaf.is_null()).then(|| unsafe { &*leaf })
 }
 
+extern "C" {
+    /// How many blocks are marked, kept here (`csrc/sampled_fast_path.h`): sampled mode's C
+    /// fast path frees a block without asking the bitmap only while it is 0.
+    static ht_marked_blocks: AtomicUsize;
+}
+
+fn marked_blocks() -> &'static AtomicUsize {
+    // SAFETY: a C atomic size_t (the layout of AtomicUsize), never moved, only ever accessed
+    // atomically.
+    unsafe { &ht_marked_blocks }
+}
+
+/// Whether any block is marked. Any thread may ask.
+#[inline]
+pub fn any_marked() -> bool {
+    marked_blocks().load(Ordering::Relaxed) != 0
+}
+
+/// The count of marked blocks [`any_marked`] reads (for tests: equal to [`marked_count`]).
+pub fn counted_marks() -> usize {
+    marked_blocks().load(Ordering::Relaxed)
+}
+
 /// Whether block `q` carries a heaptrail header. Any thread may ask.
 #[inline]
 pub fn is_marked(q: usize) -> bool {
+    if !any_marked() {
+        return false; // sampled mode's common case: no headers at all
+    }
     match locate(q, false) {
         Some((word, bit)) => word.load(Ordering::Relaxed) & bit != 0,
         None => false,
@@ -194,7 +220,13 @@ pub fn is_marked(q: usize) -> bool {
 pub fn mark(q: usize) -> bool {
     match locate(q, true) {
         Some((word, bit)) => {
-            word.store(word.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
+            let bits = word.load(Ordering::Relaxed);
+            if bits & bit == 0 {
+                // One writer at a time (the main-GIL holder): no read-modify-write needed.
+                let n = marked_blocks();
+                n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            word.store(bits | bit, Ordering::Relaxed);
             true
         }
         None => false,
@@ -207,6 +239,9 @@ pub fn mark(q: usize) -> bool {
 /// marked, so that call only writes [`LAST_LEAF`], which is safe from any thread.
 #[inline]
 pub fn take_mark(q: usize) -> bool {
+    if !any_marked() {
+        return false;
+    }
     match locate(q, false) {
         Some((word, bit)) => {
             let bits = word.load(Ordering::Relaxed);
@@ -214,6 +249,8 @@ pub fn take_mark(q: usize) -> bool {
                 return false;
             }
             word.store(bits & !bit, Ordering::Relaxed);
+            let n = marked_blocks();
+            n.store(n.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
             true
         }
         None => false,
@@ -250,7 +287,8 @@ pub fn for_each_marked(mut f: impl FnMut(usize)) {
     }
 }
 
-/// Number of marked blocks (headered blocks still allocated, traced or not).
+/// Number of marked blocks (headered blocks still allocated, traced or not), counted in the
+/// bitmap itself: the check of [`any_marked`]'s counter.
 pub fn marked_count() -> usize {
     let mut n = 0;
     for_each_marked(|_| n += 1);
@@ -291,6 +329,9 @@ mod tests {
         assert!(take_mark(base + 32) && !take_mark(base + 32));
         assert!(take_mark(base + 16));
         assert!(!is_marked(base + 32) && !is_marked(base + 16) && is_marked(blocks[2]));
+        assert_eq!(marked_blocks().load(Ordering::Relaxed), 2);
+        assert!(mark(blocks[2]), "marking twice counts once");
+        assert_eq!(marked_blocks().load(Ordering::Relaxed), 2);
         assert!(!mark(1usize << 47));
         assert!(!is_marked(1usize << 47));
         for &q in &blocks[2..] {

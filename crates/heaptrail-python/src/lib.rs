@@ -213,11 +213,16 @@ fn _set_user_code_rules(
     tracer::set_user_code_rules(py, &library, &include, &exclude)
 }
 
-/// `(in use, blocks carrying one)`: whether new MEM/OBJ blocks get a trace header, and how
-/// many allocated blocks have one. For tests.
+/// `(in use, blocks carrying one, blocks counted as carrying one)`: whether new MEM/OBJ
+/// blocks get a trace header, how many allocated blocks have one (from the bitmap), and the
+/// count sampled mode's fast path relies on (must be equal). For tests.
 #[pyfunction]
-fn _block_headers(_py: Python<'_>) -> (bool, usize) {
-    (tracer::header_mode(), block_headers::marked_count())
+fn _block_headers(_py: Python<'_>) -> (bool, usize, usize) {
+    (
+        tracer::header_mode(),
+        block_headers::marked_count(),
+        block_headers::counted_marks(),
+    )
 }
 
 #[pymodule]

@@ -3,21 +3,28 @@
 //! sample point, and the filter that lets the free of a block that was never sampled return at
 //! once.
 //!
-//! * The per-thread count lives in the C shim's initial-exec TLS: an allocation that is not
-//!   sampled costs one call that subtracts and compares, no lock and no table.
-//! * Sampled blocks of the MEM and OBJ domains carry a header (marked in `block_headers`), so
-//!   their frees are found as in exact mode. The others (RAW domain, blocks that could not be
-//!   marked) go to the trace table; a free would have to probe it, and without the GIL, queue
-//!   for it under a lock. [`may_be_in_table`] answers first from a fixed array of counters
-//!   indexed by a hash of the address, kept by the tracer as table entries come and go: zero
-//!   means "certainly not in the table", and that is almost every free.
+//! * The per-thread count lives in the C shim's initial-exec TLS
+//!   (`csrc/sampled_fast_path.c`): there, an allocation that is not sampled costs one
+//!   subtraction and never enters Rust. Rust is asked ([`take`]) when the count runs out.
+//! * Sampled blocks are traced in the trace table, never in a block header, so a free of a
+//!   block that was never sampled has one question to answer: is it in the table? The filter
+//!   (a fixed array of counters indexed by a hash of the address, kept by the tracer as table
+//!   entries come and go, read by the C fast path) answers first: zero means "certainly not",
+//!   and that is almost every free.
 
 use heaptrail_core::sampling::SampleRate;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 extern "C" {
     fn ht_sample_sub(size: i64) -> i64;
     fn ht_sample_set(left: i64);
+    /// 1 in sampled mode: the C fast path is on.
+    static ht_sampled: AtomicI32;
+    // The free filter (`csrc/sampled_fast_path.c` owns it and its hash).
+    fn ht_filter_may_hold_addr(addr: usize) -> i32;
+    fn ht_filter_enter(addr: usize);
+    fn ht_filter_leave(addr: usize);
+    fn ht_filter_clear();
 }
 
 /// The sample rate in force (mean bytes between sample points); 0: exact mode.
@@ -35,6 +42,8 @@ pub fn rate() -> Option<SampleRate> {
 /// and the rate, so the rate must stay the same while its traces live.
 pub fn set_rate(bytes: u64) {
     RATE.store(bytes, Ordering::Relaxed);
+    // SAFETY: a C atomic int, only ever accessed atomically.
+    unsafe { ht_sampled.store((bytes != 0) as i32, Ordering::Relaxed) };
 }
 
 #[inline]
@@ -74,39 +83,29 @@ fn due(left: i64, size: i64) -> bool {
     true
 }
 
-const FILTER_BITS: u32 = 16;
-/// Counters of table entries per hash of the address (256 KiB, in .bss: pages are touched
-/// only where entries hash to).
-static FILTER: [AtomicU32; 1 << FILTER_BITS] = [const { AtomicU32::new(0) }; 1 << FILTER_BITS];
-
-#[inline]
-fn slot(addr: usize) -> &'static AtomicU32 {
-    // Fibonacci hashing of the address without its always-zero low bits.
-    let h = ((addr as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS);
-    &FILTER[h as usize]
-}
-
 /// Whether a block at `addr` may have an entry in the trace table (false: certainly not).
 #[inline]
 pub fn may_be_in_table(addr: usize) -> bool {
-    slot(addr).load(Ordering::Relaxed) != 0
+    // SAFETY: reads one atomic counter.
+    unsafe { ht_filter_may_hold_addr(addr) != 0 }
 }
 
 /// An entry for `addr` is (or is about to be) in the table.
 #[inline]
 pub fn entered(addr: usize) {
-    slot(addr).fetch_add(1, Ordering::Relaxed);
+    // SAFETY: updates one atomic counter.
+    unsafe { ht_filter_enter(addr) }
 }
 
 /// An entry for `addr` left the table.
 #[inline]
 pub fn left(addr: usize) {
-    let _ = slot(addr).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    // SAFETY: updates one atomic counter.
+    unsafe { ht_filter_leave(addr) }
 }
 
 /// The table was emptied.
 pub fn forget_all() {
-    for counter in &FILTER {
-        counter.store(0, Ordering::Relaxed);
-    }
+    // SAFETY: stores zeros into the atomic counters.
+    unsafe { ht_filter_clear() }
 }

@@ -588,7 +588,7 @@ pub fn header_plan() -> Option<HeaderPlan> {
 
 /// What to do with a new MEM/OBJ block of `size` bytes.
 pub enum BlockPlan {
-    /// Traced, in a header (see [`header_plan`]).
+    /// Traced, in a header (exact mode; see [`header_plan`]).
     Header(HeaderPlan),
     /// Traced in the table if at all (headers off, no GIL, own work): [`on_alloc`] decides,
     /// or, when `sampled`, the sampler has already drawn it ([`on_sampled_alloc`]).
@@ -600,7 +600,8 @@ pub enum BlockPlan {
 }
 
 /// pymalloc serves requests up to this many bytes from its own pools, never through the RAW
-/// domain (3.8+): such a block needs no guard against nested RAW allocations.
+/// domain (3.8+): such a block needs no guard against nested RAW allocations. (Mirrored by
+/// HT_SMALL_REQUEST in `csrc/sampled_fast_path.c`.)
 const SMALL_REQUEST: usize = 512;
 
 #[inline]
@@ -614,21 +615,33 @@ pub fn block_plan(size: usize) -> BlockPlan {
     if hooks_off() {
         return BlockPlan::Table { nest: false, sampled: false }; // on_alloc returns at once
     }
-    // Sampled mode's common case, kept to one thread-local subtraction: a small block that
-    // holds no sample point (no thread lookup, no nesting guard).
-    let small = size <= SMALL_REQUEST;
-    if small && !sampler::take(size) {
-        return BlockPlan::Skip { nest: false };
+    // Sampled mode. Sampled blocks go to the table, never to a header: with no header in
+    // use, a free needs no bitmap lookup (and the C fast path answers most of them).
+    if size <= SMALL_REQUEST {
+        return if sampler::take(size) {
+            BlockPlan::Table { nest: false, sampled: true }
+        } else {
+            BlockPlan::Skip { nest: false }
+        };
     }
-    // Drawn already if small; a bigger one is decided here, once, its RAW blocks guarded.
-    match header_plan() {
-        Some(plan) if small || sampler::take(size) => BlockPlan::Header(plan),
-        Some(_) => BlockPlan::Skip { nest: true },
-        None => BlockPlan::Table {
-            nest: frames::current_thread().holds_gil,
-            sampled: small,
-        },
+    // A bigger one is decided here, once, its RAW blocks guarded (by the GIL holder, whose
+    // flag NESTED is); without the GIL or in own work, `on_alloc` decides.
+    let thread = frames::current_thread();
+    if !thread.holds_gil || thread.busy {
+        return BlockPlan::Table { nest: thread.holds_gil, sampled: false };
     }
+    if sampler::take(size) {
+        BlockPlan::Table { nest: true, sampled: true }
+    } else {
+        BlockPlan::Skip { nest: true }
+    }
+}
+
+/// Whether the RAW blocks the allocator takes for a MEM/OBJ block being allocated now are
+/// guarded against a second sampling decision: sampled mode, on the GIL holder.
+#[inline]
+pub fn guards_nested() -> bool {
+    sampler::sampling() && !hooks_off() && frames::current_thread().holds_gil
 }
 
 /// The plan for a headered block reallocated to `size` bytes: a new trace (sampled afresh in
@@ -899,10 +912,14 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
         // SAFETY: GIL held, hooks not installed by us while not tracing.
         unsafe { allocator_hooks::install(!stdlib_tracing) };
         TRACING.store(true, Ordering::Relaxed);
-        // 3.11/3.12: every dict, list and tuple created from now on is allocated, not popped
-        // from a free list (see csrc/free_list_bypass.c). Also in sampled mode: a reused block
-        // would keep the line of its first allocation.
-        frames::set_free_list_bypass(true);
+        // 3.11/3.12, exact mode: every dict, list and tuple created from now on is allocated,
+        // not popped from a free list (see csrc/free_list_bypass.c), so that it is blamed on
+        // the line that created it. Not in sampled mode: the extra allocations cost ~5% of an
+        // allocation-heavy loop, twice what sampling itself costs there, and what the free
+        // lists do to sampled estimates is bounded (a sampled block parked there counts at its
+        // first line until it is freed; the lists hold at most a few thousand blocks, so that
+        // is a steady offset of a few samples at most, never growth).
+        frames::set_free_list_bypass(!sampler::sampling());
     }
     Ok(())
 }
