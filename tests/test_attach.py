@@ -416,6 +416,7 @@ def _under_heaptrail_run(t, pid, tmp_path):
     out = heaptrail_cli("attach", str(pid))
     assert out.returncode == 1
     assert "a heaptrail watcher already runs in this process" in out.stderr
+    assert "add --replace" in out.stderr
     out = heaptrail_cli("snapshot", str(pid), "-o", str(tmp_path / "run.heaptrail"))
     assert out.returncode == 0, out.stderr
     assert heaptrail.Snapshot.load(str(tmp_path / "run.heaptrail")).traces
@@ -659,3 +660,33 @@ def test_python_version_hint_from_the_process_maps():
     with pytest.raises(Exception, match="no process"):
         remote.Target(4194304)
     assert remote.version_text(0x030B07F0) == "3.11.7"
+
+
+def test_replace_switches_a_heaptrail_run_service_to_exact_and_back(target, tmp_path):
+    # Production: the service runs under `heaptrail run --sample` (always on). A hunt: attach
+    # --replace with exact tracing for a while; when it ends, the sampled watcher is back.
+    run_report, hunt_report = tmp_path / "run.jsonl", tmp_path / "hunt.jsonl"
+    t = target(python=HEAPTRAIL[0], options=["-m", "heaptrail", "run", "--interval", "0.5",
+                                               "--sample", "64K", "--report", str(run_report),
+                                               "--", sys.executable])
+    pid = _python_child(t.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while not run_report.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = heaptrail_cli("attach", str(pid), "--replace", "--interval", "0.5", "--nframe",
+                            "10", "--report", str(hunt_report), "--duration", "8")
+        assert out.returncode == 0, out.stderr
+        assert "the watcher of `heaptrail run` in process" in out.stdout, out.stdout
+        assert "is watching again, with its own settings" in out.stdout, out.stdout
+        assert f"LEAK at {t.script}:{LEAK_LINE}: " in out.stdout, out.stdout
+        hunt = [json.loads(line) for line in hunt_report.read_text().splitlines()]
+        assert hunt and all(w.get("sample_rate") in (None, 0) for w in hunt), hunt[-1]
+        ended = time.time()
+        time.sleep(3)
+        after = [w for w in map(json.loads, run_report.read_text().splitlines())
+                 if w["pid"] == pid and w["time"] > ended]
+        assert after and all(w["sample_rate"] == 64 * 1024 for w in after), after[-1:]
+        t.assert_running()
+    finally:
+        os.kill(pid, signal.SIGKILL)  # killing `heaptrail run` does not end its child

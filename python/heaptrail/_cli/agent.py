@@ -122,24 +122,59 @@ def _attach(request):
         return _start_watcher(heaptrail, request)
 
 
+def _run_watcher(heaptrail):
+    """`heaptrail run`'s module in this process and its watcher, when that watcher runs."""
+    child = sys.modules.get(heaptrail.__name__ + "._child")
+    state = getattr(child, "_state", None) or {}
+    watcher = state.get("watcher")
+    if watcher is None or not getattr(watcher, "running", False) or state.get("pid") != os.getpid():
+        return None, None
+    return child, watcher
+
+
+def _restore_run_watcher(child):
+    """Restart `heaptrail run`'s watcher with its own settings (its verdict history starts
+    afresh; its report file is appended to, as before)."""
+    try:
+        child._state["watcher"] = child.Watcher(child._state["settings"]).start()
+    except Exception as exc:  # noqa: BLE001 - never break the target
+        child._state["watcher"] = None
+        import logging
+        logging.getLogger("heaptrail").warning(
+            "heaptrail: could not restart the watcher of `heaptrail run`: %s", exc)
+
+
 def _start_watcher(heaptrail, request):
     state = getattr(heaptrail, "_attached", None)
     if state is not None and not state["finished"]:
         return _failure("already-attached", "heaptrail attach is already watching this process",
                         since=state["since"], settings=state["settings"])
+    replaced = None
     if _other_watcher_running():
-        return _failure("already-watching", "a heaptrail watcher already runs in this process "
-                        "(started by `heaptrail run` or heaptrail.watch())")
+        child, running = _run_watcher(heaptrail)
+        if not request.get("replace") or running is None:
+            return _failure("already-watching", "a heaptrail watcher already runs in this process "
+                            "(started by `heaptrail run` or heaptrail.watch())",
+                            replaceable=running is not None)
+        # `heaptrail run`'s watcher (say, sampled and always on) steps aside for this one (say,
+        # exact with deeper frames, for a hunt) and is restarted when this one stops.
+        _ignore_this_thread(heaptrail)
+        running.stop()
+        replaced = child
     _ignore_this_thread(heaptrail)
     settings = request["settings"]
     tracing_before = heaptrail.is_tracing()
     try:
         watcher = heaptrail.watch(**settings)
     except (OSError, ValueError, TypeError) as exc:
+        if replaced is not None:
+            _restore_run_watcher(replaced)
         return _failure("watch-failed", f"{type(exc).__name__}: {exc}")
+    if replaced is not None:
+        replaced._state["watcher"] = watcher  # its exit summary reports the watcher running
     state = {"watcher": watcher, "since": time.time(), "settings": settings,
              "duration": request.get("duration"), "lock": threading.Lock(),
-             "stop": threading.Event(), "finished": None}
+             "stop": threading.Event(), "finished": None, "replaced": replaced}
     heaptrail._attached = state
     if state["duration"]:
         threading.Thread(target=_stop_after_duration, args=(heaptrail, state, request["dir"]),
@@ -147,7 +182,7 @@ def _start_watcher(heaptrail, request):
     return dict(ok=True, heaptrail=os.path.dirname(heaptrail.__file__),
                 heaptrail_version=getattr(heaptrail, "__version__", "?"),
                 borrowed=bool(request.get("borrowed")),
-                tracing_before=tracing_before)
+                tracing_before=tracing_before, replaced=replaced is not None)
 
 
 def _stop_after_duration(heaptrail, state, directory):
@@ -168,10 +203,13 @@ def _finish(heaptrail, state, reason):
             # (`windows` is newer than `history`, which keeps only the last windows.)
             windows = getattr(watcher, "windows", None) or len(watcher.history)
             watcher.stop()
+            if state.get("replaced") is not None:
+                _restore_run_watcher(state["replaced"])
             state["finished"] = dict(ok=True, reason=reason, windows=windows,
                                      summary=_summary(heaptrail, report, windows),
                                      seconds=round(time.time() - state["since"], 1),
-                                     pid=os.getpid())
+                                     pid=os.getpid(),
+                                     restored=state.get("replaced") is not None)
             heaptrail._attached = None
         return state["finished"]
 

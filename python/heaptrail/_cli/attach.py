@@ -55,6 +55,11 @@ def register(commands):
     attach.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help="stop watching after SECONDS and print the verdicts (default: "
                              "watch until `heaptrail detach`)")
+    attach.add_argument("--replace", action="store_true",
+                        help="if the process runs under `heaptrail run` (e.g. sampled, always "
+                             "on), stop that watcher while this one runs and restart it, with "
+                             "its own settings, when this one stops: how to switch a running "
+                             "service to exact tracing with deeper frames for a hunt, and back")
     _add_timeout(attach)
     attach.set_defaults(func=attach_command)
 
@@ -146,8 +151,10 @@ def _status_error(target, status):
                         f"{settings.get('interval', '?'):g} s{report}); stop it first with: "
                         f"heaptrail detach {target.pid}")
     if kind == "already-watching":
+        hint = (f"; to watch with other settings until detach, add --replace" if
+                status.get("replaceable") else "")
         return CliError(f"{message} ({where}); `heaptrail snapshot {target.pid} -o FILE` works "
-                        "there")
+                        f"there{hint}")
     if kind == "not-tracing":
         return CliError(f"heaptrail is not tracing {where}; start it with: heaptrail attach "
                         f"{target.pid}")
@@ -171,7 +178,7 @@ def attach_command(args):
     _positive("--duration", args.duration)
     session = _Session(args)
     try:
-        status = session.send("attach", duration=args.duration,
+        status = session.send("attach", duration=args.duration, replace=args.replace,
                               settings=dataclasses.asdict(settings),
             fallback_path=os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__)))))
@@ -181,6 +188,9 @@ def attach_command(args):
         print(f"heaptrail attach: watching process {pid} ({status.get('executable')}, Python "
               f"{status.get('python')}) every {settings.interval:g} s with heaptrail "
               f"{status.get('heaptrail_version')} from {status.get('heaptrail')}{borrowed}")
+        if status.get("replaced"):
+            print(f"heaptrail attach: the watcher of `heaptrail run` in process {pid} is paused; "
+                  "it restarts with its own settings when this one stops")
         if settings.report:
             print(f"heaptrail attach: report: {settings.report}")
             if not session.target.sees_same_file(settings.report):
@@ -203,6 +213,9 @@ def attach_command(args):
             return 130
         if final is None:
             raise CliError(f"the watcher in process {pid} did not report its end in time")
+        if final.get("restored"):
+            print("heaptrail attach: the watcher of `heaptrail run` is watching again, with its "
+                  "own settings")
         if final.get("reason") == "detached":
             print(f"heaptrail attach: stopped early by heaptrail detach after "
                   f"{final.get('seconds')} s")
@@ -218,6 +231,9 @@ def detach_command(args):
         status = session.send("detach")
         print(f"heaptrail detach: stopped watching process {session.target.pid} after "
               f"{status.get('seconds')} s ({status.get('windows')} windows)")
+        if status.get("restored"):
+            print("heaptrail detach: the watcher of `heaptrail run` is watching again, with its "
+                  "own settings")
         print("\n".join(status.get("summary", [])))
         return 0
     finally:
