@@ -77,6 +77,18 @@ def import_tracer(name):
     raise ValueError(name)
 
 
+def ensure_packages(specs):
+    """Installs the PyPI packages a benchmark compares against (e.g. {"memray": "memray"}:
+    import name -> requirement) into this interpreter's environment when missing."""
+    missing = [spec for module, spec in specs.items()
+               if subprocess.run([sys.executable, "-c", f"import {module}"],
+                                 capture_output=True).returncode != 0]
+    if missing:
+        progress(f"installing {' '.join(missing)} from PyPI")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check"] + missing, check=True)
+
+
 def progress(msg):
     print(msg, file=sys.stderr, flush=True)
 

@@ -2,7 +2,9 @@
 
 What it measures: a fresh child allocates N small objects (``object()``: one 16-byte block each,
 all from one line) and keeps them alive; RSS is read from /proc/self/statm just before and just
-after. It does this untraced, under stdlib tracemalloc (nframe=1) and under heaptrail (nframe=1).
+after. It does this untraced, under stdlib tracemalloc (nframe=1), under heaptrail (nframe=1)
+and under heaptrail's sampled mode at a rate of 1 byte (every block sampled: the memory per
+live sampled block).
 The tracer's bookkeeping per block is (RSS growth traced - RSS growth untraced) / N, medians over
 the repeats. The tracer's own accounting, ``get_tracemalloc_memory()`` growth / N, and the traced
 bytes per block (``get_traced_memory()`` growth / N, should be 16) are shown as cross-checks.
@@ -34,7 +36,12 @@ def rss_bytes():
 def child(config):
     n = config["blocks"]
     tm = None
-    if config["tracer"] != "untraced":
+    if config["tracer"] == "sampled":
+        # Sampled mode at a rate of 1 byte: every block holds a sample point, so every block
+        # is a live sampled block (kept in the trace table, never in a header).
+        tm = _common.import_tracer("heaptrail")
+        tm.start(1, sample=1)
+    elif config["tracer"] != "untraced":
         tm = _common.import_tracer(config["tracer"])
         tm.start(1)
     keep = [None] * n            # the container exists before the baseline
@@ -65,7 +72,7 @@ def main():
         args.blocks, args.repeat = [min(args.blocks[0], 100_000)], 1
 
     env = _common.environment()
-    tracers = ("untraced", "stdlib", "heaptrail")
+    tracers = ("untraced", "stdlib", "heaptrail", "sampled")
     rows, results = [], []
     for n in args.blocks:
         runs = {t: [] for t in tracers}
@@ -74,7 +81,8 @@ def main():
                 _common.progress(f"{n} blocks, run {rep + 1}/{args.repeat}: {t}")
                 runs[t].append(_common.run_child(__file__, {"tracer": t, "blocks": n}))
         per = {t: _common.summary([r["rss_growth"] / n for r in runs[t]]) for t in tracers}
-        extra = {t: per[t]["median"] - per["untraced"]["median"] for t in ("stdlib", "heaptrail")}
+        extra = {t: per[t]["median"] - per["untraced"]["median"]
+                 for t in ("stdlib", "heaptrail", "sampled")}
         own = {t: _common.summary([r["own_growth"] / n for r in runs[t]]) for t in extra}
         traced = {t: _common.summary([r["traced_growth"] / n for r in runs[t]]) for t in extra}
         verdict = "PASS" if extra["heaptrail"] <= TARGET_B else "MISS"
@@ -82,7 +90,9 @@ def main():
                      _b(per["heaptrail"]), f"{extra['heaptrail']:.1f}", f"<= {TARGET_B}",
                      verdict, f"{own['stdlib']['median']:.1f}",
                      f"{own['heaptrail']['median']:.1f}",
-                     f"{traced['stdlib']['median']:.0f} / {traced['heaptrail']['median']:.0f}"])
+                     f"{traced['stdlib']['median']:.0f} / {traced['heaptrail']['median']:.0f}",
+                     _b(per["sampled"]), f"{extra['sampled']:.1f}",
+                     f"{own['sampled']['median']:.1f}"])
         results.append({"blocks": n, "rss_per_block": per, "extra_rss_per_block": extra,
                         "own_memory_per_block": own, "traced_bytes_per_block": traced,
                         "target_bytes": TARGET_B, "verdict": verdict})
@@ -94,9 +104,12 @@ def main():
         "",
         _common.table(["blocks", "RSS untraced", "RSS stdlib", "extra", "RSS heaptrail",
                        "extra", "target", "result", "stdlib own", "heaptrail own",
-                       "traced B/blk (std/ht)"], rows, align="r" * 11),
+                       "traced B/blk (std/ht)", "RSS sampled", "extra", "sampled own"],
+                      rows, align="r" * 14),
         "",
         "own = get_tracemalloc_memory() growth / blocks (the tracer's own accounting)",
+        "sampled = heaptrail.start(1, sample=1): every block sampled, so the columns are the "
+        "memory per live sampled block (a trace-table entry; no header in sampled mode)",
     ])
     _common.emit(args, text, {"benchmark": "memory", "environment": env, "nframe": 1,
                               "repeat": args.repeat, "results": results})

@@ -1,4 +1,4 @@
-"""Tracing overhead: an allocation-heavy loop, untraced vs stdlib tracemalloc vs heaptrail.
+"""Tracing overhead: an allocation-heavy loop, untraced vs stdlib tracemalloc vs heaptrail vs memray.
 
 What it measures: wall time of one loop run 30 frames deep (plain recursion to depth 30, then the
 loop), in a fresh child process per run. Each iteration creates a small list, a dict, an
@@ -7,7 +7,8 @@ appended to a bounded list that drops its oldest half at 10,000 entries, so bloc
 alive for a while and freed; the other temporaries are freed at once. Tracing starts before the timer, so the time
 covers allocation hooks, frame capture and trace bookkeeping — the cost a traced program pays.
 Run at nframe 1, 10 and 25 (the loop is deeper than 25 frames, so every traceback is full),
-exact and in sampled mode (``start(nframe, sample=R)``) at three rates.
+exact and in sampled mode (``start(nframe, sample=R)``) at three rates; memray (PyPI, its
+Tracker with ``memray run``'s defaults) once, as it keeps whole stacks.
 
 Why: heaptrail promises to be cheap enough to leave on; DESIGN.md's targets are <= 1.5x untraced
 at nframe=1 and <= 2.5x at nframe=25 (stdlib tracemalloc: 8-12x and 36-62x on this machine).
@@ -57,6 +58,8 @@ def descend(depth, iterations):
 
 def child(config):
     tracer = None
+    if config["tracer"] == "memray":
+        return memray_child(config)
     if config.get("sample"):
         tracer = _common.import_tracer("heaptrail")
         tracer.start(config["nframe"], sample=config["sample"])
@@ -73,6 +76,21 @@ def child(config):
     return {"seconds": elapsed, "traceback_limit": limit}
 
 
+def memray_child(config):
+    """The loop under memray's Tracker with `memray run`'s defaults (Python frames only,
+    pymalloc on), to a file deleted after; memray keeps whole stacks (no nframe)."""
+    import os
+    import tempfile
+
+    import memray
+    with tempfile.TemporaryDirectory(prefix="bench-memray-") as tmp:
+        with memray.Tracker(os.path.join(tmp, "capture.bin")):
+            t0 = time.perf_counter()
+            descend(DEPTH, config["iterations"])
+            elapsed = time.perf_counter() - t0
+    return {"seconds": elapsed, "traceback_limit": None}
+
+
 def main():
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=200_000,
@@ -82,16 +100,21 @@ def main():
     p.add_argument("--sample", type=int, nargs="*", default=list(SAMPLES),
                    help="sampled mode's rates in bytes (default 65536 524288 4194304; "
                         "none: exact mode only)")
+    p.add_argument("--no-memray", action="store_true",
+                   help="leave memray out (by default it is installed from PyPI if missing)")
     args = p.parse_args()
     if args.child:
         _common.child_result(child(json.loads(args.child)))
         return
     if args.quick:
         args.iterations, args.repeat = min(args.iterations, 20_000), 1
+    if not args.no_memray:
+        _common.ensure_packages({"memray": "memray"})
 
     env = _common.environment()
     kinds = ["stdlib", "heaptrail"] + [f"sampled:{r}" for r in args.sample]
-    configs = [("untraced", None)] + [(t, n) for n in args.nframe for t in kinds]
+    configs = ([("untraced", None)] + ([] if args.no_memray else [("memray", None)])
+               + [(t, n) for n in args.nframe for t in kinds])
     times = {c: [] for c in configs}
     for rep in range(args.repeat):  # interleaved, so slow drifts hit every configuration alike
         for tracer, nframe in configs:
@@ -105,6 +128,8 @@ def main():
             times[(tracer, nframe)].append(r["seconds"])
 
     base = _common.summary(times[("untraced", None)])
+    memray = None if args.no_memray else _common.summary(times[("memray", None)])
+    memray_ratio = None if memray is None else memray["median"] / base["median"]
     rows, results = [], []
     for n in args.nframe:
         std = _common.summary(times[("stdlib", n)])
@@ -119,7 +144,8 @@ def main():
                      _common.fmt_ratio(ht_ratio),
                      "-" if target is None else f"<= {target}x", verdict or "-",
                      REFERENCE.get(n, "-")]
-                    + [_common.fmt_ratio(sampled_ratio[r]) for r in args.sample])
+                    + [_common.fmt_ratio(sampled_ratio[r]) for r in args.sample]
+                    + ([] if memray is None else [_common.fmt_ratio(memray_ratio)]))
         results.append({"nframe": n, "untraced_s": base, "stdlib_s": std, "heaptrail_s": ht,
                         "stdlib_ratio": std_ratio, "heaptrail_ratio": ht_ratio,
                         "heaptrail_speedup_vs_stdlib": std["median"] / ht["median"],
@@ -137,8 +163,11 @@ def main():
         "",
         _common.table(["nframe", "untraced", "stdlib", "stdlib/untr", "heaptrail",
                        "heaptrail/untr", "target", "result", "stdlib (DESIGN)"]
-                      + [f"sampled {r >> 10}K/untr" for r in args.sample], rows,
-                      align="r" * (9 + len(args.sample))),
+                      + [f"sampled {r >> 10}K/untr" for r in args.sample]
+                      + ([] if memray is None else ["memray/untr"]), rows,
+                      align="r" * (9 + len(args.sample) + (memray is not None))),
+        "" if memray is None else "memray: its Tracker with `memray run`'s defaults, whole "
+                                  "stacks (no frame limit), the same in every row",
     ] + [f"sampled mode at nframe {n}: target <= {t}x untraced; "
          + ", ".join(f"{r >> 10}K {x['ratio']:.2f}x "
                      f"{'PASS' if x['ratio'] <= t else 'MISS'}"
@@ -146,7 +175,8 @@ def main():
          for res in results for n, t in SAMPLED_TARGET.items() if res["nframe"] == n])
     _common.emit(args, text, {"benchmark": "overhead", "environment": env,
                               "iterations": args.iterations, "depth": DEPTH,
-                              "repeat": args.repeat, "results": results})
+                              "repeat": args.repeat, "results": results,
+                              "memray_s": memray, "memray_ratio": memray_ratio})
 
 
 def _ms(s):
