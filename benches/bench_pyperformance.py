@@ -38,7 +38,7 @@ BENCHMARKS = [
     "chaos", "deltablue", "go", "hexiom", "json_dumps", "json_loads", "nbody", "raytrace",
     "richards", "float", "deepcopy", "pyflate", "regex_compile", "logging", "xml_etree",
     "nqueens", "fannkuch", "spectral_norm", "generators", "coroutines", "pprint",
-    "async_tree", "sqlite_synth", "unpack_sequence",
+    "meteor_contest", "sqlite_synth", "unpack_sequence",
 ]
 SAMPLES = (64 << 10, 512 << 10, 4 << 20)  # below, at and above heaptrail.DEFAULT_SAMPLE_RATE
 TARGET = 1.03
@@ -145,10 +145,18 @@ def main():
             f.write(SITECUSTOMIZE.format(nframe=NFRAME))
         for i, name in enumerate(args.benchmarks, 1):
             script = benchmark_script(name)
+            mine = set()
             for mode in modes:  # interleaved per script, so drifts hit every tracer alike
                 _common.progress(f"[{i}/{len(args.benchmarks)}] {name}: {mode}")
                 for bench, seconds in run_one(script, mode, tmp, args).items():
                     times[(bench, mode)] = seconds
+                    mine.add(bench)
+            # The script's ratios as soon as they are known (a long run stays useful if cut).
+            for bench in sorted(mine):
+                base = times[(bench, "untraced")]
+                _common.progress(f"    {bench}: " + ", ".join(
+                    f"{m} {times[(bench, m)] / base:.2f}x" for m in modes[1:]
+                    if (bench, m) in times))
 
     benches = sorted({b for b, _ in times})
     label = {m: (f"sampled {int(m.split(':')[1]) >> 10}K" if m.startswith("sampled:") else m)

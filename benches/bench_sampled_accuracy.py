@@ -75,16 +75,17 @@ def child(config):
     heap = build(config["scale"], config["seed"])
     snapshot = heaptrail.take_snapshot()
     heaptrail.stop()
-    per_line, per_block = {}, {}
-    for trace in snapshot.traces:
-        frame = trace.traceback[0]
-        if frame.filename != __file__:
-            continue
-        per_line[frame.lineno] = per_line.get(frame.lineno, 0) + trace.size
-        if not rate:  # the exact run's block sizes, for the expected errors
-            per_block.setdefault(frame.lineno, {})
-            sizes = per_block[frame.lineno]
-            sizes[trace.size] = sizes.get(trace.size, 0) + 1
+    # Estimates come from statistics() (weighted); `snapshot.traces` are the samples
+    # themselves, each at its own size.
+    per_line = {s.traceback[0].lineno: s.size for s in snapshot.statistics("lineno")
+                if s.traceback[0].filename == __file__}
+    per_block = {}
+    if not rate:  # the exact run's block sizes, for the expected errors
+        for trace in snapshot.traces:
+            frame = trace.traceback[0]
+            if frame.filename == __file__:
+                sizes = per_block.setdefault(frame.lineno, {})
+                sizes[trace.size] = sizes.get(trace.size, 0) + 1
     total = sum(s.size for s in snapshot.statistics("filename"))
     del heap
     return {"per_line": per_line, "total": total,
