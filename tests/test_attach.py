@@ -244,7 +244,8 @@ def test_threaded_http_service(target, tmp_path):
     service = Path(__file__).resolve().parent.parent / "examples" / "leaky_service.py"
     t = target(program=service.read_text(), argv=["--seconds", "120"])
     time.sleep(1)
-    out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5")
+    report = tmp_path / "report.jsonl"
+    out = heaptrail_cli("attach", str(t.pid), "--interval", "0.5", "--report", str(report))
     assert out.returncode == 0, t.explain(out)
     for i in range(3):
         time.sleep(1.5)
@@ -254,6 +255,18 @@ def test_threaded_http_service(target, tmp_path):
     stats = heaptrail.Snapshot.load(str(snap)).statistics("lineno")
     assert (str(t.script), 37) in [(s.traceback[0].filename, s.traceback[0].lineno)
                                    for s in stats[:3]], stats[:5]
+    # The verdict comes when the windows show enough growth: on a loaded machine the service
+    # serves fewer requests per window, and ten windows were once not enough evidence for
+    # "leak" (it said "suspect"). Wait for it, not for a number of windows.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        # Whole lines only: the watcher may be appending the next one.
+        lines = report.read_text().split("\n")[:-1] if report.exists() else []
+        last = json.loads(lines[-1]) if lines else {"sites": []}
+        if any((s["filename"], s["lineno"], s["verdict"]) == (str(t.script), 37, "leak")
+               for s in last["sites"]):
+            break
+        time.sleep(0.5)
     out = heaptrail_cli("detach", str(t.pid))
     assert out.returncode == 0, t.explain(out)
     assert f"LEAK at {t.script}:37: " in out.stdout, out.stdout

@@ -116,9 +116,6 @@ def _requests_that_keep_one_dict_of_six(n):
     return kept
 
 
-@pytest.mark.xfail(sys.version_info >= (3, 13), strict=True,
-                   reason="3.13: objects CPython takes from a free list are never allocated, "
-                          "so the sampler never counts them (README, Known limits)")
 def test_a_kept_object_is_blamed_on_its_line_even_when_reused_from_a_free_list():
     # Each "request" frees five dicts and keeps one: CPython hands the kept dict a block a
     # temporary just freed (a free list). A sampled temporary's trace must not follow its

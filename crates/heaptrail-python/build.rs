@@ -1,5 +1,6 @@
 //! Compiles the C shims (`csrc/cpython_frames.c`: frame capture; `csrc/free_list_bypass.c`;
-//! `csrc/sampled_fast_path.c`: sampled mode's allocator fast path; `csrc/cpython_internals.c`:
+//! `csrc/sampled_fast_path.c`: sampled mode's allocator fast path; `csrc/parked_blocks.c`: 3.13's
+//! free lists; `csrc/cpython_internals.c`:
 //! container storage for the holder analysis) against the headers
 //! of the interpreter this extension is built for: they read that exact version's private
 //! struct layouts.
@@ -31,6 +32,7 @@ fn main() {
         .file("csrc/cpython_frames.c")
         .file("csrc/free_list_bypass.c")
         .file("csrc/sampled_fast_path.c")
+        .file("csrc/parked_blocks.c")
         .include(include)
         .opt_level(3)
         .warnings(true)
@@ -46,6 +48,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/free_list_bypass.c");
     println!("cargo:rerun-if-changed=csrc/sampled_fast_path.c");
     println!("cargo:rerun-if-changed=csrc/sampled_fast_path.h");
+    println!("cargo:rerun-if-changed=csrc/parked_blocks.c");
     println!("cargo:rerun-if-changed=csrc/cpython_internals.c");
     println!("cargo:rerun-if-changed=csrc/cpython_frame_access.h");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");

@@ -56,7 +56,9 @@ ht_init(void)
  */
 #define HT_TLS __thread __attribute__((tls_model("initial-exec")))
 static HT_TLS int ht_busy;                /* doing heaptrail's own work: do not trace */
-static HT_TLS uintptr_t ht_last_alloc;    /* block allocated last (3.13 re-stamping) */
+/* Block allocated last by this thread (3.13 re-stamping); also written by sampled mode's
+   fast path (sampled_fast_path.h declares it). */
+HT_TLS uintptr_t ht_last_alloc;
 #if PY_VERSION_HEX < 0x030C0000
 static HT_TLS unsigned long ht_thread_ident; /* PyThread_get_thread_ident(), cached */
 #endif
@@ -274,7 +276,7 @@ ht_object_block_address(PyObject *obj)
  */
 static PyRefTracer ht_previous_tracer = NULL;
 static void *ht_previous_data = NULL;
-static int (*ht_on_new_object)(uintptr_t block, size_t size) = NULL;
+static int (*ht_on_new_object)(uintptr_t block, size_t size, int fresh) = NULL;
 static int (*ht_on_dead_object)(uintptr_t block) = NULL;
 
 /*
@@ -310,13 +312,23 @@ ht_ref_tracer(PyObject *obj, PyRefTracerEvent event, void *data)
     (void)data;
     if (event == PyRefTracer_CREATE && ht_on_new_object != NULL) {
         uintptr_t block = ht_object_block_address(obj);
-        if (ht_certainly_unsampled(block)) {
-            /* Sampled mode's common case: nothing to re-stamp. The thread's last allocation
-               is forgotten, as the Rust side does before it looks (see on_new_object). */
-            ht_last_alloc = 0;
+        /* Fresh: the thread's latest allocation is this object's block (stamped, or counted
+           by the sampler, when it was allocated). Forgotten now, so that the next object in
+           the same block (reused from a free list, no allocation) is not taken for fresh. */
+        int fresh = ht_last_alloc == block;
+        ht_last_alloc = 0;
+        if (!ht_certainly_unsampled(block)) {
+            ht_on_new_object(block, ht_free_list_object_size(obj, block), fresh);
         }
-        else {
-            ht_on_new_object(block, ht_free_list_object_size(obj, block));
+        else if (!fresh) {
+            /* Sampled mode, a block with no trace, and no allocation made it: an object taken
+               from a free list. The sampler counts it as the allocation it replaces (else a
+               leak fed from free lists would be all but invisible); Rust is asked only when
+               it holds a sample point. */
+            size_t size = ht_free_list_object_size(obj, block);
+            if (size != 0 && !ht_sample_count_unsampled((int64_t)size)) {
+                ht_on_new_object(block, size, fresh);
+            }
         }
     }
     else if (event == PyRefTracer_DESTROY && ht_on_dead_object != NULL) {
@@ -335,7 +347,7 @@ ht_ref_tracer(PyObject *obj, PyRefTracerEvent event, void *data)
 
 /* Installs (or removes) the reference tracer. GIL held. Returns 0 on success. */
 int
-ht_set_ref_tracer(int (*on_new_object)(uintptr_t block, size_t size),
+ht_set_ref_tracer(int (*on_new_object)(uintptr_t block, size_t size, int fresh),
                   int (*on_dead_object)(uintptr_t block))
 {
     ht_on_dead_object = on_dead_object;

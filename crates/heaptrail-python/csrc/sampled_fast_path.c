@@ -82,10 +82,18 @@ void ht_raw_free_slow(void *ctx, void *ptr);
 
 /* Counts `size` bytes allocated by this thread; returns the bytes left until its next sample
    point (> 0: this allocation is not sampled). Used by sampler.rs. */
+/* The bytes a block of `size` counts for: zero-byte blocks count as one (the estimator's
+   rule, heaptrail_core::sampling: every block has a chance to be sampled). */
+static inline int64_t
+ht_sample_units(int64_t size)
+{
+    return size ? size : 1;
+}
+
 int64_t
 ht_sample_sub(int64_t size)
 {
-    return ht_sample_left -= size;
+    return ht_sample_left -= ht_sample_units(size);
 }
 
 void
@@ -94,20 +102,35 @@ ht_sample_set(int64_t left)
     ht_sample_left = left;
 }
 
-/* A small request that holds no sample point: counted, and true. Otherwise nothing is
-   counted (the Rust hook counts it again, and draws). Zero-byte blocks count as one byte. */
-static inline int
-ht_small_and_unsampled(size_t size)
+int
+ht_sample_count_unsampled(int64_t size)
 {
-    if (size > HT_SMALL_REQUEST || !atomic_load_explicit(&ht_sampled, memory_order_relaxed)) {
-        return 0;
-    }
-    int64_t left = ht_sample_left - (int64_t)(size ? size : 1);
+    int64_t left = ht_sample_left - ht_sample_units(size);
     if (left <= 0) {
         return 0;
     }
     ht_sample_left = left;
     return 1;
+}
+
+/* A small request that holds no sample point: counted, and true. Otherwise nothing is
+   counted (the Rust hook counts it again, and draws). */
+static inline int
+ht_small_and_unsampled(size_t size)
+{
+    return size <= HT_SMALL_REQUEST && atomic_load_explicit(&ht_sampled, memory_order_relaxed)
+           && ht_sample_count_unsampled((int64_t)size);
+}
+
+/* The block a fast-path allocation returned: on 3.13 the thread's latest allocation, which
+   tells a new object's fresh block from one reused from a free list (ht_ref_tracer). */
+static inline void *
+ht_allocated(void *block)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    ht_last_alloc = (uintptr_t)block;
+#endif
+    return block;
 }
 
 /* `ctx` of every hook is the allocator below it (allocator_hooks.rs's SAVED). */
@@ -116,7 +139,7 @@ ht_obj_malloc(void *ctx, size_t size)
 {
     if (ht_small_and_unsampled(size)) {
         PyMemAllocatorEx *below = (PyMemAllocatorEx *)ctx;
-        return below->malloc(below->ctx, size);
+        return ht_allocated(below->malloc(below->ctx, size));
     }
     return ht_obj_malloc_slow(ctx, size);
 }
@@ -127,7 +150,7 @@ ht_obj_calloc(void *ctx, size_t nelem, size_t elsize)
     size_t size;
     if (!__builtin_mul_overflow(nelem, elsize, &size) && ht_small_and_unsampled(size)) {
         PyMemAllocatorEx *below = (PyMemAllocatorEx *)ctx;
-        return below->calloc(below->ctx, nelem, elsize);
+        return ht_allocated(below->calloc(below->ctx, nelem, elsize));
     }
     return ht_obj_calloc_slow(ctx, nelem, elsize);
 }
@@ -140,7 +163,7 @@ ht_obj_realloc(void *ctx, void *ptr, size_t size)
     if (ptr != NULL && size <= HT_SMALL_REQUEST && ht_certainly_unsampled((uintptr_t)ptr)
         && ht_small_and_unsampled(size)) {
         PyMemAllocatorEx *below = (PyMemAllocatorEx *)ctx;
-        return below->realloc(below->ctx, ptr, size);
+        return ht_allocated(below->realloc(below->ctx, ptr, size));
     }
     return ht_obj_realloc_slow(ctx, ptr, size);
 }

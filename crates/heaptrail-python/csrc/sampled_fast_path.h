@@ -49,4 +49,13 @@ ht_certainly_unsampled(uintptr_t addr)
            && !ht_filter_may_hold(addr);
 }
 
+/* This thread's latest allocated block (cpython_frames.c owns it): on 3.13 an object created
+   in another block came from a free list, with no allocation (see ht_ref_tracer). */
+extern __thread __attribute__((tls_model("initial-exec"))) uintptr_t ht_last_alloc;
+
+/* Counts `size` bytes toward this thread's next sample point. 1: counted, no sample point
+   reached. 0: the count would reach one; nothing is counted (Rust's sampler.rs counts it
+   again and draws the next gap). Zero-byte blocks count as one byte. */
+int ht_sample_count_unsampled(int64_t size);
+
 #endif

@@ -137,8 +137,11 @@ fn obj_alloc(size: usize, get: impl Fn(usize) -> *mut c_void) -> *mut c_void {
     match tracer::block_plan(size) {
         // Not sampled. The RAW blocks pymalloc takes for a big one are part of it: the
         // sampler must not get a second chance at them.
-        tracer::BlockPlan::Skip { nest: false } => get(size),
-        tracer::BlockPlan::Skip { nest: true } => below(|| get(size)),
+        tracer::BlockPlan::Skip { nest } => {
+            let p = if nest { below(|| get(size)) } else { get(size) };
+            tracer::allocated_untraced(p as usize);
+            p
+        }
         tracer::BlockPlan::Header(plan) => match headered_size(size) {
             Some(total) => headered(below(|| get(total)), size, plan),
             None => ptr::null_mut(),
@@ -254,7 +257,7 @@ mod ref_tracer {
     extern "C" {
         /// Installs (Some) or removes (None) the reference tracer; see the C shim.
         pub fn ht_set_ref_tracer(
-            on_new_object: Option<extern "C" fn(usize, usize) -> c_int>,
+            on_new_object: Option<extern "C" fn(usize, usize, c_int) -> c_int>,
             on_dead_object: Option<extern "C" fn(usize) -> c_int>,
         ) -> c_int;
     }
@@ -265,9 +268,10 @@ mod ref_tracer {
         0
     }
 
-    /// `size`: the block's size when the C shim knows it (a free-list type), else 0.
-    pub extern "C" fn on_new_object(block: usize, size: usize) -> c_int {
-        crate::tracer::on_new_object(block, size);
+    /// `size`: the block's size when the C shim knows it (a free-list type), else 0;
+    /// `fresh`: the block is the thread's latest allocation (not reused from a free list).
+    pub extern "C" fn on_new_object(block: usize, size: usize, fresh: c_int) -> c_int {
+        crate::tracer::on_new_object(block, size, fresh != 0);
         0
     }
 }

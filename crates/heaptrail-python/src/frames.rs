@@ -69,6 +69,10 @@ extern "C" {
         len: *mut ffi::Py_ssize_t,
     ) -> c_int;
     fn ht_free_list_bypass(on: c_int) -> c_int;
+    fn ht_for_each_parked_block(
+        parked: extern "C" fn(block: usize, data: *mut c_void),
+        data: *mut c_void,
+    ) -> usize;
     fn ht_stack_depths(walked: *mut c_int, reported: *mut c_int);
     fn ht_code_lineno(code: *mut ffi::PyCodeObject, lasti: c_int) -> c_int;
     fn ht_object_block_address(obj: *mut ffi::PyObject) -> usize;
@@ -232,6 +236,22 @@ pub unsafe fn code_filename_in_hook(code: *mut ffi::PyCodeObject) -> Option<Stri
 pub fn set_free_list_bypass(on: bool) -> u32 {
     // SAFETY: the caller holds the GIL; the shim swaps three static type slots.
     unsafe { ht_free_list_bypass(on as c_int) as u32 }
+}
+
+/// Calls `f(block)` for every block CPython 3.13 keeps parked in its free lists (dead objects
+/// kept for reuse: see `csrc/parked_blocks.c`); none before 3.13. The
+/// caller holds the GIL, and `f` must not allocate through Python nor run Python code (the
+/// lists must not change during the walk). Returns how many.
+pub fn for_each_parked_block<F: FnMut(usize)>(mut f: F) -> usize {
+    extern "C" fn call<F: FnMut(usize)>(block: usize, data: *mut c_void) {
+        // SAFETY: `data` is the `&mut F` passed below, alive for the whole walk.
+        let f = unsafe { &mut *(data as *mut F) };
+        f(block);
+    }
+    let data = &mut f as *mut F as *mut c_void;
+    // SAFETY: the caller holds the GIL, so the free lists stay as they are while the shim
+    // reads them; `call::<F>` gets back the `data` it expects.
+    unsafe { ht_for_each_parked_block(call::<F>, data) }
 }
 
 /// Complete frames from `frame` to the bottom of its stack (saturated at 65535).

@@ -52,10 +52,11 @@ pub fn sampling() -> bool {
 }
 
 /// Whether an allocation of `size` bytes on this thread is sampled (only asked in sampled
-/// mode). Zero-byte blocks count as one byte (see `heaptrail_core::sampling`).
+/// mode). Zero-byte blocks count as one byte (the C shim's `ht_sample_units` applies that
+/// rule of `heaptrail_core::sampling`).
 #[inline]
 pub fn take(size: usize) -> bool {
-    let size = size.max(1).min(i64::MAX as usize / 4) as i64;
+    let size = size.min(i64::MAX as usize / 4) as i64;
     // SAFETY: reads and writes a thread-local word of the calling thread.
     let left = unsafe { ht_sample_sub(size) };
     left <= 0 && due(left, size)

@@ -420,6 +420,30 @@ impl Tracer {
         removed
     }
 
+    /// Forgets the trace of `block`, whose object is dead but whose memory CPython may keep
+    /// parked in a free list instead of freeing it.
+    fn forget_dead(&mut self, block: usize) {
+        if block_headers::is_marked(block) {
+            // SAFETY: marked, so live and headered; GIL held (we have `self`).
+            let mut h = unsafe { block_headers::read(block) };
+            if h.gen == self.gen {
+                self.store.count_out(h.size, h.tb);
+                h.gen = 0;
+                // SAFETY: as above.
+                unsafe { block_headers::write(block, h) };
+            }
+        } else if !sampler::sampling() || sampler::may_be_in_table(block) {
+            self.table_remove(block);
+        }
+    }
+
+    /// Forgets every traced block parked in CPython 3.13's free lists: dead, though the
+    /// reference tracer did not always say so (`csrc/parked_blocks.c`). Called before the
+    /// traces are reported. Nothing to do before 3.13.
+    fn forget_parked(&mut self) {
+        frames::for_each_parked_block(|block| self.forget_dead(block));
+    }
+
     /// Calls `f(block address, size, traceback)` for every live trace kept in a block header.
     fn for_each_headered(&self, mut f: impl FnMut(usize, u64, TbId)) {
         if self.store.headered_len() == 0 {
@@ -522,6 +546,15 @@ pub fn on_alloc(addr: usize, size: usize) {
 /// [`BlockPlan::Table`]).
 pub fn on_sampled_alloc(addr: usize, size: usize) {
     allocated(addr, size, false);
+}
+
+/// A MEM/OBJ block handed out untraced (sampled mode did not draw it). Still the thread's
+/// latest allocation: that tells a new object's fresh block from one reused from a free list
+/// (3.13, [`on_new_object`]).
+#[inline]
+pub fn allocated_untraced(_addr: usize) {
+    #[cfg(Py_3_13)]
+    frames::swap_last_alloc(_addr);
 }
 
 /// A new block at `addr`; `draw`: in sampled mode the sampler decides whether it is traced.
@@ -752,22 +785,34 @@ pub fn on_free(addr: usize) {
 /// that holds no trace (heaptrail's own object parked it there, or it was parked before
 /// tracing began) is traced from now on when its size is known: from its header, or `size`
 /// (non-zero for the free-list types, computed by the C shim). stdlib tracemalloc leaves
-/// such blocks untraced.
+/// such blocks untraced. In sampled mode a reused block is counted by the sampler as the
+/// allocation it stands in for, and traced if that holds a sample point.
+///
+/// `just_allocated`: the block is the thread's latest allocation, so the object in it is
+/// already stamped (or was counted by the sampler). The match can be stale — the thread's
+/// latest allocation was not an object (a dict's key table), was freed, and another thread's
+/// object was allocated at that address and then parked in a free list — so a headered block
+/// is skipped only if it holds a live trace.
 #[allow(dead_code)] // only called on 3.13+
-pub fn on_new_object(block: usize, size: usize) {
+pub fn on_new_object(block: usize, size: usize, just_allocated: bool) {
     if hooks_off() {
         return;
     }
-    // The object just allocated in `block` is already stamped. Forget the match, so that the
-    // next object in the same block — reused from a free list, no allocation — is re-stamped.
-    // The match can be stale: the thread's latest allocation was not an object (a dict's key
-    // table), was freed, and another thread's object was allocated at that address and then
-    // parked in a free list. So a headered block is skipped only if it holds a live trace.
-    let just_allocated = frames::swap_last_alloc(0) == block;
-    if sampler::sampling() && !block_headers::is_marked(block) && !sampler::may_be_in_table(block)
-    {
-        // Never sampled: nothing to re-stamp. (An object taken from a free list was never
-        // allocated, so the sampler never counts it: a known gap, see README "Known limits".)
+    let sampled = sampler::sampling();
+    if sampled && !block_headers::is_marked(block) && !sampler::may_be_in_table(block) {
+        if just_allocated || size == 0 {
+            return; // counted (and not drawn) when allocated; or a size not known here
+        }
+        let thread = frames::current_thread();
+        if thread.holds_gil && !thread.busy && sampler::take(size) {
+            // SAFETY: GIL held; the closure stays in Rust.
+            unsafe {
+                with_tracer(|t| {
+                    let tb = t.capture(thread);
+                    t.table_add(block, size, tb, false);
+                })
+            };
+        }
         return;
     }
     let thread = frames::current_thread();
@@ -803,17 +848,28 @@ pub fn on_new_object(block: usize, size: usize) {
                 }
                 block_headers::write(block, h);
             } else if just_allocated {
-                // Stamped by the allocation (or deliberately left untraced). (A block sampled
-                // mode never drew returned above, before the thread lookup.)
+                // Stamped by the allocation (or deliberately left untraced, or counted by the
+                // sampler and not drawn).
             } else if t.store.get(block).is_some() {
                 if own_work {
                     // heaptrail's own object now lives there: like its allocations, untraced.
                     t.table_remove(block);
+                } else if sampled {
+                    // A sampled block reused without its object's death being seen (CPython
+                    // 3.13.0-3.13.2's eval loop deallocates without telling the reference
+                    // tracer; specialized float operations still do). The new object is a new
+                    // allocation for the sampler: inheriting the old sample would keep a block
+                    // sampled through all its reuses.
+                    t.table_remove(block);
+                    if size > 0 && sampler::take(size) {
+                        let tb = t.capture(thread);
+                        t.table_add(block, size, tb, false);
+                    }
                 } else {
                     let tb = t.capture(thread);
                     t.store.retag(block, tb);
                 }
-            } else if size > 0 && !own_work && !sampled {
+            } else if size > 0 && !own_work && (!sampled || sampler::take(size)) {
                 let tb = t.capture(thread);
                 t.table_add(block, size, tb, false);
             }
@@ -838,20 +894,7 @@ pub fn on_dead_object(block: usize) {
         return;
     }
     // SAFETY: GIL held; the closure stays in Rust.
-    unsafe {
-        with_tracer(|t| {
-            if block_headers::is_marked(block) {
-                let mut h = block_headers::read(block);
-                if h.gen == t.gen {
-                    t.store.count_out(h.size, h.tb);
-                    h.gen = 0;
-                    block_headers::write(block, h);
-                }
-            } else {
-                t.table_remove(block);
-            }
-        })
-    };
+    unsafe { with_tracer(|t| t.forget_dead(block)) };
 }
 
 // ---- the Python API's operations (GIL held: they take `Python<'_>`) -------------------------
@@ -994,7 +1037,13 @@ pub fn traced_memory(_py: Python<'_>) -> (u64, u64) {
         return (0, 0);
     }
     // SAFETY: GIL held.
-    unsafe { with_tracer(|t| (t.store.traced(), t.store.peak())) }.unwrap_or((0, 0))
+    unsafe {
+        with_tracer(|t| {
+            t.forget_parked();
+            (t.store.traced(), t.store.peak())
+        })
+    }
+    .unwrap_or((0, 0))
 }
 
 pub fn reset_peak(_py: Python<'_>) {
@@ -1181,6 +1230,7 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
     // SAFETY: GIL held; the closure stays in Rust.
     let (copied, tracebacks) = unsafe {
         with_tracer(|t| {
+            t.forget_parked();
             let mut used: Vec<(Vec<RawFrame>, u16)> = Vec::new();
             let mut use_tb = |tb: TbId| {
                 used.push((
