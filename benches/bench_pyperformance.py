@@ -139,7 +139,10 @@ def main():
     modes = (["untraced"] + [f"sampled:{r}" for r in args.sample] + ["heaptrail"]
              + ([] if args.no_stdlib else ["stdlib"]) + ([] if args.no_memray else ["memray"]))
     env = _common.environment()
+    label = {m: (f"sampled {int(m.split(':')[1]) >> 10}K" if m.startswith("sampled:") else m)
+             for m in modes}
     times = {}  # (benchmark, mode) -> seconds
+    timed_out = []  # "script under mode" cells over --timeout
     with tempfile.TemporaryDirectory(prefix="bench-pyperformance-") as tmp:
         with open(os.path.join(tmp, "sitecustomize.py"), "w") as f:
             f.write(SITECUSTOMIZE.format(nframe=NFRAME))
@@ -148,19 +151,26 @@ def main():
             mine = set()
             for mode in modes:  # interleaved per script, so drifts hit every tracer alike
                 _common.progress(f"[{i}/{len(args.benchmarks)}] {name}: {mode}")
-                for bench, seconds in run_one(script, mode, tmp, args).items():
+                try:
+                    result = run_one(script, mode, tmp, args)
+                except subprocess.TimeoutExpired:
+                    # One slow cell (stdlib on pprint takes > 15 min) must not cost the run.
+                    timed_out.append(f"{name} under {label[mode]}")
+                    _common.progress(f"    {name}: {mode} exceeded {args.timeout:g} s: left out")
+                    continue
+                for bench, seconds in result.items():
                     times[(bench, mode)] = seconds
                     mine.add(bench)
             # The script's ratios as soon as they are known (a long run stays useful if cut).
             for bench in sorted(mine):
-                base = times[(bench, "untraced")]
+                base = times.get((bench, "untraced"))
+                if base is None:
+                    continue
                 _common.progress(f"    {bench}: " + ", ".join(
                     f"{m} {times[(bench, m)] / base:.2f}x" for m in modes[1:]
                     if (bench, m) in times))
 
     benches = sorted({b for b, _ in times})
-    label = {m: (f"sampled {int(m.split(':')[1]) >> 10}K" if m.startswith("sampled:") else m)
-             for m in modes}
     ratios = {m: {} for m in modes[1:]}
     rows = []
     for b in benches:
@@ -181,8 +191,9 @@ def main():
     for r in args.sample:
         g = summary[f"sampled:{r}"]["geomean"]
         default = " (the default rate)" if r == heaptrail.DEFAULT_SAMPLE_RATE else ""
-        verdicts.append(f"sampled {r >> 10}K{default}: geomean {g:.3f}x, target <= {TARGET}x: "
-                        f"{'PASS' if g <= TARGET else 'MISS'}")
+        verdicts.append(f"sampled {r >> 10}K{default}: " + (
+            "nothing measured" if g is None else
+            f"geomean {g:.3f}x, target <= {TARGET}x: {'PASS' if g <= TARGET else 'MISS'}"))
     text = "\n".join([
         _common.header(env, f"bench_pyperformance: {len(benches)} benchmarks of "
                             f"{PYPERFORMANCE} ({len(args.benchmarks)} scripts), nframe "
@@ -193,12 +204,13 @@ def main():
         _common.table(["benchmark", "untraced"] + [f"{label[m]}/untr" for m in modes[1:]],
                       rows),
         "",
-    ] + verdicts)
+    ] + verdicts + ([f"left out after {args.timeout:g} s (their cells read '-'): "
+                     + ", ".join(timed_out)] if timed_out else []))
     _common.emit(args, text, {
         "benchmark": "pyperformance", "environment": env, "pyperformance": PYPERFORMANCE,
         "nframe": NFRAME, "processes": args.processes, "values": args.values,
         "modes": modes, "seconds": {f"{b}|{m}": t for (b, m), t in times.items()},
-        "summary": summary, "target_geomean": TARGET,
+        "summary": summary, "target_geomean": TARGET, "timed_out": timed_out,
     })
 
 

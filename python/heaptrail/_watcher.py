@@ -46,11 +46,15 @@ def library_patterns():
 class Watcher:
     """Background leak detection in this process. Create with :func:`heaptrail.watch`."""
 
-    def __init__(self, settings, callback=None, detector_options=None):
+    def __init__(self, settings, callback=None, detector_options=None, clock=time.monotonic,
+                 log_windows=True):
+        """clock: the windows' time axis (the pytest plugin counts iterations instead of
+        seconds). log_windows: tell leaks and fixes on the `heaptrail` logger."""
         self.settings = settings
         self._detector = _native.TrendDetector(**(detector_options or {}))
+        self._clock = clock
         self._library = library_patterns()
-        self._sinks = [LoggingSink(log)]
+        self._sinks = [LoggingSink(log)] if log_windows else []
         if settings.report:
             self._sinks.append(JsonLinesSink(settings.report, settings.report_max_bytes,
                                              settings.report_keep))
@@ -82,7 +86,9 @@ class Watcher:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def start(self):
+    def start(self, background=True):
+        """Start tracing if needed and, when `background`, the thread that takes a window
+        every interval (else windows are taken by check_now() alone)."""
         # The tracer completes tracebacks of library frames only with the user's frame found
         # beyond the frame limit, by the same rules as the sites (see docs/attribution.md).
         _native._set_user_code_rules(self._library, self.settings.patterns("include"),
@@ -96,6 +102,8 @@ class Watcher:
         elif _native.get_traceback_limit() < self.settings.nframe:
             # Raises the limit, keeps the traces and the mode (exact or sampled) in force.
             _native.start(self.settings.nframe, _native.get_sample_rate())
+        if not background:
+            return self
         self._thread = threading.Thread(target=self._run, name="heaptrail-watcher", daemon=True)
         self._thread.start()
         return self
@@ -168,7 +176,7 @@ class Watcher:
             self._lock.release()
 
     def _take_window(self):
-        now, mono = time.time(), time.monotonic()
+        now, mono = time.time(), self._clock()
         table = _native._get_traceback_totals()  # per-traceback totals: a short pause
         traced, peak = _native.get_traced_memory()
         _native.reset_peak()  # the peak of the *next* window
@@ -261,7 +269,7 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     port, bound on 127.0.0.1) to serve metrics on. callback: called with each report dict.
     include / exclude: fnmatch patterns (lists, or comma-separated strings) of files that are /
     are never the user's code. detector_options: TrendDetector settings (history, min_windows,
-    leak_p, suspect_p, min_growth_bytes, min_rate, fixed_after).
+    leak_p, suspect_p, min_growth_bytes, min_rate, fixed_after, warm_skip).
     """
     as_text = lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     settings = Settings.from_environment(

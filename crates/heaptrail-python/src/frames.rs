@@ -47,6 +47,7 @@ extern "C" {
     fn ht_init();
     fn ht_current_thread_state(flags: *mut c_int) -> *mut ffi::PyThreadState;
     fn ht_set_busy(busy: c_int) -> c_int;
+    #[cfg_attr(not(Py_3_13), allow(dead_code))]
     fn ht_swap_last_alloc(block: usize) -> usize;
     fn ht_capture_frames(
         tstate: *mut ffi::PyThreadState,
@@ -121,6 +122,8 @@ pub fn set_busy(busy: bool) -> bool {
 }
 
 /// Records `block` as the calling thread's latest allocation; returns the previous one.
+/// (3.13 only: its reference tracer tells fresh blocks from reused ones.)
+#[cfg_attr(not(Py_3_13), allow(dead_code))]
 pub fn swap_last_alloc(block: usize) -> usize {
     // SAFETY: writes a thread-local word of the calling thread.
     unsafe { ht_swap_last_alloc(block) }

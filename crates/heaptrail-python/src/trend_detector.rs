@@ -13,7 +13,7 @@ pub struct TrendDetector {
 impl TrendDetector {
     #[new]
     #[pyo3(signature = (history=None, min_windows=None, leak_p=None, suspect_p=None,
-                        min_growth_bytes=None, min_rate=None, fixed_after=None))]
+                        min_growth_bytes=None, min_rate=None, fixed_after=None, warm_skip=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         history: Option<usize>,
@@ -23,6 +23,7 @@ impl TrendDetector {
         min_growth_bytes: Option<f64>,
         min_rate: Option<f64>,
         fixed_after: Option<usize>,
+        warm_skip: Option<usize>,
     ) -> Self {
         let d = TrendConfig::default();
         let config = TrendConfig {
@@ -33,7 +34,7 @@ impl TrendDetector {
             min_growth_bytes: min_growth_bytes.unwrap_or(d.min_growth_bytes),
             min_rate: min_rate.unwrap_or(d.min_rate),
             fixed_after: fixed_after.unwrap_or(d.fixed_after),
-            ..d
+            warm_skip: warm_skip.or(d.warm_skip),
         };
         TrendDetector {
             inner: Mutex::new(Core::new(config.sanitized())),
