@@ -49,6 +49,14 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # Bad values on the command line stop the run before any test, as pytest's own do.
+    iterations = config.getoption("heaptrail_iterations")
+    if iterations is not None and iterations < MIN_ITERATIONS:
+        raise pytest.UsageError(f"heaptrail: iterations must be an integer >= {MIN_ITERATIONS}, "
+                                f"not {iterations!r}")
+    warmup = config.getoption("heaptrail_warmup")
+    if warmup is not None and warmup < 0:
+        raise pytest.UsageError(f"heaptrail: warmup must be an integer >= 0, not {warmup!r}")
     config.addinivalue_line(
         "markers",
         "no_leaks(iterations=10, warmup=3, min_growth=1, include=None, exclude=None): fail "
