@@ -173,13 +173,18 @@ def _check_peak(item, body, limit):
         pytest.fail("\n".join(lines), pytrace=False)
 
 
-def _clear_interpreter_caches():
-    """Garbage, and the interpreter's type attribute cache: it keeps a reference to the name
-    of each lookup it caches (up to 4096), so code that looks up freshly built names
+def _clear_caches():
+    """Garbage; the interpreter's type attribute cache, which keeps a reference to the name of
+    each lookup it caches (up to 4096), so code that looks up freshly built names
     (``hasattr(obj, "repr_" + kind)`` in reprlib, run by asyncio) grows by a block now and then
-    for thousands of iterations, a bounded cache no test should fail for."""
+    for thousands of iterations, a bounded cache no test should fail for; and heaptrail's own
+    references to code objects of tracebacks no live block uses, which it otherwise lets go
+    of in batches (a test that execs fresh source each iteration would look like a leak)."""
+    from . import _native
     clear = getattr(sys, "_clear_internal_caches", None) or sys._clear_type_cache  # 3.13: renamed
     clear()
+    gc.collect()
+    _native._release_unused_tracebacks()
     gc.collect()
 
 
@@ -210,7 +215,7 @@ def _check_leaks(item, body, options, ran_once):
                 body()
             finally:
                 _native._ignore_current_thread(True)
-            _clear_interpreter_caches()
+            _clear_caches()
             report = watcher.check_now()
             if report is None:
                 return  # something stopped tracing: nothing to judge

@@ -129,6 +129,13 @@ fn _get_traceback_totals(py: Python<'_>) -> TraceTable {
     TraceTable::with_totals(snapshot, per_tb)
 }
 
+/// Lets go now of the tracebacks no live block uses and of the code objects only they named
+/// (see `tracer::release_unused`; the pytest plugin calls it before each window).
+#[pyfunction]
+fn _release_unused_tracebacks(py: Python<'_>) {
+    tracer::release_unused(py)
+}
+
 /// Seconds the last snapshot held the GIL (the pause it imposed on the application).
 #[pyfunction]
 fn _last_snapshot_pause() -> f64 {
@@ -249,6 +256,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(wrap_pyfunction!(_last_analysis_stats, m)?)?;
     }
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
+    m.add_function(wrap_pyfunction!(_release_unused_tracebacks, m)?)?;
     m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
     m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
     m.add_function(wrap_pyfunction!(_set_user_code_rules, m)?)?;

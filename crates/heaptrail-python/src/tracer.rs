@@ -354,6 +354,12 @@ impl Tracer {
     /// engines) would leave a traceback and a held code object per snippet, forever.
     #[inline(never)]
     fn compact(&mut self) {
+        let unused = self.drop_unused();
+        code_registry::defer_release(unused);
+    }
+
+    /// `compact` without the release: returns the code objects to let go of.
+    fn drop_unused(&mut self) -> Vec<usize> {
         self.compactions += 1;
         let totals = self.store.totals();
         self.tracebacks
@@ -367,9 +373,9 @@ impl Tracer {
         if !unused.is_empty() {
             self.depth_memo.clear();
             self.library_cache.clear();
-            code_registry::defer_release(unused);
         }
         self.compact_at = (2 * self.tracebacks.live_len()).max(self.tracebacks.live_len() + COMPACT_MIN);
+        unused
     }
 
     fn apply_pending(&mut self) {
@@ -1029,6 +1035,19 @@ pub fn clear(py: Python<'_>) {
     unsafe { resolver().clear() };
     // After the tables are released: dropping a code object frees memory through the hooks.
     code_registry::release(py, codes);
+}
+
+/// Compacts the traceback table now and lets go at once of the code objects only the dropped
+/// tracebacks named. (The hooks do this in batches, every [`COMPACT_MIN`] new tracebacks, and
+/// release from a pending call.) For a caller that measures growth window by window over a
+/// few iterations, the pytest plugin: code compiled by each iteration (`exec`) must not look
+/// like the program's memory because heaptrail still holds it. GIL held, outside the hooks.
+pub fn release_unused(py: Python<'_>) {
+    let _own = OwnWork::begin();
+    // SAFETY: GIL held; the closure stays in Rust.
+    let unused = unsafe { with_tracer(|t| t.drop_unused()) }.unwrap_or_default();
+    // After the tables are released: dropping a code object frees memory through the hooks.
+    code_registry::release(py, unused);
 }
 
 /// `(traced, peak)` in bytes.
