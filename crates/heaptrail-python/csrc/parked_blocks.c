@@ -33,10 +33,15 @@
    pre-header); a float's starts where the object does. */
 #define HT_GC_HEAD (2 * sizeof(uintptr_t))
 
-static size_t
-ht_walk(void (*parked)(uintptr_t block, void *data), void *data)
+#endif
+
+/* Calls `parked(block, data)` for every block parked in the main interpreter's free lists;
+   returns how many. 0 and no call before 3.13 (3.11 and 3.12 keep traced objects out of their
+   free lists: free_list_bypass.c) and without free lists. GIL held. */
+size_t
+ht_for_each_parked_block(void (*parked)(uintptr_t block, void *data), void *data)
 {
-#if defined(Py_GIL_DISABLED) || !defined(WITH_FREELISTS)
+#if PY_VERSION_HEX < 0x030D0000 || defined(Py_GIL_DISABLED) || !defined(WITH_FREELISTS)
     (void)parked;
     (void)data;
     return 0;
@@ -66,22 +71,5 @@ ht_walk(void (*parked)(uintptr_t block, void *data), void *data)
         n++;
     }
     return n;
-#endif
-}
-
-#endif
-
-/* Calls `parked(block, data)` for every block parked in the main interpreter's free lists;
-   returns how many. 0 and no call before 3.13 (3.11 and 3.12 keep traced objects out of their
-   free lists: free_list_bypass.c). GIL held. */
-size_t
-ht_for_each_parked_block(void (*parked)(uintptr_t block, void *data), void *data)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return ht_walk(parked, data);
-#else
-    (void)parked;
-    (void)data;
-    return 0;
 #endif
 }

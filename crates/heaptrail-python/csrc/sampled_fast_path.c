@@ -102,8 +102,10 @@ ht_sample_set(int64_t left)
     ht_sample_left = left;
 }
 
-int
-ht_sample_count_unsampled(int64_t size)
+/* See ht_sample_count_unsampled. Inline here: an exported function is interposable in a
+   shared object, so the fast path below would call it instead of inlining it. */
+static inline int
+ht_count_unsampled(int64_t size)
 {
     int64_t left = ht_sample_left - ht_sample_units(size);
     if (left <= 0) {
@@ -113,13 +115,19 @@ ht_sample_count_unsampled(int64_t size)
     return 1;
 }
 
+int
+ht_sample_count_unsampled(int64_t size)
+{
+    return ht_count_unsampled(size);
+}
+
 /* A small request that holds no sample point: counted, and true. Otherwise nothing is
    counted (the Rust hook counts it again, and draws). */
 static inline int
 ht_small_and_unsampled(size_t size)
 {
     return size <= HT_SMALL_REQUEST && atomic_load_explicit(&ht_sampled, memory_order_relaxed)
-           && ht_sample_count_unsampled((int64_t)size);
+           && ht_count_unsampled((int64_t)size);
 }
 
 /* The block a fast-path allocation returned: on 3.13 the thread's latest allocation, which

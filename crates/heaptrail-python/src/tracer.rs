@@ -804,21 +804,13 @@ pub fn on_new_object(block: usize, size: usize, just_allocated: bool) {
     if hooks_off() {
         return;
     }
-    let sampled = sampler::sampling();
-    if sampled && !block_headers::is_marked(block) && !sampler::may_be_in_table(block) {
-        if just_allocated || size == 0 {
-            return; // counted (and not drawn) when allocated; or a size not known here
-        }
-        let thread = frames::current_thread();
-        if thread.holds_gil && !thread.busy && sampler::take(size) {
-            // SAFETY: GIL held; the closure stays in Rust.
-            unsafe {
-                with_tracer(|t| {
-                    let tb = t.capture(thread);
-                    t.table_add(block, size, tb, false);
-                })
-            };
-        }
+    if sampler::sampling()
+        && (just_allocated || size == 0)
+        && !block_headers::is_marked(block)
+        && !sampler::may_be_in_table(block)
+    {
+        // Untraced, and counted (not drawn) when allocated, or of a size not known here.
+        // (A block reused from a free list is counted and maybe drawn below.)
         return;
     }
     let thread = frames::current_thread();
