@@ -89,6 +89,11 @@ def fire_and_forget(n):
     asyncio.run(main())
 
 
+async def remember_later(key):
+    await asyncio.sleep(0)
+    _seen[key] = Payload(key)  # LEAK-ASYNC
+
+
 def warm_lookup(key):
     # Bounded: a fixed set of keys, all seen during the warm-up.
     if key not in _warm:
@@ -268,9 +273,91 @@ def test_limit_memory(tmp_path):
     assert "at its peak, over its limit of 1024 KiB" in done.stdout, done.stdout
 
 
+UNITTEST_SOURCE = '''
+import unittest
+
+RUNS = itertools.count(1)
+
+
+@pytest.mark.no_leaks
+class Requests(unittest.TestCase):
+    def setUp(self):
+        self.key = f"req-{next(COUNTER)}"
+        self.scratch = [bytearray(100) for _ in range(50)]  # setUp's own allocations
+
+    def tearDown(self):
+        del self.scratch
+
+    def test_leaks(self):
+        app.remember(self.key)
+
+    def test_fixed(self):
+        app.remember_latest(self.key)
+
+    def test_fails_on_its_fourth_run(self):
+        self.assertLess(next(RUNS), 4)
+
+    @unittest.skip("not today")
+    def test_skipped(self):
+        app.remember(self.key)
+'''
+
+
+def test_unittest_test_cases_are_repeated_with_setup_and_teardown(tmp_path):
+    done, junit = run_pytest(tmp_path, UNITTEST_SOURCE)
+    assert junit is not None, done.stdout + done.stderr
+    assert outcomes(junit) == {"test_leaks": "failed", "test_fixed": "passed",
+                               "test_fails_on_its_fourth_run": "failed",
+                               "test_skipped": "skipped"}, done.stdout
+    assert f"LEAK at {tmp_path / 'app.py'}:{line_of(APP, 'LEAK-MODULE-CACHE')}:" in done.stdout
+    # The fourth run's own failure is what pytest reports, and heaptrail says which run it was.
+    assert "AssertionError: 4 not less than 4" in done.stdout, done.stdout
+    assert "the test failed on run 4, while checked for leaks" in done.stdout, done.stdout
+
+
+ASYNC_SOURCE = '''
+@pytest.mark.no_leaks
+@pytest.mark.asyncio
+async def test_leaks():
+    await app.remember_later(f"req-{next(COUNTER)}")
+
+@pytest.mark.no_leaks
+@pytest.mark.asyncio
+async def test_fixed():
+    await app.remember_later("latest")
+'''
+
+
+def test_async_tests_are_repeated_through_pytest_asyncio(tmp_path):
+    done, junit = run_pytest(tmp_path, ASYNC_SOURCE)
+    assert junit is not None, done.stdout + done.stderr
+    assert outcomes(junit) == {"test_leaks": "failed", "test_fixed": "passed"}, done.stdout
+    assert f"LEAK at {tmp_path / 'app.py'}:{line_of(APP, 'LEAK-ASYNC')}:" in done.stdout
+
+
+def test_doctests_run_once_unchecked(tmp_path):
+    (tmp_path / "counted.py").write_text(textwrap.dedent('''
+        CALLS = []
+
+        def count():
+            """
+            >>> count()
+            1
+            """
+            CALLS.append(object())
+            return len(CALLS)
+        '''))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--doctest-modules",
+         "--heaptrail-leaks", "counted.py"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--heaptrail-leaks", "--heaptrail-iterations", "3"], "iterations must be an integer >= 8"),
-    (["--heaptrail-leaks", "--heaptrail-warmup", "-1"], "warmup must be an integer >= 0"),
+    (["--heaptrail-leaks", "--heaptrail-warmup", "0"], "warmup must be an integer >= 1"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, args, message):
     done, _ = run_pytest(tmp_path, "def test_x():\n    pass\n", *args)

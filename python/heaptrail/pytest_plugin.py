@@ -8,8 +8,10 @@ Registered through the ``pytest11`` entry point and inactive unless asked:
 * ``@pytest.mark.limit_memory("24 MB")``: the test fails when its traced peak is larger.
 
 How a test is checked (see the README, "Catching leaks in tests"): its fixtures are set up once,
-as for any test; its body then runs ``warmup`` times (caches fill, lazy imports happen), then
-``iterations`` times with heaptrail tracing. After each iteration (and a garbage collection)
+as for any test; its body then runs ``warmup`` times (pytest's own call is the first; caches
+fill, lazy imports happen), then ``iterations`` times with heaptrail tracing. A body is what
+pytest runs for the test: the function (an ``async def`` one through the plugin that runs it,
+e.g. pytest-asyncio), or a ``unittest.TestCase`` method with its ``setUp`` and ``tearDown``. After each iteration (and a garbage collection)
 the leak watcher takes a window whose clock counts iterations, so the trend detector sees each
 site's live memory *per iteration*: a site that grows iteration after iteration is a leak; one
 that filled during the warm-up, or fills and stops, is not. The leaking sites then go through
@@ -19,9 +21,15 @@ the watcher's holder analysis, which names who keeps them and the pattern.
 import gc
 import inspect
 import itertools
+import os
 import sys
+import unittest
+import warnings
 
+import _pytest
+import pluggy
 import pytest
+from _pytest.unittest import TestCaseFunction
 
 from ._classes import _format_size
 from ._settings import parse_bytes
@@ -45,7 +53,8 @@ def pytest_addoption(parser):
                     help=f"measured iterations per checked test (default {ITERATIONS}, at "
                          f"least {MIN_ITERATIONS}); a marker's own value wins")
     group.addoption("--heaptrail-warmup", type=int, default=None, metavar="N",
-                    help=f"iterations run before measuring (default {WARMUP})")
+                    help=f"runs before measuring, pytest's own call of the test included "
+                         f"(default {WARMUP}, at least 1)")
 
 
 def pytest_configure(config):
@@ -55,8 +64,14 @@ def pytest_configure(config):
         raise pytest.UsageError(f"heaptrail: iterations must be an integer >= {MIN_ITERATIONS}, "
                                 f"not {iterations!r}")
     warmup = config.getoption("heaptrail_warmup")
-    if warmup is not None and warmup < 0:
-        raise pytest.UsageError(f"heaptrail: warmup must be an integer >= 0, not {warmup!r}")
+    if warmup is not None and warmup < 1:
+        raise pytest.UsageError(f"heaptrail: warmup must be an integer >= 1, not {warmup!r}")
+    if not WRAPPERS:
+        message = (f"heaptrail's pytest plugin needs pytest 8 or later (pluggy {pluggy.__version__}"
+                   " has no hook wrappers): no_leaks and limit_memory are not checked")
+        if config.getoption("heaptrail_leaks"):
+            raise pytest.UsageError(message)
+        warnings.warn(pytest.PytestConfigWarning(message))
     config.addinivalue_line(
         "markers",
         "no_leaks(iterations=10, warmup=3, min_growth=1, include=None, exclude=None): fail "
@@ -87,8 +102,8 @@ class _Options:
         if not isinstance(self.iterations, int) or self.iterations < MIN_ITERATIONS:
             raise pytest.UsageError(f"heaptrail: iterations must be an integer >= "
                                     f"{MIN_ITERATIONS}, not {self.iterations!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise pytest.UsageError(f"heaptrail: warmup must be an integer >= 0, not "
+        if not isinstance(self.warmup, int) or self.warmup < 1:
+            raise pytest.UsageError(f"heaptrail: warmup must be an integer >= 1, not "
                                     f"{self.warmup!r}")
         if not isinstance(self.min_growth, (int, float)) or self.min_growth < 0:
             raise pytest.UsageError(f"heaptrail: min_growth must be a number of bytes >= 0, "
@@ -125,30 +140,75 @@ def _memray_active(config):
         return False
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem):
-    leaks_marker = pyfuncitem.get_closest_marker("no_leaks")
-    limit_marker = pyfuncitem.get_closest_marker("limit_memory")
-    if limit_marker is not None and _memray_active(pyfuncitem.config):
+def _runtest_call(item):
+    """Wraps pytest's call of the test. The call itself (the test's first run, traced when it
+    has a memory limit) happens at the ``yield``; a leak check then runs the test again: more
+    warm-up runs, then the measured iterations. Each run is ``item.runtest()``, so it is the run
+    pytest would make: through ``pytest_pyfunc_call`` for a test function (and whatever plugin
+    runs it, e.g. pytest-asyncio's event loop for ``async def`` tests), and ``setUp`` / test /
+    ``tearDown`` for a ``unittest.TestCase`` method."""
+    leaks_marker = item.get_closest_marker("no_leaks")
+    limit_marker = item.get_closest_marker("limit_memory")
+    if limit_marker is not None and _memray_active(item.config):
         limit_marker = None  # pytest-memray, run with --memray, enforces the same marker
-    check_leaks = leaks_marker is not None or pyfuncitem.config.getoption("heaptrail_leaks")
-    if not check_leaks and limit_marker is None:
-        return None  # pytest calls the test as usual
-    function = pyfuncitem.obj
-    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
-        return None  # an async plugin runs it; heaptrail cannot repeat it here
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    body = lambda: function(**args)  # noqa: E731
+    check_leaks = leaks_marker is not None or item.config.getoption("heaptrail_leaks")
+    if not isinstance(item, pytest.Function) or (not check_leaks and limit_marker is None):
+        # Doctests and non-Python items run once as usual: a doctest's examples share one
+        # namespace and are seldom written to be run twice.
+        return (yield)
     limit = _limit_bytes(limit_marker) if limit_marker is not None else None
-    options = _Options(leaks_marker, pyfuncitem.config) if check_leaks else None
-    if limit is not None:
-        _check_peak(pyfuncitem, body, limit)
-    if options is not None:
-        _check_leaks(pyfuncitem, body, options, ran_once=limit is not None)
-    return True
+    options = _Options(leaks_marker, item.config) if check_leaks else None
+    if limit is None:
+        result = yield
+    else:
+        result = yield from _check_peak(item, limit)
+    if options is not None and not _failed(item):
+        _check_leaks(item, options)
+    return result
 
 
-def _check_peak(item, body, limit):
+# New-style hook wrappers need pluggy 1.1 (pytest 8 requires 1.5). On older ones the plugin
+# leaves pytest's calls alone, and says so when asked to check (pytest_configure).
+WRAPPERS = "wrapper" in inspect.signature(pluggy.HookimplMarker.__call__).parameters
+if WRAPPERS:
+    pytest_runtest_call = pytest.hookimpl(wrapper=True)(_runtest_call)
+
+
+def _failed(item):
+    """A unittest.TestCase method reports its failures and skips to pytest's result object
+    (``item._excinfo``) instead of raising them; a test function raises."""
+    return bool(getattr(item, "_excinfo", None))
+
+
+def _run(item):
+    """One more run of the test, as pytest makes it. A unittest.TestCase method runs under a
+    plain ``unittest.TestResult``, not pytest's: its setUp, test and tearDown are the same, but
+    its subtests are not reported to pytest again on every run (pytest would keep each report
+    until the session ends, and the suite's output would repeat them)."""
+    # The warnings a run raises are recorded here and dropped, not added to the list pytest
+    # keeps for the test (the first run's are reported; pytest's filters still apply).
+    with warnings.catch_warnings(record=True):
+        if not isinstance(item, TestCaseFunction):
+            item.runtest()
+            return
+        result = unittest.TestResult()
+        testcase = getattr(item, "_testcase", None) or item.instance
+        testcase(result=result)
+    problems = result.errors + result.failures
+    if problems:
+        raise _RunFailed("\n".join(text for _, text in problems))
+    if result.unexpectedSuccesses:
+        raise _RunFailed("unexpected success")
+
+
+class _RunFailed(Exception):
+    """A repeated run of a unittest.TestCase method failed; the message is unittest's
+    traceback text."""
+
+
+def _check_peak(item, limit):
+    """Runs pytest's call of the test (the ``yield``) traced; fails the test when its traced
+    peak exceeds `limit`."""
     import heaptrail
     started = not heaptrail.is_tracing()
     if started:
@@ -156,7 +216,7 @@ def _check_peak(item, body, limit):
     try:
         heaptrail.reset_peak()
         base = heaptrail.get_traced_memory()[0]
-        body()
+        result = yield
         peak = heaptrail.get_traced_memory()[1] - base
         largest = heaptrail.take_snapshot().statistics("lineno")[:5] if peak > limit else []
     finally:
@@ -171,6 +231,40 @@ def _check_peak(item, body, limit):
             lines.extend(f"      {s.traceback[0].filename}:{s.traceback[0].lineno}: "
                          f"{_format_size(s.size, False)} in {s.count} blocks" for s in largest)
         pytest.fail("\n".join(lines), pytrace=False)
+    return result
+
+
+# Types whose instances only hold what others put in them: the owner of a growing container is
+# the nearest object on its holder path that is not one of these.
+_CONTAINER_TYPES = frozenset({
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.set", "builtins.frozenset",
+    "builtins.cell", "collections.deque", "collections.OrderedDict", "collections.defaultdict",
+})
+_RUNNER_MODULES = ("_pytest.", "pluggy.", "pytest.")
+
+
+def _kept_by_runner(entry):
+    """Is this growth pytest's own record of the repeated runs (the reports of a test's
+    subtests in its terminal reporter, say)? True when the growing container belongs to an
+    object of pytest or pluggy (or to one of their modules). An application object a fixture
+    made is the owner of its own containers, so its leaks still count."""
+    path = entry.get("path") or []
+    for edge in reversed(path[:-1]):
+        type_name = edge.get("type") or ""
+        if type_name == "builtins.module":
+            return (edge.get("name") or "").startswith(_RUNNER_MODULES)
+        if type_name not in _CONTAINER_TYPES:
+            return type_name.startswith(_RUNNER_MODULES)
+    return False
+
+
+def _runner_directories():
+    return tuple(os.path.dirname(module.__file__) + os.sep for module in (_pytest, pluggy))
+
+
+def _is_runner(filename):
+    """Is this frame pytest's, pluggy's or this plugin's (the machinery that ran the test)?"""
+    return filename == __file__ or filename.startswith(_runner_directories())
 
 
 def _clear_caches():
@@ -184,16 +278,17 @@ def _clear_caches():
     clear = getattr(sys, "_clear_internal_caches", None) or sys._clear_type_cache  # 3.13: renamed
     clear()
     gc.collect()
+    # (Code objects are not tracked by the collector: letting them go frees what they own at
+    # once, by reference counting, with no second collection.)
     _native._release_unused_tracebacks()
-    gc.collect()
 
 
-def _check_leaks(item, body, options, ran_once):
+def _measure(item, options, run):
+    """Runs the measured iterations; returns the last window's report and, per iteration,
+    {(filename, lineno): live blocks}."""
     from . import _native
     from ._settings import Settings
     from ._watcher import Watcher
-    for _ in range(options.warmup - ran_once):
-        body()
     iteration = itertools.count(1)
     settings = Settings(interval=1.0, nframe=NFRAME, top=100_000, include=options.include,
                         exclude=options.exclude)
@@ -201,29 +296,56 @@ def _check_leaks(item, body, options, ran_once):
     # slope below which a site is not a leak; warm_skip 1, because the warm-up is done.
     detector = {"history": options.iterations, "min_rate": float(options.min_growth),
                 "min_growth_bytes": float(options.min_growth) * 2, "warm_skip": 1}
+    # Everything alive now (pytest, the libraries, the warm-up's caches) is moved out of the
+    # collector's sight, so the collection after each iteration looks only at what the
+    # iterations made: a few objects instead of the whole heap.
+    gc.collect()
+    gc.freeze()
     watcher = Watcher(settings, detector_options=detector, clock=lambda: float(next(iteration)),
                       log_windows=False).start(background=False)
-    counts = []  # per iteration: {(filename, lineno): live blocks}
+    counts = []
+    report = None
     # Only the body is traced on this thread: pytest's and heaptrail's own work between
     # iterations (this bookkeeping, the windows) is not the test's memory. (Frees are always
     # seen; other threads the body starts are traced.)
     traced_before = not _native._ignore_current_thread(True)
     try:
         for _ in range(options.iterations):
+            next(run)
             _native._ignore_current_thread(False)
             try:
-                body()
+                _run(item)
             finally:
                 _native._ignore_current_thread(True)
             _clear_caches()
             report = watcher.check_now()
             if report is None:
-                return  # something stopped tracing: nothing to judge
+                break
             counts.append({(s["filename"], s["lineno"]): s["count"] for s in report["sites"]})
     finally:
         watcher.stop()
         _native._ignore_current_thread(not traced_before)
-    leaks = report.get("leaks") or []
+        gc.unfreeze()
+    return report, counts
+
+
+def _check_leaks(item, options):
+    run = itertools.count(2)  # pytest's own call was run 1
+    try:
+        for _ in range(options.warmup - 1):
+            next(run)
+            _run(item)
+        report, counts = _measure(item, options, run)
+    except BaseException as exc:
+        item.add_report_section("call", "heaptrail", f"the test failed on run {next(run) - 1}, "
+                                "while checked for leaks (its first run passed): a test checked "
+                                "for leaks must pass when repeated in the same process")
+        if isinstance(exc, _RunFailed):
+            pytest.fail(str(exc), pytrace=False)
+        raise
+    if report is None:
+        return  # something stopped tracing: nothing to judge
+    leaks = [entry for entry in report.get("leaks") or [] if not _kept_by_runner(entry)]
     item.user_properties.append(("heaptrail_leaks", len(leaks)))
     if not leaks:
         item.add_report_section("call", "heaptrail", f"no leak over {options.iterations} "
@@ -244,7 +366,7 @@ def _check_leaks(item, body, options, ran_once):
                      f" and {blocks:+.1f} blocks per iteration; {_format_size(entry['size'], False)}"
                      f" live in {entry['count']} blocks at the end")
         lines.extend(f"    {part}" for part in entry_details(entry))
-        frames = list(itertools.takewhile(lambda frame: frame[0] != __file__,
+        frames = list(itertools.takewhile(lambda frame: not _is_runner(frame[0]),
                                           rows.get(where, {}).get("traceback") or []))
         if frames:
             lines.append("    allocated at (most recent call first):")
