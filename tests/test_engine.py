@@ -333,6 +333,35 @@ def test_code_compiled_on_the_fly_is_let_go_once_its_allocations_are_gone():
         heaptrail.stop()
 
 
+def test_code_objects_only_heaptrail_holds_are_let_go_with_what_they_own():
+    """A code object can own a traced block whose traceback names that same code: on 3.12+
+    a function's code caches the co_varnames tuple that inspect.signature builds, here while
+    the snippet's module code runs. Were heaptrail to hold the snippet's code for that
+    tuple's traceback, code, function code and tuple would keep each other alive for good:
+    every snippet compiled and thrown away would stay (doctest.testmod compiles every example
+    afresh on every run)."""
+    source = "def f(a, b):\n    return a\n\nimport inspect\nsignature = inspect.signature(f)\n"
+    refs = []
+    heaptrail.start(25)
+    try:
+        for i in range(50):
+            code = compile(source, f"<snippet-{i}>", "exec")
+            refs.append(weakref.ref(code))
+            exec(code, {})
+            del code
+        gc.collect()
+        heaptrail._native._release_unused_tracebacks()
+        alive = sum(ref() is not None for ref in refs)
+        assert alive == 0, f"{alive} of {len(refs)} snippets' code objects still alive"
+        # Tracing goes on as before, attributing new allocations to their line.
+        kept = [bytearray(1000) for _ in range(10)]  # kept line
+        line = sys._getframe().f_lineno - 1
+        tb = heaptrail.get_object_traceback(kept[0])  # oldest frame first
+        assert (tb[-1].filename, tb[-1].lineno) == (__file__, line)
+    finally:
+        heaptrail.stop()
+
+
 def test_realloc_of_headered_blocks_is_traced_at_the_new_size():
     heaptrail.start()
     blocks = [bytearray(10) for _ in range(200)]  # REALLOC-LINE

@@ -1,6 +1,5 @@
 """The pytest plugin over real test suites from PyPI (tests/real_suites.py): `--heaptrail-leaks`
-checks every test of each suite and reports no leak, except where the leak is real, and one
-known false positive of heaptrail's own, kept here so that it cannot go unnoticed.
+checks every test of each suite and reports no leak, except where the leak is real.
 
 The real leak: toolz 1.0.0's test_inspect_wrapped_property, on a CPython whose
 inspect.signature mishandles wrappers (the test's own check: 3.11 before 3.11.9, 3.12 before
@@ -9,13 +8,11 @@ inspect.signature mishandles wrappers (the test's own check: 3.11 before 3.11.9,
 module-level registry, which keeps every class ever registered. Each run adds a class and its
 entry for good: a leak by the test's design, at the line heaptrail names.
 
-The false positive (CPython 3.12+): toolz's test_doctests runs toolz's doctests with
-doctest.testmod, which compiles every example afresh. Untraced, those code objects die after
-each run; traced, heaptrail keeps them: a tuple a code object caches lazily (co_varnames, built
-when toolz calls inspect.signature on a function an example defined) is a traced block whose
-traceback names the example's code, and heaptrail holds every code object a live traceback
-names, so the cycle never ends. heaptrail's bug, not toolz's; until the code registry can let
-go of code objects only it holds, the test expects it (strictly: a fix makes it fail)."""
+(This suite once found a leak of heaptrail's own: toolz's test_doctests, which compiles every
+doctest example afresh, was flagged on 3.12+ because heaptrail held the examples' code
+objects for the tracebacks of tuples those very code objects cached; see
+test_engine.py::test_code_objects_only_heaptrail_holds_are_let_go_with_what_they_own.)
+"""
 
 import os
 import subprocess
@@ -39,9 +36,6 @@ def expected_leaks(suite):
     if suite.name == "toolz" and inspect_signature_mishandles_wrappers():
         expected["toolz.tests.test_inspect_args::test_inspect_wrapped_property"] = \
             "test_inspect_args.py:502"
-    if suite.name == "toolz" and sys.version_info >= (3, 12):  # heaptrail's own (see above)
-        expected["toolz.tests.test_curried_doctests::test_doctests"] = \
-            "test_curried_doctests.py:10"
     return expected
 
 

@@ -177,6 +177,9 @@ class Watcher:
 
     def _take_window(self):
         now, mono = time.time(), self._clock()
+        # Code objects nothing but heaptrail references (compiled, run, thrown away) must not
+        # be kept alive by heaptrail with blocks they own: let go of them first.
+        _native._release_orphaned_code()
         table = _native._get_traceback_totals()  # per-traceback totals: a short pause
         traced, peak = _native.get_traced_memory()
         _native.reset_peak()  # the peak of the *next* window

@@ -115,6 +115,28 @@ impl CodeRegistry {
         unused
     }
 
+    /// Forgets every held code object nothing but the registry references (its reference
+    /// count is 1), handing back the references. Such a code object can never run again, yet
+    /// it may own traced blocks whose tracebacks name it (a tuple it caches lazily, such as
+    /// `co_varnames` built on the first `inspect.signature` of its function, allocated while
+    /// one of its frames ran): held for those tracebacks, it would keep them alive for good.
+    ///
+    /// # Safety
+    /// The calling thread holds the GIL (no reference count changes meanwhile).
+    pub unsafe fn take_orphans(&mut self) -> Vec<usize> {
+        let orphans: Vec<usize> = self
+            .held
+            .keys()
+            // SAFETY: every held address is a live code object we hold a reference to.
+            .filter(|&&code| unsafe { ffi::Py_REFCNT(code as *mut ffi::PyObject) } == 1)
+            .copied()
+            .collect();
+        for code in &orphans {
+            self.held.remove(code);
+        }
+        orphans
+    }
+
     /// Empties the registry, handing back the references to drop with [`release`] once the
     /// trace store's lock is no longer held (dropping a code object frees memory, which
     /// re-enters the allocator hooks).

@@ -129,11 +129,20 @@ fn _get_traceback_totals(py: Python<'_>) -> TraceTable {
     TraceTable::with_totals(snapshot, per_tb)
 }
 
-/// Lets go now of the tracebacks no live block uses and of the code objects only they named
-/// (see `tracer::release_unused`; the pytest plugin calls it before each window).
+/// Lets go now of the tracebacks no live block uses and of the code objects only they named,
+/// or only heaptrail references (see `tracer::release_unused`; the pytest plugin calls it
+/// before each window).
 #[pyfunction]
 fn _release_unused_tracebacks(py: Python<'_>) {
     tracer::release_unused(py)
+}
+
+/// Lets go of the code objects only heaptrail references, and of what they own (see
+/// `tracer::release_orphans`; the watcher calls it before each window: cheap, one reference
+/// count read per held code object).
+#[pyfunction]
+fn _release_orphaned_code(py: Python<'_>) {
+    tracer::release_orphans(py)
 }
 
 /// Seconds the last snapshot held the GIL (the pause it imposed on the application).
@@ -257,6 +266,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_function(wrap_pyfunction!(_release_unused_tracebacks, m)?)?;
+    m.add_function(wrap_pyfunction!(_release_orphaned_code, m)?)?;
     m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
     m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
     m.add_function(wrap_pyfunction!(_set_user_code_rules, m)?)?;

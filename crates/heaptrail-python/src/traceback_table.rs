@@ -135,6 +135,40 @@ impl TracebackTable {
         dropped
     }
 
+    /// Turns every frame of a code object in `codes` into [`RawFrame::UNKNOWN`] (the code
+    /// objects are about to be let go of, and their addresses may then be reused by new code
+    /// objects, whose frames must not match these). Returns how many frames changed. The index
+    /// is rebuilt with the new contents' hashes; tracebacks that become equal stay apart.
+    pub fn erase_codes(&mut self, codes: &rustc_hash::FxHashSet<usize>) -> usize {
+        let mut erased = 0;
+        for frame in self.frames.iter_mut() {
+            if !frame.code.is_null() && codes.contains(&(frame.code as usize)) {
+                *frame = RawFrame::UNKNOWN;
+                erased += 1;
+            }
+        }
+        if erased == 0 {
+            return 0;
+        }
+        for id in 0..self.entries.len() {
+            let e = self.entries[id];
+            if e.len != 0 {
+                self.entries[id].hash = hash_traceback(self.frames(id as TbId), e.total_nframe);
+            }
+        }
+        self.index.clear();
+        let entries = &self.entries;
+        for (id, e) in entries.iter().enumerate() {
+            if e.len != 0 {
+                self.index.insert_unique(e.hash, id as TbId, |&i| entries[i as usize].hash);
+            }
+        }
+        for r in self.recent.iter_mut() {
+            *r = EMPTY_RECENT;
+        }
+        erased
+    }
+
     /// Every frame of the tracebacks in the table.
     pub fn all_frames(&self) -> impl Iterator<Item = &RawFrame> {
         self.entries

@@ -378,6 +378,25 @@ impl Tracer {
         unused
     }
 
+    /// Forgets the code objects only heaptrail references (see
+    /// [`CodeRegistry::take_orphans`]), first erasing their frames from every traceback, and
+    /// returns them to let go of. A block they own dies with them; a block allocated by one of
+    /// them and kept elsewhere stays traced, its frames of that code reading `<unknown>`.
+    ///
+    /// # Safety
+    /// The calling thread holds the GIL.
+    unsafe fn take_orphans(&mut self) -> Vec<usize> {
+        // SAFETY: the caller holds the GIL.
+        let orphans = unsafe { self.codes.take_orphans() };
+        if !orphans.is_empty() {
+            let set: rustc_hash::FxHashSet<usize> = orphans.iter().copied().collect();
+            self.tracebacks.erase_codes(&set);
+            self.depth_memo.clear();
+            self.library_cache.clear();
+        }
+        orphans
+    }
+
     fn apply_pending(&mut self) {
         let ops = {
             let mut pending = PENDING.lock();
@@ -1036,10 +1055,29 @@ pub fn clear(py: Python<'_>) {
 /// like the program's memory because heaptrail still holds it. GIL held, outside the hooks.
 pub fn release_unused(py: Python<'_>) {
     let _own = OwnWork::begin();
+    // Letting go of one code object can free blocks whose tracebacks named others, which
+    // then become unused or orphaned in turn: a few rounds, until nothing changes.
+    for _ in 0..4 {
+        // SAFETY: GIL held; the closures stay in Rust.
+        let mut codes = unsafe { with_tracer(|t| t.drop_unused()) }.unwrap_or_default();
+        codes.extend(unsafe { with_tracer(|t| t.take_orphans()) }.unwrap_or_default());
+        if codes.is_empty() {
+            break;
+        }
+        // After the tables are released: dropping a code object frees memory through the
+        // hooks.
+        code_registry::release(py, codes);
+    }
+}
+
+/// Lets go of the code objects only heaptrail references (one round of
+/// [`release_unused`]'s second half): what they own dies with them, and the tracebacks that
+/// named them are dropped at the next compaction, as any unused traceback.
+pub fn release_orphans(py: Python<'_>) {
+    let _own = OwnWork::begin();
     // SAFETY: GIL held; the closure stays in Rust.
-    let unused = unsafe { with_tracer(|t| t.drop_unused()) }.unwrap_or_default();
-    // After the tables are released: dropping a code object frees memory through the hooks.
-    code_registry::release(py, unused);
+    let orphans = unsafe { with_tracer(|t| t.take_orphans()) }.unwrap_or_default();
+    code_registry::release(py, orphans);
 }
 
 /// `(traced, peak)` in bytes.
