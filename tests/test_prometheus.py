@@ -310,7 +310,7 @@ def test_head_has_headers_and_no_body(make_endpoint):
 
 
 def test_clients_that_disconnect_mid_response_are_silent(make_endpoint, capfd, caplog):
-    endpoint = make_endpoint()
+    endpoint = make_endpoint(max_site_series=10_000)
     endpoint.emit(fake_report(4000), [])  # megabytes of text: the send outlives the client
     assert len(exchange(endpoint.address, REQUEST)[2]) > 1_000_000
     for i in range(30):
@@ -482,3 +482,38 @@ def test_the_endpoint_is_never_traced_nor_reported_as_a_leak():
         assert not {f for f in reported if os.path.realpath(f) in own}
     finally:
         w.stop()
+
+
+def test_per_site_series_are_bounded_whatever_the_number_of_sites():
+    """A series per site ever reported would make the metrics a leak of their own (labels are
+    file names, lines, holders): a window exports at most MAX_SITE_SERIES sites and as many
+    leaks, the flagged and fastest-growing first, and counts the rest."""
+    from heaptrail import _native
+    from heaptrail._prometheus import MAX_SITE_SERIES, render_metrics
+
+    def site(i, verdict):
+        return {"filename": f"/app/mod{i}.py", "lineno": i, "verdict": verdict, "pattern": "",
+                "size": 1000 + i, "count": 1, "bytes_per_second": float(i % 7)}
+
+    sites = [site(i, "plateau") for i in range(450)]
+    sites += [site(1000 + i, _native.LEAK) for i in range(5)]
+    leaks = [{"site": {"filename": f"/app/leak{i}.py", "lineno": i}, "holder": f"app.cache{i}",
+              "pattern": "unbounded-cache", "size": 10 * i, "bytes_per_second": float(i)}
+             for i in range(MAX_SITE_SERIES + 20)]
+    report = {"window": 3, "rss_bytes": 1, "traced_bytes": 1, "traced_peak_bytes": 1,
+              "process_verdict": _native.PROCESS_VERDICTS[0], "sites": sites, "leaks": leaks}
+    text = render_metrics(report)
+    site_series = [line for line in text.splitlines() if line.startswith("heaptrail_site_bytes{")]
+    leak_series = [line for line in text.splitlines() if line.startswith("heaptrail_leak_bytes{")]
+    assert len(site_series) == MAX_SITE_SERIES
+    assert len(leak_series) == MAX_SITE_SERIES
+    # Every leaking site is kept, and the fastest-growing leaks.
+    assert sum('verdict="leak"' in line for line in site_series) == 5
+    assert f'holder="app.cache{MAX_SITE_SERIES + 19}"' in text and 'holder="app.cache0"' not in text
+    dropped = 455 - MAX_SITE_SERIES + 20
+    assert f"heaptrail_site_series_dropped {dropped}" in text
+    assert f"heaptrail_site_series_dropped {455 + len(leaks)}" in render_metrics(report, per_site=False)
+    if PROMTOOL:
+        done = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -3,8 +3,9 @@
 Binds 127.0.0.1 unless a host is given. Serves GET (and HEAD) of ``/metrics`` and ``/``;
 other methods get 405, other paths 404, a malformed request 400. Nothing a client sends is
 interpreted beyond the request line: the path is compared with those two strings, never used
-to open anything. Site labels are bounded to the reported sites (leaks, suspects, fixed, and
-the top sites), leak labels to the leaks of the window, so cardinality stays small.
+to open anything. Label values (file names, lines, holders) are bounded: per window at most
+MAX_SITE_SERIES (100) reported sites and as many leaks get series of their own, the flagged
+and fastest-growing first; ``heaptrail_site_series_dropped`` counts the others.
 
 The endpoint lives inside someone else's service for weeks, so it must not become its leak,
 its stall or its noise:
@@ -21,7 +22,8 @@ its stall or its noise:
   head is closed to make room -- slow or idle clients cannot lock scrapers out -- and when
   none is waiting, the newcomer gets a 503), ``max_head_bytes`` (8 KiB, then 431),
   ``max_response_bytes`` (4 MiB; above it, the per-site and per-leak series are left out of
-  that window's text). One request per connection (``Connection: close``).
+  that window's text), ``max_site_series`` (100 sites and 100 leaks per window). One request
+  per connection (``Connection: close``).
 * **Quiet.** Clients that disconnect or time out are closed silently; anything else goes to
   the ``heaptrail`` logger as one line, without traceback, at most once per ``log_interval``
   (60 s). The loop thread is excluded from tracing, so its own allocations are never reported
@@ -49,9 +51,28 @@ def _label(value):
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def render_metrics(report, per_site=True):
+MAX_SITE_SERIES = 100  # per-site and per-leak series per metric, at most (see _bounded)
+
+
+def _bounded(rows, limit, key):
+    """At most `limit` rows, the ones `key` ranks first. Label values are file names, lines,
+    holders: a series per site ever seen would make the metrics a leak of their own (in
+    Prometheus's memory, and in every scrape's size), so a window exports a bounded set."""
+    return rows if len(rows) <= limit else sorted(rows, key=key)[:limit]
+
+
+def _site_rank(site):
+    """Sites with a verdict worth alerting on first, then the fastest-growing, then the
+    biggest."""
+    flagged = site["verdict"] in _native.ALWAYS_REPORTED or site["verdict"] == _native.PART_OF_LEAK
+    return (not flagged, -site["bytes_per_second"], -site["size"])
+
+
+def render_metrics(report, per_site=True, max_series=MAX_SITE_SERIES):
     """The Prometheus exposition text for one window report; without ``per_site``, only the
-    process-wide series (the fallback when the full text exceeds the response cap)."""
+    process-wide series (the fallback when the full text exceeds the response cap). At most
+    `max_series` sites and as many leaks get series of their own; the others are counted in
+    ``heaptrail_site_series_dropped``."""
     out = []
 
     def metric(name, kind, help_text, samples):
@@ -75,10 +96,16 @@ def render_metrics(report, per_site=True):
     sites = report["sites"]
     metric("heaptrail_sites", "gauge", "Reported sites per verdict.",
            [({"verdict": v}, sum(1 for s in sites if s["verdict"] == v)) for v in _VERDICTS])
+    all_leaks = report.get("leaks", [])
+    exported = _bounded(sites, max_series, _site_rank) if per_site else []
+    leaks = _bounded(all_leaks, max_series, lambda e: -e["bytes_per_second"]) if per_site else []
+    metric("heaptrail_site_series_dropped", "gauge",
+           "Reported sites and leaks left without series of their own this window (the cap).",
+           [({}, len(sites) - len(exported) + len(all_leaks) - len(leaks))])
     if not per_site:
         return "\n".join(out) + "\n"
     labels = [({"filename": s["filename"], "lineno": s["lineno"], "verdict": s["verdict"],
-                "pattern": s.get("pattern", "")}, s) for s in sites]
+                "pattern": s.get("pattern", "")}, s) for s in exported]
     metric("heaptrail_site_bytes", "gauge", "Live memory allocated at a site.",
            [(lab, s["size"]) for lab, s in labels])
     metric("heaptrail_site_blocks", "gauge", "Live blocks allocated at a site.",
@@ -86,7 +113,6 @@ def render_metrics(report, per_site=True):
     metric("heaptrail_site_growth_bytes_per_second", "gauge",
            "Growth rate of a site's live memory (Sen's slope).",
            [(lab, s["bytes_per_second"]) for lab, s in labels])
-    leaks = report.get("leaks", [])
     leak_labels = [({"filename": e["site"]["filename"], "lineno": e["site"]["lineno"],
                      "holder": (e["holder"] or "")[:_MAX_HOLDER_LABEL], "pattern": e["pattern"]}, e)
                    for e in leaks]
@@ -164,8 +190,10 @@ class PrometheusEndpoint:
     keyword arguments are the limits described in the module docstring."""
 
     def __init__(self, address, *, max_connections=64, header_timeout=5.0, idle_timeout=5.0,
-                 max_head_bytes=8192, max_response_bytes=4 << 20, log_interval=60.0):
+                 max_head_bytes=8192, max_response_bytes=4 << 20, log_interval=60.0,
+                 max_site_series=MAX_SITE_SERIES):
         self._report = None
+        self._max_site_series = max_site_series
         self._max_connections = max_connections
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
@@ -368,7 +396,7 @@ class PrometheusEndpoint:
         report = self._report
         if report is not self._body_for:
             try:
-                body = render_metrics(report).encode()
+                body = render_metrics(report, max_series=self._max_site_series).encode()
                 if len(body) > self._max_response_bytes:
                     self._throttle.warn(
                         f"metrics text of {len(body)} bytes exceeds the cap of "

@@ -11,11 +11,12 @@ How a test is checked (see the README, "Catching leaks in tests"): its fixtures 
 as for any test; its body then runs ``warmup`` times (pytest's own call is the first; caches
 fill, lazy imports happen), then ``iterations`` times with heaptrail tracing. A body is what
 pytest runs for the test: the function (an ``async def`` one through the plugin that runs it,
-e.g. pytest-asyncio), or a ``unittest.TestCase`` method with its ``setUp`` and ``tearDown``. After each iteration (and a garbage collection)
-the leak watcher takes a window whose clock counts iterations, so the trend detector sees each
-site's live memory *per iteration*: a site that grows iteration after iteration is a leak; one
-that filled during the warm-up, or fills and stops, is not. The leaking sites then go through
-the watcher's holder analysis, which names who keeps them and the pattern.
+e.g. pytest-asyncio), or a ``unittest.TestCase`` method with its ``setUp`` and ``tearDown``.
+After each iteration (and a garbage collection) the leak watcher takes a window whose clock
+counts iterations, so the trend detector sees each site's live memory *per iteration*: a site
+that grows iteration after iteration is a leak; one that filled during the warm-up, or fills
+and stops, is not. The leaking sites then go through the watcher's holder analysis, which
+names who keeps them and the pattern.
 """
 
 import gc

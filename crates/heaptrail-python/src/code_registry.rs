@@ -8,6 +8,16 @@
 //! traceback names are let go. Code compiled on the fly (templates, `exec` of generated
 //! source) is therefore not kept alive by heaptrail once its allocations are gone.
 //!
+//! The same promise when the allocations are the code's own: a code object can own, itself
+//! or through the code nested in it, a traced block whose traceback names it (3.12+ caches a
+//! function's `co_varnames` tuple when `inspect.signature` first reads it, say from the module
+//! code that defined the function), and held for that traceback it would never die. So code
+//! objects nothing but the registry references are let go of as well
+//! ([`CodeRegistry::take_orphans`]; the watcher does it before each window), their frames
+//! first erased from the traceback table, so that a new code object at the reused address
+//! never matches them (a block one of them allocated that outlives it elsewhere stays traced,
+//! those frames reading `<unknown>`).
+//!
 //! Letting go happens in two steps: the registry forgets the objects at once (while the
 //! tracer's tables are borrowed, inside an allocator hook), and the references are dropped
 //! later from a pending call ([`defer_release`]), where freeing memory is safe.
