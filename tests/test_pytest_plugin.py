@@ -335,6 +335,22 @@ def test_async_tests_are_repeated_through_pytest_asyncio(tmp_path):
     assert f"LEAK at {tmp_path / 'app.py'}:{line_of(APP, 'LEAK-ASYNC')}:" in done.stdout
 
 
+def test_a_test_that_stops_tracing_itself_is_reported_unchecked(tmp_path):
+    source = '''
+    import heaptrail
+
+    @pytest.mark.no_leaks
+    def test_stops_tracing():
+        app.remember(f"req-{next(COUNTER)}")
+        heaptrail.stop()
+    '''
+    done, junit = run_pytest(tmp_path, source)
+    assert outcomes(junit) == {"test_stops_tracing": "passed"}, done.stdout
+    assert "not checked for leaks: the test stops heaptrail's tracing itself" in done.stdout
+    props = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert props.get("heaptrail_leaks") == "not checked", props
+
+
 def test_doctests_run_once_unchecked(tmp_path):
     (tmp_path / "counted.py").write_text(textwrap.dedent('''
         CALLS = []

@@ -344,8 +344,11 @@ def _check_leaks(item, options):
         if isinstance(exc, _RunFailed):
             pytest.fail(str(exc), pytrace=False)
         raise
-    if report is None:
-        return  # something stopped tracing: nothing to judge
+    if report is None:  # the test stopped heaptrail's tracing (its own start/stop)
+        item.user_properties.append(("heaptrail_leaks", "not checked"))
+        item.add_report_section("call", "heaptrail", "not checked for leaks: the test stops "
+                                "heaptrail's tracing itself")
+        return
     leaks = [entry for entry in report.get("leaks") or [] if not _kept_by_runner(entry)]
     item.user_properties.append(("heaptrail_leaks", len(leaks)))
     if not leaks:
