@@ -254,7 +254,8 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     Starts tracing if needed. Every `interval` seconds (default 60) the watcher takes a
     snapshot, updates a time series per allocation site in your code and classifies each site
     as ``leak``, ``suspect``, ``warming-up``, ``plateau`` or ``fixed``; the process as ``ok``,
-    ``python-growth``, ``native-growth``, ``transient-peaks`` or ``allocator-retention``.
+    ``python-growth``, ``native-growth``, ``transient-peaks``, ``allocator-retention`` or
+    ``unknown`` (RSS unreadable).
 
     Each argument left as None is read from its HEAPTRAIL_* environment variable
     (HEAPTRAIL_INTERVAL, HEAPTRAIL_NFRAME, HEAPTRAIL_REPORT, HEAPTRAIL_PROMETHEUS,

@@ -50,6 +50,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ProcessVerdict::NativeGrowth,
         ProcessVerdict::TransientPeaks,
         ProcessVerdict::AllocatorRetention,
+        ProcessVerdict::Unknown,
     ];
     m.add(
         "PROCESS_VERDICTS",

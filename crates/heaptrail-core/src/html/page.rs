@@ -179,6 +179,7 @@ pub fn process_meaning(verdict: &str) -> &'static str {
         "allocator-retention" => {
             "RSS stays high while live memory fell: the allocator keeps freed memory"
         }
+        "unknown" => "RSS could not be read, and traced memory does not grow: nothing to judge",
         _ => "",
     }
 }

@@ -35,6 +35,11 @@
 //!    the allocator (fragmentation, free lists, arenas).
 //! 4. `Ok`.
 //!
+//! Rules 1 and 3 read RSS. Where it could not be read (no `/proc`: the caller passes 0), they
+//! cannot be applied, and a verdict that is not `PythonGrowth` is `Unknown`, confidence 0:
+//! neither `Ok` (native growth cannot be ruled out) nor `AllocatorRetention` (which a series of
+//! zeros would otherwise "show" at full confidence).
+//!
 //! Confidence: `1 − p` of the deciding trend (`TransientPeaks`: the weaker of RSS and peak;
 //! `PythonGrowth` from a site: that site's confidence); `Ok`: 0 before `min_windows` windows,
 //! then the smaller uncorrected p-value of RSS and traced growth (how compatible they are with
@@ -66,6 +71,8 @@ pub enum ProcessVerdict {
     NativeGrowth,
     TransientPeaks,
     AllocatorRetention,
+    /// RSS could not be read, and traced memory does not grow.
+    Unknown,
 }
 
 impl ProcessVerdict {
@@ -76,6 +83,7 @@ impl ProcessVerdict {
             ProcessVerdict::NativeGrowth => "native-growth",
             ProcessVerdict::TransientPeaks => "transient-peaks",
             ProcessVerdict::AllocatorRetention => "allocator-retention",
+            ProcessVerdict::Unknown => "unknown",
         }
     }
 }
@@ -150,8 +158,18 @@ impl ProcessHistory {
             series(|s| s.traced_bytes),
             series(|s| s.traced_peak_bytes),
         );
-        let r = Trend::of(cfg, &rss, &times, scratch);
         let t = Trend::of(cfg, &traced, &times, scratch);
+        if rss.contains(&0) {
+            // RSS unknown (0 is never a real process's resident size): only rule 2 applies.
+            if let Some(te) = t.leak {
+                return (ProcessVerdict::PythonGrowth, 1.0 - te.p_full);
+            }
+            if let Some(confidence) = site_leak {
+                return (ProcessVerdict::PythonGrowth, confidence);
+            }
+            return (ProcessVerdict::Unknown, 0.0);
+        }
+        let r = Trend::of(cfg, &rss, &times, scratch);
         let traced_flat_vs_rss = t.leak.is_none() || t.rate < FLAT_RATIO * r.rate;
         let rss_climb = r.leak.filter(|re| {
             // The samples where RSS grows: its rise there, and traced memory's over the same.

@@ -1281,6 +1281,34 @@ fn process_allocator_retention() {
 }
 
 #[test]
+fn process_rss_unreadable_is_unknown_not_retention() {
+    // No /proc: RSS reads 0. The same release of traced memory as above is no evidence of
+    // retention (a series of zeros "stays within 10% of its maximum"): unknown, confidence 0.
+    let v = run_process(
+        |i, rng| {
+            let traced = if i < 12 { 500.0 * MIB } else { 200.0 * MIB };
+            ProcessSample {
+                rss_bytes: 0,
+                traced_bytes: noisy(rng, traced, MIB),
+                traced_peak_bytes: 520 * MIB as u64,
+            }
+        },
+        20,
+    );
+    assert!(v[10..].iter().all(|&(x, c)| x == ProcessVerdict::Unknown && c == 0.0), "{v:?}");
+    // Growing traced memory needs no RSS: still python growth.
+    let v = run_process(
+        |i, rng| ProcessSample {
+            rss_bytes: 0,
+            traced_bytes: noisy(rng, 100.0 * MIB + 2.0 * MIB * i as f64, 64.0 * KIB),
+            traced_peak_bytes: 0,
+        },
+        20,
+    );
+    assert_eq!(v[19].0, ProcessVerdict::PythonGrowth, "{v:?}");
+}
+
+#[test]
 fn verdict_names() {
     let names: Vec<_> = [
         ProcessVerdict::Ok,
@@ -1288,6 +1316,7 @@ fn verdict_names() {
         ProcessVerdict::NativeGrowth,
         ProcessVerdict::TransientPeaks,
         ProcessVerdict::AllocatorRetention,
+        ProcessVerdict::Unknown,
     ]
     .iter()
     .map(|v| v.as_str())
@@ -1299,7 +1328,8 @@ fn verdict_names() {
             "python-growth",
             "native-growth",
             "transient-peaks",
-            "allocator-retention"
+            "allocator-retention",
+            "unknown"
         ]
     );
 }
