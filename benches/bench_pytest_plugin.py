@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import _common  # noqa: E402
 import real_suites  # noqa: E402
+from heaptrail.pytest_plugin import ITERATIONS  # noqa: E402  (the default measured iterations)
 
 PYTEST_MEMRAY = "pytest-memray==1.11.0"
-ITERATIONS = 10  # heaptrail's default measured iterations (pytest_plugin.ITERATIONS)
 
 LIMIT_LEAKS_PLUGIN = '''
 import pytest
