@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -64,18 +63,8 @@ def run_suite(suite, options, extra_path, junit, timeout):
     except subprocess.TimeoutExpired:
         return None, {}
     seconds = time.perf_counter() - start
-    return seconds, outcomes(junit)
-
-
-def outcomes(junit):
-    if not junit.exists():
-        return {}
-    tags = {"failure": "failed", "error": "error", "skipped": "skipped"}
-    found = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        found[f"{case.get('classname')}::{case.get('name')}"] = next(
-            (tags[child.tag] for child in case if child.tag in tags), "passed")
-    return found
+    return seconds, {test: outcome for test, (outcome, _) in
+                     real_suites.junit_results(junit).items()}
 
 
 def main():

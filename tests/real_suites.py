@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,3 +85,19 @@ def pytest_command(suite, *options, junit=None):
     env = dict(os.environ, PYTHONPATH=str(directory), PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTEST_ADDOPTS", None)
     return argv, directory, env
+
+
+def junit_results(junit):
+    """{classname::name: (outcome, failure text)} from pytest's JUnit XML at `junit` (empty if
+    the run wrote none); outcome is passed, failed, error or skipped."""
+    if not Path(junit).exists():
+        return {}
+    tags = {"failure": "failed", "error": "error", "skipped": "skipped"}
+    found = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome, text = "passed", ""
+        for child in case:
+            if child.tag in tags:
+                outcome, text = tags[child.tag], (child.get("message") or "") + (child.text or "")
+        found[f"{case.get('classname')}::{case.get('name')}"] = (outcome, text)
+    return found

@@ -17,7 +17,6 @@ test_engine.py::test_code_objects_only_heaptrail_holds_are_let_go_with_what_they
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -48,19 +47,6 @@ def prepared(suite):
         pytest.skip(str(exc))
 
 
-def results(junit):
-    """{classname::name: (outcome, failure text)} from pytest's JUnit XML."""
-    tags = {"failure": "failed", "error": "error", "skipped": "skipped"}
-    found = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        outcome, text = "passed", ""
-        for child in case:
-            if child.tag in tags:
-                outcome, text = tags[child.tag], (child.get("message") or "") + (child.text or "")
-        found[f"{case.get('classname')}::{case.get('name')}"] = (outcome, text)
-    return found
-
-
 @pytest.mark.parametrize("suite", real_suites.SUITES, ids=lambda s: f"{s.name}-{s.version}")
 def test_every_test_of_a_real_suite_is_checked_and_only_real_leaks_fail(tmp_path, suite):
     prepared(suite)
@@ -70,11 +56,12 @@ def test_every_test_of_a_real_suite_is_checked_and_only_real_leaks_fail(tmp_path
     assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
     argv, cwd, env = real_suites.pytest_command(suite, "--heaptrail-leaks", junit=junit)
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    found = results(junit)
+    found = real_suites.junit_results(junit)
     checked = {test for test, (outcome, _) in found.items() if outcome != "skipped"}
     assert len(checked) >= 100, (len(checked), done.stdout[-3000:])
     # Every test the plain run passed was checked and passed, but the real leaks.
-    plain_passed = {t for t, (outcome, _) in results(tmp_path / "plain.xml").items()
+    plain_passed = {t for t, (outcome, _) in
+                    real_suites.junit_results(tmp_path / "plain.xml").items()
                     if outcome == "passed"}
     failed = {test: text for test, (outcome, text) in found.items()
               if test in plain_passed and outcome != "passed"}

@@ -122,16 +122,7 @@ impl TracebackTable {
         self.frames = frames;
         // Lowest ids first, so the id space stays dense.
         self.free.sort_unstable_by(|a, b| b.cmp(a));
-        self.index.clear();
-        let entries = &self.entries;
-        for (id, e) in entries.iter().enumerate() {
-            if e.len != 0 {
-                self.index.insert_unique(e.hash, id as TbId, |&i| entries[i as usize].hash);
-            }
-        }
-        for r in self.recent.iter_mut() {
-            *r = EMPTY_RECENT;
-        }
+        self.reindex();
         dropped
     }
 
@@ -156,6 +147,13 @@ impl TracebackTable {
                 self.entries[id].hash = hash_traceback(self.frames(id as TbId), e.total_nframe);
             }
         }
+        self.reindex();
+        erased
+    }
+
+    /// Rebuilds the hash index from the entries' stored hashes and empties the recent cache:
+    /// after entries were dropped, moved or changed.
+    fn reindex(&mut self) {
         self.index.clear();
         let entries = &self.entries;
         for (id, e) in entries.iter().enumerate() {
@@ -166,7 +164,6 @@ impl TracebackTable {
         for r in self.recent.iter_mut() {
             *r = EMPTY_RECENT;
         }
-        erased
     }
 
     /// Every frame of the tracebacks in the table.
