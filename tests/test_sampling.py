@@ -193,8 +193,10 @@ def test_threads_allocating_and_freeing_while_sampled_snapshots_are_taken():
     for t in threads:
         t.join()
     assert not errors
+    # The worker's body, not its `def` line: there this test made the function object and its
+    # closure, which are alive (and sampled now and then: 160 + 56 bytes at 4096).
     code = worker.__code__
-    lines = {line for _, _, line in code.co_lines() if line}
+    lines = {line for _, _, line in code.co_lines() if line} - {code.co_firstlineno}
     left = [s for s in heaptrail.take_snapshot().statistics("lineno")
             if s.traceback[0].filename == __file__ and s.traceback[0].lineno in lines]
     assert left == [], f"samples of freed blocks stayed behind: {left}"
