@@ -4,7 +4,7 @@
 import logging
 import os
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from . import _native
 
@@ -50,6 +50,11 @@ class Settings:
     include: str = ""         # HEAPTRAIL_INCLUDE: comma-separated fnmatch patterns of user files
     exclude: str = ""         # HEAPTRAIL_EXCLUDE: comma-separated patterns of files never blamed
     sample: int = 0           # HEAPTRAIL_SAMPLE: sampled mode's mean bytes between samples (0 = exact)
+    # HEAPTRAIL_PYROSCOPE: URL of a Pyroscope server to push heap profiles to ("" = off).
+    # Left out of repr: it may hold a password (user:password@host).
+    pyroscope: str = field(default="", repr=False)
+    pyroscope_app: str = ""   # HEAPTRAIL_PYROSCOPE_APP: application name ("" = the program's)
+    pyroscope_labels: str = ""  # HEAPTRAIL_PYROSCOPE_LABELS: extra labels, NAME=VALUE,...
 
     def to_environment(self):
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
@@ -75,7 +80,7 @@ class Settings:
             except ValueError as exc:
                 kind = "a number" if isinstance(f.default, (int, float)) else "valid"
                 problem = str(exc) if "must be" in str(exc) else f"it is not {kind}"
-                message = f"{name}={raw!r} is invalid ({problem})"
+                message = f"{name}={_shown(f.name, raw)!r} is invalid ({problem})"
                 if strict:
                     raise ValueError(message) from None
                 logging.getLogger("heaptrail").warning(
@@ -106,6 +111,15 @@ class Settings:
             raise ValueError(f"prometheus must be HOST:PORT or PORT, not {self.prometheus!r}")
         return (host or "127.0.0.1", port)
 
+    def check_pyroscope(self):
+        if self.pyroscope or self.pyroscope_app or self.pyroscope_labels:
+            from ._pyroscope import check_app_name, parse_labels, parse_url  # http.client: lazily
+            if self.pyroscope:
+                parse_url(self.pyroscope)
+            if self.pyroscope_app:
+                check_app_name(self.pyroscope_app)
+            parse_labels(self.pyroscope_labels)
+
     def check(self):
         if not 1 <= self.nframe <= 65535:
             raise ValueError(f"nframe must be in 1..65535, not {self.nframe}")
@@ -121,3 +135,12 @@ class Settings:
         if not 0 <= self.sample < 2**62:
             raise ValueError(f"sample must be a number of bytes >= 0 (0: exact), not {self.sample}")
         self.prometheus_address()
+        self.check_pyroscope()
+
+
+def _shown(name, raw):
+    """A variable's value as messages show it: a Pyroscope URL without its password."""
+    if name == "pyroscope":
+        from ._pyroscope import redact
+        return redact(raw)
+    return raw

@@ -71,6 +71,18 @@ class Watcher:
                 # costs the metrics, never the watching or the application.
                 log.warning("heaptrail: cannot serve metrics on %s: %s; watching without "
                             "the endpoint", settings.prometheus, exc.strerror or exc)
+        self._pyroscope = None
+        if settings.pyroscope:
+            from ._pyroscope import PyroscopeSink, parse_labels
+            profile = getattr(self, "_window_profile", None)  # the window's pprof, from Rust
+            if profile is None:
+                log.warning("heaptrail: this heaptrail cannot build window profiles; not "
+                            "pushing to Pyroscope")
+            else:
+                self._pyroscope = PyroscopeSink(
+                    settings.pyroscope, profile=profile, app_name=settings.pyroscope_app or None,
+                    labels=parse_labels(settings.pyroscope_labels))
+                self._sinks.append(self._pyroscope)
         self._history = deque(maxlen=HISTORY)  # JSON lines (str), oldest first
         self._last = None         # the latest report as a dict
         self._site_info = {}      # key -> (filename, lineno, traceback), sites of the last window
@@ -248,7 +260,8 @@ class Watcher:
 
 def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=None,
           include=None, exclude=None, top=None, report_max_bytes=None, report_keep=None,
-          sample=None, **detector_options):
+          sample=None, pyroscope=None, pyroscope_app=None, pyroscope_labels=None,
+          **detector_options):
     """Start background leak detection in this process and return the :class:`Watcher`.
 
     Starts tracing if needed. Every `interval` seconds (default 60) the watcher takes a
@@ -260,7 +273,8 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     Each argument left as None is read from its HEAPTRAIL_* environment variable
     (HEAPTRAIL_INTERVAL, HEAPTRAIL_NFRAME, HEAPTRAIL_REPORT, HEAPTRAIL_PROMETHEUS,
     HEAPTRAIL_INCLUDE, HEAPTRAIL_EXCLUDE, HEAPTRAIL_TOP, HEAPTRAIL_REPORT_MAX_BYTES,
-    HEAPTRAIL_REPORT_KEEP, HEAPTRAIL_SAMPLE), else its default.
+    HEAPTRAIL_REPORT_KEEP, HEAPTRAIL_SAMPLE, HEAPTRAIL_PYROSCOPE, HEAPTRAIL_PYROSCOPE_APP,
+    HEAPTRAIL_PYROSCOPE_LABELS), else its default.
 
     sample: sampled mode for production (see heaptrail.start): True for the default rate
     (512 KiB), a number of bytes, or 0 / False for exact tracing (the default). Reports, metrics
@@ -274,11 +288,20 @@ def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=
     include / exclude: fnmatch patterns (lists, or comma-separated strings) of files that are /
     are never the user's code. detector_options: TrendDetector settings (history, min_windows,
     leak_p, suspect_p, min_growth_bytes, min_rate, fixed_after, warm_skip).
+
+    pyroscope: URL of a Pyroscope server (``http://HOST:4040``) to push each window's heap
+    profile to, from a background thread that never blocks the application; basic auth from
+    HEAPTRAIL_PYROSCOPE_USER / HEAPTRAIL_PYROSCOPE_PASSWORD (or ``user:password@`` in the URL),
+    tenant from HEAPTRAIL_PYROSCOPE_TENANT. pyroscope_app: the application name (default: the
+    program's name). pyroscope_labels: extra labels, a dict or "NAME=VALUE,...".
     """
     as_text = lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    if isinstance(pyroscope_labels, dict):
+        pyroscope_labels = ",".join(f"{k}={v}" for k, v in pyroscope_labels.items())
     settings = Settings.from_environment(
         interval=interval, nframe=nframe, report=report, prometheus=prometheus,
         include=as_text(include), exclude=as_text(exclude), top=top,
         report_max_bytes=report_max_bytes, report_keep=report_keep,
-        sample=sample_bytes(sample))
+        sample=sample_bytes(sample), pyroscope=pyroscope, pyroscope_app=pyroscope_app,
+        pyroscope_labels=pyroscope_labels)
     return Watcher(settings, callback=callback, detector_options=detector_options).start()

@@ -18,8 +18,8 @@ def _bytes_option(text):
 
 
 def add_watch_options(parser, report_help, prometheus_help):
-    """--interval, --report, --prometheus, --nframe, --top, --include, --exclude. The two help
-    texts differ by who writes the report and serves the metrics."""
+    """--interval, --report, --prometheus, --pyroscope*, --nframe, --top, --include, --exclude,
+    --sample. The two help texts differ by who writes the report and serves the metrics."""
     # Defaults are None: an option not given falls back to its HEAPTRAIL_* variable, then to
     # the Settings default.
     parser.add_argument("--interval", type=float, metavar="SECONDS",
@@ -33,6 +33,19 @@ def add_watch_options(parser, report_help, prometheus_help):
                         help=f"rotated reports kept (default {Settings.report_keep}; 0: the "
                              "file is emptied instead)")
     parser.add_argument("--prometheus", metavar="HOST:PORT", help=prometheus_help)
+    parser.add_argument("--pyroscope", metavar="URL",
+                        help="push each window's heap profile to the Pyroscope server at URL "
+                             "(http[s]://HOST:PORT, e.g. http://localhost:4040; or "
+                             "HEAPTRAIL_PYROSCOPE). Basic auth from HEAPTRAIL_PYROSCOPE_USER and "
+                             "HEAPTRAIL_PYROSCOPE_PASSWORD (or user:password@ in URL), the "
+                             "tenant (X-Scope-OrgID) from HEAPTRAIL_PYROSCOPE_TENANT")
+    parser.add_argument("--pyroscope-app", metavar="NAME",
+                        help="application name in Pyroscope, its service_name (default: the "
+                             "program's name, e.g. the script or `-m` module; or "
+                             "HEAPTRAIL_PYROSCOPE_APP)")
+    parser.add_argument("--pyroscope-labels", metavar="NAME=VALUE,...",
+                        help="extra labels of every profile pushed, besides host and pid "
+                             "(e.g. env=prod,region=eu; or HEAPTRAIL_PYROSCOPE_LABELS)")
     parser.add_argument("--nframe", type=int,
                         help=f"frames kept per traceback, 1..65535 (default {Settings.nframe})")
     parser.add_argument("--top", type=int, metavar="N",
@@ -63,7 +76,8 @@ def watch_settings(args, check_report=True):
             strict=True, interval=args.interval, nframe=args.nframe, top=args.top,
             report=args.report, prometheus=args.prometheus, include=args.include,
             exclude=args.exclude, report_max_bytes=args.report_max_bytes,
-            report_keep=args.report_keep, sample=args.sample)
+            report_keep=args.report_keep, sample=args.sample, pyroscope=args.pyroscope,
+            pyroscope_app=args.pyroscope_app, pyroscope_labels=args.pyroscope_labels)
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
     if settings.report:
