@@ -1,9 +1,13 @@
-"""An opt-in Prometheus text-format endpoint for the watcher's latest window.
+"""The watcher's opt-in HTTP endpoint: Prometheus metrics of its latest window, and heap
+profiles.
 
-Binds 127.0.0.1 unless a host is given. Serves GET (and HEAD) of ``/metrics`` and ``/``;
-other methods get 405, other paths 404, a malformed request 400. Nothing a client sends is
-interpreted beyond the request line: the path is compared with those two strings, never used
-to open anything. Label values (file names, lines, holders) are bounded: per window at most
+Binds 127.0.0.1 unless a host is given. Serves GET (and HEAD) of ``/metrics`` and ``/`` (the
+Prometheus text format) and, when a profile source is given (the watcher gives itself),
+``/debug/pprof/heap`` (a pprof heap profile, ``?seconds=N`` for a delta; see
+_pprof_endpoint.py); other methods get 405, other paths 404, a malformed request 400.
+Nothing a client sends is interpreted beyond the request line: the path is compared with
+those strings, never used to open anything, and the only query parameters read are the
+profile's, each checked. Label values (file names, lines, holders) are bounded: per window at most
 MAX_SITE_SERIES (100) reported sites and as many leaks get series of their own, the flagged
 and fastest-growing first; ``heaptrail_site_series_dropped`` counts the others.
 
@@ -131,13 +135,13 @@ _FIELD_LINE = re.compile(rb"%s:[\t\x20-\x7e\x80-\xff]*" % _TOKEN)
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 _PATHS = (b"/metrics", b"/")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+            429: "Too Many Requests", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
 _LINGER_SECONDS = 2.0    # at most this long reading what a client still sends after our answer
 _LINGER_BYTES = 1 << 18  # ... and at most this much of it
 
-# Connection states.
-_HEAD, _WRITE, _LINGER = "head", "write", "linger"
+# Connection states (_WAIT: a delta profile is being measured for it).
+_HEAD, _WAIT, _WRITE, _LINGER = "head", "wait", "write", "linger"
 
 
 def _response(status, body=b"", content_type=b"text/plain; charset=utf-8", head_only=False,
@@ -149,8 +153,13 @@ def _response(status, body=b"", content_type=b"text/plain; charset=utf-8", head_
     return [memoryview(head)] if head_only or not body else [memoryview(head), memoryview(body)]
 
 
+def _profile_response(answer, head_only):
+    return _response(answer.status, answer.body, answer.content_type, head_only, answer.extra)
+
+
 class _Connection:
-    __slots__ = ("sock", "state", "buf", "out", "deadline", "head_deadline", "lingered")
+    __slots__ = ("sock", "state", "buf", "out", "deadline", "head_deadline", "lingered",
+                 "deferred", "head_only")
 
     def __init__(self, sock, now, header_timeout, idle_timeout):
         self.sock = sock
@@ -162,6 +171,8 @@ class _Connection:
         self.head_deadline = now + header_timeout
         self.deadline = min(self.head_deadline, now + idle_timeout)
         self.lingered = 0  # bytes read and dropped after the answer
+        self.deferred = None  # the _pprof_endpoint.Deferred answer it waits for (_WAIT)
+        self.head_only = False
 
 
 class _Throttle:
@@ -184,14 +195,21 @@ class _Throttle:
 
 
 class PrometheusEndpoint:
-    """Serves /metrics from one daemon thread; a watcher sink (emit keeps the latest report).
+    """Serves /metrics (and /debug/pprof/heap) from one daemon thread; a watcher sink (emit
+    keeps the latest report).
 
-    ``address`` is ``(host, port)``; port 0 picks a free port, ``.address`` says which. The
-    keyword arguments are the limits described in the module docstring."""
+    ``address`` is ``(host, port)``; port 0 picks a free port, ``.address`` says which.
+    ``profiles``: where heap profiles come from (see _pprof_endpoint.HeapProfiles; None: the
+    path is not served). The other keyword arguments are the limits described in the module
+    docstring."""
 
-    def __init__(self, address, *, max_connections=64, header_timeout=5.0, idle_timeout=5.0,
-                 max_head_bytes=8192, max_response_bytes=4 << 20, log_interval=60.0,
-                 max_site_series=MAX_SITE_SERIES):
+    def __init__(self, address, *, profiles=None, max_connections=64, header_timeout=5.0,
+                 idle_timeout=5.0, max_head_bytes=8192, max_response_bytes=4 << 20,
+                 log_interval=60.0, max_site_series=MAX_SITE_SERIES):
+        self._profiles = None
+        if profiles is not None:
+            from ._pprof_endpoint import HeapProfiles
+            self._profiles = HeapProfiles(profiles)
         self._report = None
         self._max_site_series = max_site_series
         self._max_connections = max_connections
@@ -283,7 +301,10 @@ class PrometheusEndpoint:
         if accept:
             self._accept(now)
         for conn in [c for c in self._conns.values() if c.deadline <= now]:
-            self._close(conn.sock)  # timed out: idle, slow, or half-open; closed silently
+            if conn.state == _WAIT:
+                self._finish_deferred(conn, now)  # its delta profile's time is up
+            else:
+                self._close(conn.sock)  # timed out: idle, slow, or half-open; closed silently
 
     def _accept(self, now):
         for _ in range(self._max_connections):  # bounded: one burst cannot starve the rest
@@ -331,6 +352,10 @@ class PrometheusEndpoint:
         return False
 
     def _close(self, sock):
+        conn = self._conns.get(sock)
+        if conn is not None and conn.deferred is not None:
+            conn.deferred.cancel()  # the client left before its delta profile was ready
+            conn.deferred = None
         self._conns.pop(sock, None)
         try:
             self._selector.unregister(sock)
@@ -344,6 +369,8 @@ class PrometheusEndpoint:
         try:
             if conn.state == _HEAD:
                 self._read_head(conn, now)
+            elif conn.state == _WAIT:
+                self._linger(conn, now)  # only to notice a client that leaves
             elif conn.state == _WRITE:
                 self._write(conn, now)
             else:
@@ -374,9 +401,24 @@ class PrometheusEndpoint:
             return
         lines = bytes(conn.buf[:end.start()]).split(b"\n")
         conn.buf = bytearray()
-        self._respond(conn, now, self._answer([line.rstrip(b"\r") for line in lines]))
+        answer = self._answer(conn, [line.rstrip(b"\r") for line in lines])
+        if isinstance(answer, list):
+            self._respond(conn, now, answer)
+        else:  # a delta profile: answered when its time is up
+            conn.state, conn.deferred = _WAIT, answer
+            conn.deadline = now + answer.seconds
 
-    def _answer(self, lines):
+    def _finish_deferred(self, conn, now):
+        deferred, conn.deferred = conn.deferred, None
+        try:
+            answer = deferred.finish()
+        except Exception as exc:
+            self._throttle.warn(f"cannot build the heap profile: {exc!r}")
+            self._respond(conn, now, _response(500, b"heap profile failed; see the heaptrail log\n"))
+            return
+        self._respond(conn, now, _profile_response(answer, conn.head_only))
+
+    def _answer(self, conn, lines):
         """The response to a complete request head (its lines, without line ends)."""
         request = _REQUEST_LINE.fullmatch(lines[0])
         if request is None or not all(_FIELD_LINE.fullmatch(line) for line in lines[1:]):
@@ -384,8 +426,18 @@ class PrometheusEndpoint:
         method, target = request.group(1), request.group(2)
         if method not in (b"GET", b"HEAD"):
             return _response(405, b"only GET and HEAD\n", extra=b"Allow: GET, HEAD\r\n")
-        if target.split(b"?", 1)[0] not in _PATHS:
-            return _response(404, b"only /metrics is served\n")
+        path, _, query = target.partition(b"?")
+        if path == b"/debug/pprof/heap" and self._profiles is not None:
+            conn.head_only = method == b"HEAD"
+            try:
+                answer = self._profiles.answer(query)
+            except Exception as exc:
+                self._throttle.warn(f"cannot build the heap profile: {exc!r}")
+                return _response(500, b"heap profile failed; see the heaptrail log\n")
+            return answer if hasattr(answer, "finish") else _profile_response(answer, conn.head_only)
+        if path not in _PATHS:
+            return _response(404, b"only /metrics and /debug/pprof/heap are served\n"
+                             if self._profiles is not None else b"only /metrics is served\n")
         body = self._metrics()
         if body is None:
             return _response(500, b"metrics unavailable; see the heaptrail log\n")

@@ -64,7 +64,8 @@ class Watcher:
         if settings.prometheus_address():
             from ._prometheus import PrometheusEndpoint
             try:
-                self._prometheus = PrometheusEndpoint(settings.prometheus_address())
+                self._prometheus = PrometheusEndpoint(settings.prometheus_address(),
+                                                      profiles=self)
                 self._sinks.append(self._prometheus)
             except OSError as exc:
                 # A port already taken (another process of the same command, a restart)
@@ -74,17 +75,15 @@ class Watcher:
         self._pyroscope = None
         if settings.pyroscope:
             from ._pyroscope import PyroscopeSink, parse_labels
-            profile = getattr(self, "_window_profile", None)  # the window's pprof, from Rust
-            if profile is None:
-                log.warning("heaptrail: this heaptrail cannot build window profiles; not "
-                            "pushing to Pyroscope")
-            else:
-                self._pyroscope = PyroscopeSink(
-                    settings.pyroscope, profile=profile, app_name=settings.pyroscope_app or None,
-                    labels=parse_labels(settings.pyroscope_labels))
-                self._sinks.append(self._pyroscope)
+            self._pyroscope = PyroscopeSink(
+                settings.pyroscope, profile=self._window_profile,
+                app_name=settings.pyroscope_app or None,
+                labels=parse_labels(settings.pyroscope_labels))
+            self._sinks.append(self._pyroscope)
         self._history = deque(maxlen=HISTORY)  # JSON lines (str), oldest first
         self._last = None         # the latest report as a dict
+        self._last_window = None  # (report, per-traceback totals) of the latest window, one
+                                  # reference swapped at once: profiles pair them right
         self._site_info = {}      # key -> (filename, lineno, traceback), sites of the last window
         self._verdicts = {}       # (filename, lineno) -> last verdict, rows of the last window
         self._leaks = LeakAnalyser(self._library, settings.patterns("include"),
@@ -223,10 +222,37 @@ class Watcher:
             del row["_key"]
         transitions = self._transitions(report["sites"])
         self._last = report
+        self._last_window = (report, table)
         self._history.append(_native._encode_window(report))
         for sink in self._sinks:
             sink.emit(report, transitions)
         return report
+
+    # ---- heap profiles: the endpoint's /debug/pprof/heap, the Pyroscope sender --------------
+
+    def heap_totals(self):
+        """The tracer's live bytes and blocks per traceback now (a pause as long as a window's
+        snapshot), or None when not tracing."""
+        return _native._get_traceback_totals() if _native.is_tracing() else None
+
+    def heap_profile(self, table, base=None, seconds=0, report=None):
+        """`table`'s live heap as gzipped pprof bytes (with `base`: the growth since `base`,
+        over `seconds`), each sample labelled with its site's verdict and leak pattern in
+        `report` (default: the latest window's). Built in Rust, without the GIL."""
+        return _native.heap_profile(
+            table, base=base, seconds=float(seconds), labels=site_labels(report or self._last),
+            library=self._library, include=self.settings.patterns("include"),
+            exclude=self.settings.patterns("exclude"),
+            time_nanos=round((report or {}).get("time", time.time()) * 1e9))
+
+    def _window_profile(self):
+        """The latest window's live heap as gzipped pprof bytes (no new snapshot; labelled by
+        that window's verdicts, stamped with its time); None before the first window."""
+        window = self._last_window
+        if window is None:
+            return None
+        report, table = window
+        return self.heap_profile(table, report=report)
 
     def _site_rows(self, judged):
         """The report's site rows from the detector's (same field names), with the site's
@@ -256,6 +282,23 @@ class Watcher:
             verdicts[key] = row["verdict"]
         self._verdicts = verdicts
         return changed
+
+
+def site_labels(report):
+    """pprof labels per site of `report`: ``verdict`` for each site row, ``pattern`` for the
+    sites of a leak entry. As (filename, lineno, [(key, value)]) rows for _native.heap_profile."""
+    if not report:
+        return []
+    labels = {(row["filename"], row["lineno"]): [("verdict", row["verdict"])]
+              for row in report["sites"]}
+    for entry in report.get("leaks", ()):
+        if entry.get("pattern"):
+            for site in entry.get("sites", ()) or (entry["site"],):
+                key = (site["filename"], site["lineno"])
+                pairs = labels.setdefault(key, [])
+                if ("pattern", entry["pattern"]) not in pairs:
+                    pairs.append(("pattern", entry["pattern"]))
+    return [(filename, lineno, pairs) for (filename, lineno), pairs in labels.items()]
 
 
 def watch(interval=None, *, nframe=None, report=None, prometheus=None, callback=None,

@@ -77,6 +77,46 @@ pub fn site_key(filename: &str, lineno: u32) -> u64 {
     h.finish()
 }
 
+/// The site of each traceback of one snapshot: its innermost user frame, else its innermost
+/// frame, else `<unknown>:0` (the one rule every view of sites follows).
+pub struct SiteFinder<'a> {
+    snapshot: &'a Snapshot,
+    rules: &'a SiteRules,
+    /// Per file: whether it is user code (few files, many frames).
+    user_file: Vec<Option<bool>>,
+}
+
+impl<'a> SiteFinder<'a> {
+    pub fn new(snapshot: &'a Snapshot, rules: &'a SiteRules) -> Self {
+        SiteFinder {
+            snapshot,
+            rules,
+            user_file: vec![None; snapshot.filenames.len()],
+        }
+    }
+
+    fn is_user(&mut self, frame: FrameId) -> bool {
+        let fid = self.snapshot.frames[frame as usize].filename as usize;
+        let (rules, snapshot) = (self.rules, self.snapshot);
+        *self.user_file[fid].get_or_insert_with(|| rules.is_user_file(&snapshot.filenames[fid]))
+    }
+
+    /// The site (filename, line) of traceback `tb`.
+    pub fn site(&mut self, tb: TracebackId) -> (Filename, u32) {
+        let snapshot = self.snapshot;
+        let frames = &snapshot.tracebacks[tb as usize].frames;
+        let site_frame = frames
+            .iter()
+            .copied()
+            .find(|&f| self.is_user(f))
+            .or(frames.first().copied());
+        match site_frame {
+            Some(f) => (snapshot.filename(f).clone(), snapshot.frame(f).lineno),
+            None => (Filename::from("<unknown>"), 0),
+        }
+    }
+}
+
 /// Live memory per site, biggest first.
 pub fn site_statistics(snapshot: &Snapshot, rules: &SiteRules) -> Vec<Site> {
     // (size, count) per traceback first: a million traces, a few thousand tracebacks.
@@ -90,12 +130,7 @@ pub fn site_statistics_from_totals(
     per_tb: &[(u64, u64)],
     rules: &SiteRules,
 ) -> Vec<Site> {
-    // Per traceback: its site frame. Per file: whether it is user code (few files, many frames).
-    let mut user_file: Vec<Option<bool>> = vec![None; snapshot.filenames.len()];
-    let mut is_user = |snapshot: &Snapshot, frame: FrameId| -> bool {
-        let fid = snapshot.frames[frame as usize].filename as usize;
-        *user_file[fid].get_or_insert_with(|| rules.is_user_file(&snapshot.filenames[fid]))
-    };
+    let mut site_of = SiteFinder::new(snapshot, rules);
     // Sites keyed by their frame's text, so duplicated frame ids cannot split a site.
     struct Acc {
         size: u64,
@@ -107,16 +142,7 @@ pub fn site_statistics_from_totals(
         if count == 0 {
             continue;
         }
-        let frames = &snapshot.tracebacks[tb_id].frames;
-        let site_frame = frames
-            .iter()
-            .copied()
-            .find(|&f| is_user(snapshot, f))
-            .or(frames.first().copied());
-        let (filename, lineno) = match site_frame {
-            Some(f) => (snapshot.filename(f).clone(), snapshot.frame(f).lineno),
-            None => (Filename::from("<unknown>"), 0),
-        };
+        let (filename, lineno) = site_of.site(tb_id as TracebackId);
         let acc = sites.entry((filename, lineno)).or_insert(Acc {
             size: 0,
             count: 0,

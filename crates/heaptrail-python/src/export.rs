@@ -5,7 +5,10 @@
 use std::io;
 use std::path::PathBuf;
 
+use heaptrail_core::export::live_profile::{self, SiteLabels};
+use heaptrail_core::export::pprof::write_profile;
 use heaptrail_core::export::{self, CollapsedValue, ExportOptions, Format};
+use heaptrail_core::sites::SiteRules;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -16,6 +19,7 @@ use crate::tracer::OwnWork;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(export_snapshot, m)?)?;
     m.add_function(wrap_pyfunction!(export_snapshot_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(heap_profile, m)?)?;
     m.add("EXPORT_FORMATS", export::Format::NAMES.to_vec())?;
     Ok(())
 }
@@ -34,6 +38,7 @@ fn options(value: &str, read_sources: bool, time_nanos: Option<i64>) -> PyResult
         read_sources,
         collapsed_value,
         time_nanos,
+        duration_nanos: None,
     })
 }
 
@@ -96,6 +101,62 @@ fn export_snapshot_bytes<'py>(
     let snapshot = table.snapshot();
     let bytes = py.detach(|| export::export_to_vec(snapshot, format, &options));
     // The result is heaptrail's own work: not traced.
+    let _own = OwnWork::begin();
+    Ok(PyBytes::new(py, &bytes))
+}
+
+/// `(filename, line, [(key, value)])` per site: the labels of the samples whose site it is.
+type SiteLabelRows = Vec<(String, u32, Vec<(String, String)>)>;
+
+/// The live heap of `table` as a gzipped pprof heap profile whose samples carry their site's
+/// labels (`labels`; a traceback's site is found by the watcher's rules: `library`, `include`,
+/// `exclude`). With `base` (an earlier table), the growth from `base` to `table` over
+/// `seconds` instead: a delta profile (see `heaptrail_core::export::live_profile`).
+#[pyfunction]
+#[pyo3(signature = (table, *, base=None, seconds=0.0, labels=Vec::new(), library=Vec::new(),
+                    include=Vec::new(), exclude=Vec::new(), read_sources=true, time_nanos=None))]
+#[allow(clippy::too_many_arguments)] // keyword-only arguments of one Python call
+fn heap_profile<'py>(
+    py: Python<'py>,
+    table: &TraceTable,
+    base: Option<PyRef<'py, TraceTable>>,
+    seconds: f64,
+    labels: SiteLabelRows,
+    library: Vec<String>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    read_sources: bool,
+    time_nanos: Option<i64>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let site_labels = SiteLabels {
+        rules: SiteRules::from_patterns(&library, &include, &exclude),
+        by_site: labels
+            .into_iter()
+            .map(|(filename, lineno, pairs)| ((filename, lineno), pairs))
+            .collect(),
+    };
+    let options = ExportOptions {
+        time_nanos,
+        read_sources,
+        ..Default::default()
+    };
+    let after = (table.snapshot(), table.totals());
+    let before = base.as_ref().map(|b| (b.snapshot(), b.totals()));
+    let bytes = py.detach(|| {
+        let profile = match &before {
+            Some((snapshot, totals)) => live_profile::delta_profile(
+                (snapshot, totals),
+                (after.0, &after.1),
+                seconds,
+                &site_labels,
+                &options,
+            ),
+            None => live_profile::heap_profile(after.0, &after.1, &site_labels, &options),
+        };
+        let mut out = Vec::new();
+        write_profile(&profile, &mut out).expect("writing to a Vec cannot fail");
+        out
+    });
     let _own = OwnWork::begin();
     Ok(PyBytes::new(py, &bytes))
 }

@@ -60,6 +60,14 @@ impl TraceTable {
         &self.snapshot
     }
 
+    /// `(bytes, blocks)` live per traceback: a totals table's own, else summed from the traces.
+    pub fn totals(&self) -> Arc<Vec<(u64, u64)>> {
+        match &self.per_traceback {
+            Some(per_tb) => per_tb.clone(),
+            None => Arc::new(self.snapshot.per_traceback()),
+        }
+    }
+
     fn filename_obj(&self, py: Python<'_>, cache: &mut PyCache, id: u32) -> Py<PyString> {
         let s = &self.snapshot;
         if cache.filenames.len() < s.filenames.len() {

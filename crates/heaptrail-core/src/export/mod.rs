@@ -12,6 +12,7 @@
 pub mod collapsed;
 pub mod frame_names;
 pub mod json;
+pub mod live_profile;
 pub mod pprof;
 pub mod pprof_proto;
 pub mod source_scopes;
@@ -82,6 +83,8 @@ pub struct ExportOptions {
     pub collapsed_value: CollapsedValue,
     /// pprof `time_nanos`: when the snapshot was taken, if known.
     pub time_nanos: Option<i64>,
+    /// pprof `duration_nanos`: the span a delta profile covers.
+    pub duration_nanos: Option<i64>,
 }
 
 impl Default for ExportOptions {
@@ -90,6 +93,7 @@ impl Default for ExportOptions {
             read_sources: true,
             collapsed_value: CollapsedValue::Bytes,
             time_nanos: None,
+            duration_nanos: None,
         }
     }
 }

@@ -24,9 +24,9 @@ use rustc_hash::FxHashMap;
 use std::io::{self, Write};
 
 use super::frame_names::{FrameNames, FunctionIds, FunctionKey};
-use super::pprof_proto::{Function, Line, Location, Mapping, Profile, Sample, ValueType};
+use super::pprof_proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use super::ExportOptions;
-use crate::model::Snapshot;
+use crate::model::{Snapshot, TracebackId};
 use crate::stacks::stack_totals;
 
 /// Interns strings into a profile's string table (entry 0 is `""`, as the format requires).
@@ -60,8 +60,36 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The profile message for `snapshot` (not yet encoded).
+/// One sample of a profile: the live bytes and blocks under a traceback of the snapshot
+/// (negative in a delta profile: what was freed), and its labels.
+pub struct StackSample<'a> {
+    pub traceback: TracebackId,
+    pub size: i64,
+    pub count: i64,
+    pub labels: &'a [(String, String)],
+}
+
+/// The profile message for `snapshot` (not yet encoded): one sample per traceback holding
+/// live memory, no labels.
 pub fn build_profile(snapshot: &Snapshot, names: &FrameNames, options: &ExportOptions) -> Profile {
+    let samples = stack_totals(snapshot).into_iter().map(|t| StackSample {
+        traceback: t.traceback,
+        size: clamp(t.size),
+        count: clamp(t.count),
+        labels: &[],
+    });
+    build_profile_of(snapshot, names, options, samples, &[])
+}
+
+/// The profile message for `samples`, tracebacks of `snapshot`, with `notes` added to the
+/// profile's comments.
+pub fn build_profile_of<'a>(
+    snapshot: &Snapshot,
+    names: &FrameNames,
+    options: &ExportOptions,
+    stack_samples: impl IntoIterator<Item = StackSample<'a>>,
+    notes: &[String],
+) -> Profile {
     let mut strings = Strings::new();
     let vt = |t: &str, u: &str, s: &mut Strings| ValueType {
         r#type: s.id(t),
@@ -93,8 +121,8 @@ pub fn build_profile(snapshot: &Snapshot, names: &FrameNames, options: &ExportOp
     // Blocks allocated with no Python frame on the stack: one pseudo-location, so that their
     // memory shows up under a name instead of only in the total.
     let unknown_location = snapshot.frames.len() as u64 + 1;
-    for total in stack_totals(snapshot) {
-        let frames = &snapshot.traceback(total.traceback).frames;
+    for sample in stack_samples {
+        let frames = &snapshot.traceback(sample.traceback).frames;
         let mut location_id = Vec::with_capacity(frames.len().max(1));
         if frames.is_empty() {
             location_id.push(unknown_location);
@@ -154,10 +182,19 @@ pub fn build_profile(snapshot: &Snapshot, names: &FrameNames, options: &ExportOp
                 }],
             });
         }
-        let (size, count) = (clamp(total.size), clamp(total.count));
+        let (size, count) = (sample.size, sample.count);
+        let label = sample
+            .labels
+            .iter()
+            .map(|(key, value)| Label {
+                key: strings.id(key),
+                str: strings.id(value),
+            })
+            .collect();
         samples.push(Sample {
             location_id,
             value: vec![count, size, count, size],
+            label,
         });
     }
 
@@ -175,6 +212,9 @@ pub fn build_profile(snapshot: &Snapshot, names: &FrameNames, options: &ExportOp
             rate.bytes()
         )));
     }
+    for note in notes {
+        comment.push(strings.id(note));
+    }
     Profile {
         sample_type,
         sample: samples,
@@ -183,9 +223,11 @@ pub fn build_profile(snapshot: &Snapshot, names: &FrameNames, options: &ExportOp
         function: functions,
         string_table: strings.table,
         time_nanos: options.time_nanos.unwrap_or(0),
-        duration_nanos: 0,
+        duration_nanos: options.duration_nanos.unwrap_or(0),
         period_type,
-        period: snapshot.rate().map_or(1, |r| r.bytes().min(i64::MAX as u64) as i64),
+        period: snapshot
+            .rate()
+            .map_or(1, |r| r.bytes().min(i64::MAX as u64) as i64),
         comment,
         default_sample_type,
     }
@@ -198,7 +240,12 @@ pub fn write(
     options: &ExportOptions,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let bytes = build_profile(snapshot, names, options).encode_to_vec();
+    write_profile(&build_profile(snapshot, names, options), out)
+}
+
+/// Writes `profile` gzipped to `out`, as pprof files and endpoints carry it.
+pub fn write_profile(profile: &Profile, out: &mut dyn Write) -> io::Result<()> {
+    let bytes = profile.encode_to_vec();
     let mut gz = GzEncoder::new(out, Compression::default());
     gz.write_all(&bytes)?;
     gz.finish()?;

@@ -55,6 +55,18 @@ pub struct Sample {
     /// One value per `sample_type`.
     #[prost(int64, repeated, tag = "2")]
     pub value: Vec<i64>,
+    /// Tags a viewer can filter and group on (`go tool pprof -tagfocus verdict=leak`).
+    #[prost(message, repeated, tag = "3")]
+    pub label: Vec<Label>,
+}
+
+/// A string-valued tag of a sample (numeric labels, fields 3 and 4, are not written).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Label {
+    #[prost(int64, tag = "1")]
+    pub key: i64,
+    #[prost(int64, tag = "2")]
+    pub str: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
