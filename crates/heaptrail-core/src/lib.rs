@@ -11,11 +11,14 @@
 //! * [`snapshot_file`] — the versioned, compact, hostile-input-safe snapshot file format.
 //! * [`stacks`] — live memory per call stack, folded stacks (flame graphs, pprof).
 //! * [`export`] — pprof heap profiles, folded stacks and versioned JSON for other tools.
-//! * [`html`] — the self-contained HTML page of a snapshot or a watcher report.
+//! * [`html`] — the self-contained HTML page of a snapshot, a watcher report or a fleet.
+//! * [`watch_report`] — the watcher's JSON Lines window (`heaptrail.watch/2`).
+//! * [`fleet`] — many processes' watch reports summed up, each leak once.
 
 pub mod diff;
 pub mod export;
 pub mod filter;
+pub mod fleet;
 pub mod fnmatch;
 pub mod group;
 pub mod html;

@@ -171,6 +171,60 @@ impl WindowReport {
     }
 }
 
+/// What tells one leak from another across processes: its line and its pattern.
+pub type LeakKey = (String, u32, String);
+
+impl LeakRow {
+    pub fn key(&self) -> LeakKey {
+        (
+            self.site.filename.clone(),
+            self.site.lineno,
+            self.pattern.clone(),
+        )
+    }
+}
+
+impl WindowReport {
+    /// The window's leak entries, taken out of it. A `heaptrail.watch/1` window has none
+    /// (its leaks are `leak` sites with `held_by` text): each of its `leak` sites becomes an
+    /// entry of its own, so readers of both schemas see leaks the same way.
+    pub fn take_leaks(&mut self) -> Vec<LeakRow> {
+        if !OLDER_SCHEMAS.contains(&self.schema.as_str()) {
+            return std::mem::take(&mut self.leaks);
+        }
+        self.sites
+            .iter()
+            .filter(|s| s.verdict == "leak")
+            .map(|s| LeakRow {
+                site: Line {
+                    filename: s.filename.clone(),
+                    lineno: s.lineno,
+                },
+                holder: s.holder_text().map(str::to_owned),
+                holder_type: None,
+                path: Vec::new(),
+                pattern: s.pattern.clone().unwrap_or_else(|| "unknown".into()),
+                hint: String::new(),
+                size: s.size,
+                count: s.count,
+                bytes_per_second: s.bytes_per_second,
+                sites: vec![LeakSiteRow {
+                    filename: s.filename.clone(),
+                    lineno: s.lineno,
+                    role: "unknown".into(),
+                    size: s.size,
+                    count: s.count,
+                    bytes_per_second: s.bytes_per_second,
+                    unknown: UnknownFields::new(),
+                }],
+                feeding_line: None,
+                note: None,
+                unknown: UnknownFields::new(),
+            })
+            .collect()
+    }
+}
+
 /// The JSON line (without its newline) for a window the watcher built, or why it does not
 /// fit the schema (a field this type does not know, the wrong schema, a time that is not a
 /// finite number).
@@ -223,6 +277,27 @@ mod tests {
         let a: serde_json::Value = serde_json::from_str(line()).unwrap();
         let b: serde_json::Value = serde_json::from_str(&written).unwrap();
         assert_eq!(a, b, "no field added, dropped or renamed");
+    }
+
+    #[test]
+    fn leaks_of_both_schemas() {
+        let mut two: WindowReport = serde_json::from_str(line()).unwrap();
+        let leaks = two.take_leaks();
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].key(), ("a.py".into(), 3, "unbounded-cache".into()));
+        assert!(two.leaks.is_empty(), "taken out");
+        // `/1`: the leak site, with its held_by text, is the entry.
+        let mut one: WindowReport = serde_json::from_str(line()).unwrap();
+        one.schema = OLDER_SCHEMAS[0].into();
+        one.leaks.clear();
+        one.sites[0].holder = None;
+        one.sites[0].pattern = None;
+        one.sites[0].held_by = Some("a.CACHE (dict)".into());
+        let leaks = one.take_leaks();
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].key(), ("a.py".into(), 3, "unknown".into()));
+        assert_eq!(leaks[0].holder.as_deref(), Some("a.CACHE (dict)"));
+        assert_eq!((leaks[0].size, leaks[0].bytes_per_second), (100, 1.25));
     }
 
     #[test]

@@ -44,17 +44,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|v| v.as_str())
         .collect();
     m.add("ALWAYS_REPORTED", pyo3::types::PyFrozenSet::new(py, &always)?)?;
-    let processes = [
-        ProcessVerdict::Ok,
-        ProcessVerdict::PythonGrowth,
-        ProcessVerdict::NativeGrowth,
-        ProcessVerdict::TransientPeaks,
-        ProcessVerdict::AllocatorRetention,
-        ProcessVerdict::Unknown,
-    ];
     m.add(
         "PROCESS_VERDICTS",
-        processes.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+        ProcessVerdict::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
     )?;
     let patterns = PyDict::new(py);
     for p in LeakPattern::ALL {

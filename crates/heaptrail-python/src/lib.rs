@@ -8,6 +8,7 @@
 //! * `tracer`: the global tracing state and the operations of the tracemalloc API.
 //! * `trace_table`: core snapshots exposed to Python.
 //! * `leak_entries`: leak grouping by holder, and the report's verdict and pattern names.
+//! * `fleet`: many processes' watch reports summed up (`heaptrail report DIR`, `html DIR`).
 //! * `remote_call`: `heaptrail attach`'s pending call queued into another process (ptrace).
 
 mod allocator_hooks;
@@ -15,6 +16,7 @@ mod block_headers;
 mod code_registry;
 mod errors;
 mod export;
+mod fleet;
 mod frames;
 mod holders;
 mod html;
@@ -271,6 +273,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
     m.add_function(wrap_pyfunction!(_set_user_code_rules, m)?)?;
     export::register(m)?;
+    fleet::register(m)?;
     html::register(m)?;
     leak_entries::register(m)?;
     watch_report::register(m)?;

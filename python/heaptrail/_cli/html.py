@@ -1,12 +1,14 @@
 """`heaptrail html`: one self-contained HTML page (nothing fetched from the network) of a
-snapshot or a watcher report. The page is rendered in Rust (heaptrail_core::html); this module
-checks the arguments, picks the input's kind, shows progress and writes the file."""
+snapshot, a watcher report, or many processes' watcher reports (the fleet page). The page is
+rendered in Rust (heaptrail_core::html); this module checks the arguments, picks the input's
+kind, shows progress and writes the file."""
 
 import os
 import sys
 
 from .. import _native
 from .errors import CliError
+from .fleet import INPUTS_HELP, read_fleet
 from .inputs import HEAPTRAIL, PICKLE, WATCH_REPORT, add_trust_pickle, file_kind, load_snapshot
 from .progress import Progress
 
@@ -28,14 +30,21 @@ def register(commands):
             "rate, what holds the memory) and a flame graph of the last window's tracebacks. "
             "A report written by several processes gets one section per process (the 8 most "
             "severe; --pid picks one). Invalid lines after the first are skipped with a "
-            "warning; a file whose first line is not a report window is refused."),
-        epilog="example: heaptrail html leaks.jsonl -o leaks.html",
+            "warning; a file whose first line is not a report window is refused. "
+            "A directory or several report files get the fleet page: each leak once with the "
+            "number of processes that show it, the total and per-process growth rates, live "
+            "memory, the holder, the pattern and its fix; the process verdicts; every process "
+            "at its latest window. " + INPUTS_HELP),
+        epilog="examples: heaptrail html leaks.jsonl -o leaks.html; heaptrail html "
+               "/var/log/app/leaks/ (writes /var/log/app/leaks.html)",
     )
-    html.add_argument("file", metavar="FILE",
-                      help="a heaptrail snapshot, a tracemalloc dump, or a watcher report")
+    html.add_argument("file", metavar="FILE", nargs="+",
+                      help="a heaptrail snapshot, a tracemalloc dump, or a watcher report; or "
+                           "a directory of watcher reports, or several")
     html.add_argument("-o", "--output", metavar="OUT",
                       help="the HTML file to write (default: FILE with its extension replaced "
-                           "by .html, next to FILE)")
+                           "by .html, next to FILE; DIR.html for a directory; required for "
+                           "several inputs)")
     html.add_argument("--title", help="the page title (default: from FILE's name)")
     html.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
                       help=f"rows in the tables of lines and sites (default {DEFAULT_LIMIT})")
@@ -51,12 +60,14 @@ def default_output(path):
 
 
 def html_command(args):
-    path = args.file
     if args.limit < 1:
         raise CliError(f"--limit must be at least 1, not {args.limit}", 2)
     if args.pid is not None and not 0 <= args.pid < 2**32:
         raise CliError(f"--pid must be a process id, not {args.pid}", 2)
     limit = min(args.limit, 2**31)  # any larger number means "all rows" just as well
+    if len(args.file) > 1 or os.path.isdir(args.file[0]):
+        return fleet_html(args, limit)
+    path = args.file[0]
     out = args.output or default_output(path)
     kind = file_kind(path)
     if kind is None and os.path.getsize(path) == 0:
@@ -88,6 +99,34 @@ def html_command(args):
         with Progress("rendering the page"):
             page = _native._render_snapshot_html(snapshot._table, title, f"{what} {source}",
                                                  limit)
+    write_atomically(out, page)
+    print(f"wrote {out}")
+    return 0
+
+
+def fleet_html(args, limit):
+    """The fleet page of a directory or several report files."""
+    if args.pid is not None:
+        raise CliError("--pid applies to one watcher report file, not to a directory or "
+                       "several files", 2)
+    if args.output:
+        out = args.output
+    elif len(args.file) == 1:
+        out = os.path.normpath(args.file[0]) + ".html"  # next to the directory, not in it
+    else:
+        raise CliError("several inputs: name the page with -o OUT", 2)
+    if os.path.isdir(out):
+        raise CliError(f"{out} is a directory; give the page's file name with -o", 2)
+    if any(os.path.abspath(out) == os.path.abspath(p) for p in args.file):
+        raise CliError(f"the page would overwrite {out}; choose another file with -o", 2)
+    with Progress("reading the reports"):
+        summary = read_fleet(args.file, "html")
+    sources = ", ".join(os.path.abspath(p) for p in args.file[:3])
+    sources += f" and {len(args.file) - 3} more" if len(args.file) > 3 else ""
+    title = args.title or "Fleet leak report: " + ", ".join(
+        os.path.basename(os.path.normpath(p)) for p in args.file[:3])
+    with Progress("rendering the page"):
+        page = summary.html(title, f"watcher reports {sources}", limit)
     write_atomically(out, page)
     print(f"wrote {out}")
     return 0

@@ -1,13 +1,16 @@
 """`heaptrail report FILE` and `heaptrail diff OLD NEW`: the top allocation sites of a snapshot,
 or what grew between two, in tracemalloc's line format or as JSON. Grouping, filtering and
-diffing run in Rust (Snapshot.statistics / compare_to / filter_traces)."""
+diffing run in Rust (Snapshot.statistics / compare_to / filter_traces). `heaptrail report` over
+watcher reports (a directory, several files, one report) prints the fleet summary (fleet.py)."""
 
 import json
 import sys
 
 from .._classes import _format_size
 from .._filters import Filter
+from .. import _native
 from .errors import CliError
+from .fleet import INPUTS_HELP, fleet_report, is_fleet_input
 from .inputs import add_trust_pickle, load_snapshot
 from .progress import Progress
 
@@ -18,15 +21,27 @@ DIFF_SCHEMA = "heaptrail.diff/1"
 def register(commands):
     report = commands.add_parser(
         "report",
-        help="top allocation sites of a snapshot",
+        help="top allocation sites of a snapshot; the leaks of many watched processes",
         description=(
-            "Print the allocation sites holding the most live memory in FILE, biggest first, "
-            "in tracemalloc's format (file:line: size=..., count=..., average=...). FILE is a "
-            "heaptrail snapshot (Snapshot.dump, heaptrail snapshot PID) or, with "
-            "--trust-pickle, a stdlib tracemalloc dump."),
-        epilog="example: heaptrail report --limit 5 --include '*/myapp/*' snap.heaptrail",
+            "A snapshot: print the allocation sites holding the most live memory in FILE, "
+            "biggest first, in tracemalloc's format (file:line: size=..., count=..., "
+            "average=...). FILE is a heaptrail snapshot (Snapshot.dump, heaptrail snapshot PID) "
+            "or, with --trust-pickle, a stdlib tracemalloc dump. "
+            "Watcher reports (the JSON Lines files of `heaptrail run --report` or "
+            "watch(report=...), told by their schema line): print the fleet summary, each leak "
+            "(its line and pattern) once: in how many processes, the total and per-process "
+            "growth rate, live memory, the holder most processes name, the pattern and its "
+            "fix, when it was first and last reported; and how many processes have each "
+            "process verdict. " + INPUTS_HELP + " Unreadable or foreign files and cut lines "
+            "are skipped with a warning; the exit status is 2 only when nothing could be read. "
+            "--limit and --json apply to both; --json prints one "
+            f"{_native.FLEET_SCHEMA} document."),
+        epilog="examples: heaptrail report --limit 5 --include '*/myapp/*' snap.heaptrail; "
+               "heaptrail report /var/log/app/leaks/ (the reports of every worker); "
+               "heaptrail report --json w-*.jsonl",
     )
-    report.add_argument("file", metavar="FILE", help="snapshot to read")
+    report.add_argument("file", metavar="FILE", nargs="+",
+                        help="one snapshot; or watcher reports: directories and/or files")
     _add_common_options(report)
     report.set_defaults(func=report_command)
 
@@ -65,7 +80,8 @@ def _add_common_options(parser):
         "--all-frames", action="store_true",
         help="--include/--exclude match any frame of the traceback, not only the innermost")
     parser.add_argument("--json", action="store_true",
-                        help=f"print one JSON object (schemas {REPORT_SCHEMA} / {DIFF_SCHEMA})")
+                        help=f"print one JSON object (schemas {REPORT_SCHEMA} / {DIFF_SCHEMA}; "
+                             f"`report` over watcher reports: {_native.FLEET_SCHEMA})")
     add_trust_pickle(parser)
 
 
@@ -93,6 +109,9 @@ def _shown(stats, limit):
 
 def report_command(args):
     _check(args)
+    if is_fleet_input(args.file):
+        return fleet_report(args)
+    args.file = args.file[0]
     snapshot = _filtered(load_snapshot(args.file, args.trust_pickle), args)
     with Progress(f"grouping {len(snapshot.traces):,} traces by {args.key}"):
         stats = snapshot.statistics(args.key, args.cumulative)

@@ -5,10 +5,12 @@
 //! * Watcher report (`heaptrail.watch/2` JSON Lines): per process run, a chart per leaking or
 //!   suspect site of its size over time with its verdict, RSS against traced memory, the sites
 //!   of the last window, and a flame graph of the last window's tracebacks.
+//! * Fleet (several watcher reports, [`crate::fleet`]): each leak once with its process count,
+//!   rates, holder and fix; the process verdicts; every process at its latest window.
 //!
 //! Files: [`page`] (document, style sheet, shared pieces), [`flame`] (inferno flame graph in a
 //! sandboxed frame), [`chart`] (SVG line charts), [`report`] (JSON Lines reader),
-//! [`snapshot_page`] and [`report_page`] (the two pages), [`escape`], [`format`].
+//! [`snapshot_page`], [`report_page`] and [`fleet_page`] (the pages), [`escape`], [`format`].
 //!
 //! Everything read from a file is escaped ([`escape`]); the page carries a content security
 //! policy that forbids any fetch.
@@ -16,12 +18,14 @@
 pub mod chart;
 pub mod escape;
 pub mod flame;
+pub mod fleet_page;
 pub mod format;
 pub mod page;
 pub mod report;
 pub mod report_page;
 pub mod snapshot_page;
 
+pub use fleet_page::fleet_page;
 pub use report::{read_report, Report, ReportError};
 pub use report_page::report_page;
 pub use snapshot_page::snapshot_page;

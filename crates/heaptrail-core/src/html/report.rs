@@ -18,7 +18,7 @@
 //! of a long report is still worth seeing. Lines longer than [`MAX_LINE_BYTES`] are skipped
 //! without being buffered.
 
-use crate::watch_report::{is_known_schema, WindowReport, SCHEMA};
+use crate::watch_report::{is_known_schema, LeakKey, LeakRow, WindowReport, SCHEMA};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 use std::fmt;
@@ -30,6 +30,8 @@ pub use crate::watch_report::SiteRow;
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 /// Process ids listed in [`Report::pids`].
 pub const MAX_LISTED_PIDS: usize = 1000;
+/// Distinct leaks (line and pattern) whose first and last times a run keeps.
+pub const MAX_LEAK_KEYS: usize = 10_000;
 /// Warnings kept word for word; further ones are only counted.
 pub const MAX_WARNINGS: usize = 20;
 
@@ -111,6 +113,11 @@ pub struct Run {
     pub verdict_names: Vec<String>,
     /// The rows of the latest window, most severe first as written.
     pub last_sites: Vec<SiteRow>,
+    /// The leak entries of the latest window (see [`WindowReport::take_leaks`]).
+    pub last_leaks: Vec<LeakRow>,
+    /// Unix times of the first and the last window that reported each leak (line and
+    /// pattern): when a fleet first and last saw it. Bounded by the distinct leaks.
+    pub leak_times: FxHashMap<LeakKey, (f64, f64)>,
     site_ids: FxHashMap<(String, u32), u32>,
 }
 
@@ -133,7 +140,8 @@ impl Run {
         (self.verdict_names.len() - 1) as u8
     }
 
-    fn add(&mut self, w: WindowReport) {
+    fn add(&mut self, mut w: WindowReport) {
+        let leaks = w.take_leaks();
         let index = self.windows.len() as u32;
         if w.interval.is_some() {
             self.interval = w.interval;
@@ -170,6 +178,16 @@ impl Run {
                 });
             }
         }
+        for leak in &leaks {
+            let key = leak.key();
+            if self.leak_times.len() >= MAX_LEAK_KEYS && !self.leak_times.contains_key(&key) {
+                continue; // a hostile file's endless distinct leaks are not all timed
+            }
+            let times = self.leak_times.entry(key).or_insert((w.time, w.time));
+            times.0 = times.0.min(w.time);
+            times.1 = times.1.max(w.time);
+        }
+        self.last_leaks = leaks;
         self.last_sites = w.sites;
     }
 }

@@ -76,6 +76,16 @@ pub enum ProcessVerdict {
 }
 
 impl ProcessVerdict {
+    /// Every process verdict, `ok` first, then the kinds of growth, `unknown` last.
+    pub const ALL: [ProcessVerdict; 6] = [
+        ProcessVerdict::Ok,
+        ProcessVerdict::PythonGrowth,
+        ProcessVerdict::NativeGrowth,
+        ProcessVerdict::TransientPeaks,
+        ProcessVerdict::AllocatorRetention,
+        ProcessVerdict::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProcessVerdict::Ok => "ok",
