@@ -10,7 +10,7 @@
 //!
 //! Files: [`page`] (document, style sheet, shared pieces), [`flame`] (inferno flame graph in a
 //! sandboxed frame), [`chart`] (SVG line charts), [`report`] (JSON Lines reader),
-//! [`snapshot_page`], [`report_page`] and [`fleet_page`] (the pages), [`escape`], [`format`].
+//! [`snapshot_page`], [`report_page`] and [`fleet_page`](mod@fleet_page) (the pages), [`escape`], [`format`].
 //!
 //! Everything read from a file is escaped ([`escape`]); the page carries a content security
 //! policy that forbids any fetch.
