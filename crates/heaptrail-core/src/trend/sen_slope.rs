@@ -184,11 +184,12 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
     // Select on integers that order like the floats (IEEE 754 total order): several times
     // faster than comparing floats through a closure, and this runs for every changing site.
-    // SAFETY-free reinterpretation: f64 and i64 have the same size; we map in place and back.
+    // The floats are rewritten in place as order keys and viewed as i64 (bytemuck checks that
+    // the two types have the same size and alignment), then mapped back.
     for x in v.iter_mut() {
         *x = f64::from_bits(order_key(*x) as u64);
     }
-    let keys: &mut [i64] = bytemuck_i64(v);
+    let keys: &mut [i64] = bytemuck::cast_slice_mut(v);
     let mid = m / 2;
     // select_nth_unstable, not `select`: this median runs over up to n(n−1)/2 slopes of long
     // windows, where its linear worst case matters more than `select`'s speed on small ones.
@@ -210,13 +211,6 @@ fn order_key(x: f64) -> i64 {
 #[inline]
 fn from_order_key(k: i64) -> f64 {
     f64::from_bits((k ^ (((k >> 63) as u64) >> 1) as i64) as u64)
-}
-
-/// Views a slice of `f64` (holding order keys as bits) as `i64`.
-fn bytemuck_i64(v: &mut [f64]) -> &mut [i64] {
-    // SAFETY: f64 and i64 have the same size and alignment, and every bit pattern is valid for
-    // both; the lifetime and length are carried over.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<i64>(), v.len()) }
 }
 
 #[cfg(test)]
