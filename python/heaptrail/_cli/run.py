@@ -4,8 +4,8 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 
+from .errors import CliError
 from .watch_options import add_watch_options, watch_settings
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
@@ -39,13 +39,10 @@ def register(commands):
 def run_command(args):
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
-        print("heaptrail run: no command given (usage: heaptrail run [options] -- CMD ...)",
-              file=sys.stderr)
-        return 2
+        raise CliError("no command given (usage: heaptrail run [options] -- CMD ...)", 2)
     settings = watch_settings(args)
     if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
-        print(f"heaptrail run: command not found: {cmd[0]}", file=sys.stderr)
-        return 127
+        raise CliError(f"command not found: {cmd[0]}", 127)
     env = dict(os.environ)
     env.update(settings.to_environment())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP, env.get("PYTHONPATH")]))
@@ -54,5 +51,4 @@ def run_command(args):
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"heaptrail run: cannot run {cmd[0]}: {exc}", file=sys.stderr)
-        return 126
+        raise CliError(f"cannot run {cmd[0]}: {exc.strerror or exc}", 126) from None
