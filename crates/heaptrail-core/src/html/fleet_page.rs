@@ -174,7 +174,7 @@ fn leak_row(leak: &FleetLeak, total: usize) -> String {
          title=\"{:.0}% of the processes\"><i style=\"width:{:.1}%\"></i></div></td>\
          <td class=\"num\"><b>{}</b></td><td class=\"num\">{} median<div class=\"muted\">{} to {}\
          </div></td><td class=\"num\">{}<div class=\"muted\">{} blocks</div></td><td>{holder}</td>\
-         <td>{}{fix}</td><td class=\"num\">{}<div class=\"muted\">to {}</div></td></tr>",
+         <td>{}{fix}</td><td>{}<div class=\"muted\">to {}</div></td></tr>",
         site_cell(&leak.site.filename, leak.site.lineno),
         leak.processes,
         total,
