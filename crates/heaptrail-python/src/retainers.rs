@@ -117,7 +117,7 @@ pub fn find_holders<'py>(
             found.push((unsafe { Bound::from_borrowed_ptr(py, obj) }, hits));
         }
     }
-    found.sort_by(|a, b| b.1.cmp(&a.1));
+    found.sort_by_key(|f| std::cmp::Reverse(f.1));
     found.truncate(limit);
     Ok(found)
 }
