@@ -21,6 +21,13 @@ log = logging.getLogger("heaptrail")
 REFRESH_WINDOWS = 10
 LEAK = _native.LEAK
 PART_OF_LEAK = _native.PART_OF_LEAK
+FIXED = _native.FIXED
+WARMING_UP = _native.WARMING_UP
+PLATEAU = _native.PLATEAU
+BOUNDED = _native.NOT_A_LEAK_PATTERN
+# Sites found held by a bounded cache, remembered (at most this many) so that the trend
+# detector's later `fixed` (the cache is full) is reported as the plateau it is.
+MAX_BOUNDED_SITES = 1000
 PATTERN_HINTS = _native.LEAK_PATTERNS
 
 _CALLABLE_TYPES = {"builtins.function", "builtins.method", "builtins.builtin_function_or_method",
@@ -78,6 +85,7 @@ class LeakAnalyser:
         self._library, self._include, self._exclude = library, include, exclude
         self._timeout = timeout
         self._analyses = {}  # site key -> (window analysed, analysis dict)
+        self._bounded = {}   # site key -> (holder, pattern): growth a bounded cache holds
         self.pauses_ms = []  # application pause of each analysis (the fork), latest last
 
     def _analyse(self, window, candidates):
@@ -106,10 +114,38 @@ class LeakAnalyser:
             self.pauses_ms.append(max(r.get("pause_ms", 0.0) for r in results))
             del self.pauses_ms[:-100]
 
+    def _not_a_leak(self, entry, by_key):
+        """Growth held by a cache with a size bound (still filling up): its sites are
+        reported as warming up, with the holder and pattern that say why, not as a leak."""
+        sites = {(s["filename"], s["lineno"]) for s in entry["sites"]}
+        sites.add((entry["filename"], entry["lineno"]))
+        for key, row in by_key.items():
+            if (row["filename"], row["lineno"]) in sites:
+                row["verdict"] = WARMING_UP
+                row.pop("leak_site", None)
+                row["holder"], row["pattern"] = entry["holder"], entry["pattern"]
+                self._bounded[key] = (entry["holder"], entry["pattern"])
+        while len(self._bounded) > MAX_BOUNDED_SITES:
+            del self._bounded[next(iter(self._bounded))]
+
+    def _settle_bounded(self, rows):
+        """Sites a bounded cache held: once full, the detector calls them `fixed` (they
+        stopped growing); they are a plateau. While still growing they stay warming up."""
+        for row in rows:
+            known = self._bounded.get(row["_key"])
+            if known is None:
+                continue
+            if row["verdict"] == FIXED:
+                row["verdict"] = PLATEAU
+            elif row["verdict"] in (LEAK, PART_OF_LEAK):
+                continue  # analysed again below: still the bounded cache, or a leak now
+            row["holder"], row["pattern"] = known
+
     def entries(self, window, rows):
         """Analyses the rows whose trend verdict is `leak`, groups them by holder, rewrites
         their verdicts (one `leak` per entry, `part-of-leak` for the sites under it) and
         returns the report's `leaks` list."""
+        self._settle_bounded(rows)
         candidates = [(row["_key"], row["filename"], row["lineno"]) for row in rows
                       if row["verdict"] == LEAK]
         if not candidates:
@@ -140,6 +176,9 @@ class LeakAnalyser:
                 row["leak_site"] = f"{entry['filename']}:{entry['lineno']}"
         leaks = []
         for entry in entries:
+            if entry["pattern"] == BOUNDED:
+                self._not_a_leak(entry, by_key)
+                continue
             line = by_key.get(entry["key"])
             if line is not None and line["verdict"] != LEAK:
                 line["verdict"] = LEAK  # the owners' line of internal-storage growth

@@ -820,6 +820,7 @@ impl Graph {
             "path": self.path(h),
             "element_types": element_types,
             "key_types": key_types,
+            "bound": size_bound(ho),
         });
         (description, Some(ho))
     }
@@ -963,7 +964,10 @@ impl Graph {
         {
             let of = instance_dict(po)
                 .and_then(|d| str_of(ffi::PyDict_GetItemString(d, c"__qualname__".as_ptr())));
-            return ("lru_cache", "cache".into(), of);
+            return match lru_cache_maxsize(po) {
+                Some(maxsize) => ("bounded_lru_cache", format!("maxsize={maxsize}"), of),
+                None => ("lru_cache", "cache".into(), of),
+            };
         }
         if type_is(po, b"_thread._local") && ffi::PyDict_Check(co) != 0 {
             return ("thread_local", "per-thread attributes".into(), None);
@@ -1051,6 +1055,70 @@ unsafe fn owner_name(g: &Graph, owner: u32) -> String {
         return type_name(o as *mut ffi::PyTypeObject);
     }
     type_name(ffi::Py_TYPE(o))
+}
+
+/// The most elements `o` can ever hold, when it is a container with a size bound: an
+/// `lru_cache` wrapper's `maxsize`, a `collections.deque`'s `maxlen`. None: unbounded.
+///
+/// # Safety
+/// GIL held (or the forked child, alone); `o` is a live object.
+unsafe fn size_bound(o: *mut ffi::PyObject) -> Option<u64> {
+    if type_is(o, b"functools._lru_cache_wrapper") {
+        return lru_cache_maxsize(o);
+    }
+    if type_is(o, b"collections.deque") {
+        // A C getter (no Python code runs): an int, or None when unbounded.
+        let maxlen = ffi::PyObject_GetAttrString(o, c"maxlen".as_ptr());
+        if maxlen.is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        let n = if ffi::PyLong_Check(maxlen) != 0 { ffi::PyLong_AsLongLong(maxlen) } else { -1 };
+        ffi::Py_DECREF(maxlen);
+        if n < 0 {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        return Some(n as u64);
+    }
+    None
+}
+
+/// The `maxsize` of a `functools.lru_cache` wrapper, None when unbounded (`maxsize=None`) or
+/// unknown. Read without calling Python: `functools.lru_cache` stores
+/// `cache_parameters = lambda: {'typed': typed, 'maxsize': maxsize}` on the wrapper, and the
+/// lambda's closure cell named `maxsize` holds the bound (an int; None when unbounded).
+///
+/// # Safety
+/// GIL held (or the forked child, alone); `wrapper` is a live object.
+unsafe fn lru_cache_maxsize(wrapper: *mut ffi::PyObject) -> Option<u64> {
+    let dict = instance_dict(wrapper)?;
+    let params = ffi::PyDict_GetItemString(dict, c"cache_parameters".as_ptr());
+    if params.is_null() || ffi::PyFunction_Check(params) == 0 {
+        return None;
+    }
+    let closure = ffi::PyFunction_GetClosure(params);
+    let code = ffi::PyFunction_GetCode(params) as *mut ffi::PyCodeObject;
+    if closure.is_null() || ffi::PyTuple_Check(closure) == 0 {
+        return None;
+    }
+    for j in 0..ffi::PyTuple_GET_SIZE(closure) {
+        if str_of(ht_code_freevar(code, j)).as_deref() != Some("maxsize") {
+            continue;
+        }
+        let cell = ffi::PyTuple_GET_ITEM(closure, j);
+        let value = if ffi::PyCell_Check(cell) != 0 { ht_cell_get(cell) } else { std::ptr::null_mut() };
+        if value.is_null() || ffi::PyLong_Check(value) == 0 {
+            return None; // None: unbounded
+        }
+        let n = ffi::PyLong_AsLongLong(value);
+        if n == -1 && !ffi::PyErr_Occurred().is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        return Some(n.max(0) as u64); // functools treats a negative maxsize as 0
+    }
+    None
 }
 
 /// An instance's `__dict__` (materialised from its inline values if need be: the child may

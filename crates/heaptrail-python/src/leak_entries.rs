@@ -36,6 +36,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LEAK", Verdict::Leak.as_str())?;
     m.add("SUSPECT", Verdict::Suspect.as_str())?;
     m.add("FIXED", Verdict::Fixed.as_str())?;
+    m.add("WARMING_UP", Verdict::WarmingUp.as_str())?;
+    m.add("PLATEAU", Verdict::Plateau.as_str())?;
+    // The pattern of growth that is not a leak (a bounded cache filling up): the watcher
+    // reports its sites as warming up, never as a leak.
+    m.add("NOT_A_LEAK_PATTERN", LeakPattern::BoundedCache.as_str())?;
     m.add("PART_OF_LEAK", PART_OF_LEAK)?;
     // Verdicts a report lists whatever its `top` limit.
     let always: Vec<&str> = Verdict::ALL

@@ -60,6 +60,10 @@ pub struct Holder {
     /// allocated: `(filename, lineno, count)`, most first.
     #[serde(default)]
     pub element_sites: Vec<(String, u32, u64)>,
+    /// The most elements the holder can ever hold, when it has a size bound (an `lru_cache`'s
+    /// `maxsize`, a deque's `maxlen`): its growth stops there, so it is not a leak.
+    #[serde(default)]
+    pub bound: Option<u64>,
 }
 
 /// The analysis of one site.

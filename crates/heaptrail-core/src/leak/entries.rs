@@ -323,6 +323,7 @@ mod tests {
                     element_types: BTreeMap::new(),
                     key_types: None,
                     element_sites: vec![("app.py".into(), 50, 10)],
+                    bound: None,
                 }),
                 ..Default::default()
             },

@@ -76,6 +76,10 @@ fn dotted(path: &[Edge]) -> String {
                 let owner = std::mem::take(&mut out);
                 out.push_str(&format!("functools.lru_cache of {owner}"));
             }
+            "bounded_lru_cache" => {
+                let owner = std::mem::take(&mut out);
+                out.push_str(&format!("functools.lru_cache({}) of {owner}", edge.name));
+            }
             "thread_local" => out.push_str("<this thread>"),
             _ => out.push_str(&format!("->{}", short_type(&edge.type_name))),
         }
@@ -125,7 +129,7 @@ pub fn holder_text(path: &[Edge]) -> String {
 
 /// Edges whose text wraps what came before (the generic rule would misplace them).
 fn is_wrapping(kind: &str) -> bool {
-    matches!(kind, "closure" | "lru_cache" | "local")
+    matches!(kind, "closure" | "lru_cache" | "bounded_lru_cache" | "local")
 }
 
 /// The module a path starts from, when it starts at a module.

@@ -42,11 +42,14 @@ pub enum LeakPattern {
     TaskSet,
     UncollectableCycle,
     MetricLabelCardinality,
+    /// Not a leak: growth held by a container with a size bound (`functools.lru_cache(maxsize=N)`,
+    /// `deque(maxlen=N)`) that is still filling up. The watcher does not report it as a leak.
+    BoundedCache,
     Unknown,
 }
 
 impl LeakPattern {
-    pub const ALL: [LeakPattern; 12] = [
+    pub const ALL: [LeakPattern; 13] = [
         LeakPattern::UnboundedCache,
         LeakPattern::UnboundedList,
         LeakPattern::ListenerNeverRemoved,
@@ -58,6 +61,7 @@ impl LeakPattern {
         LeakPattern::TaskSet,
         LeakPattern::UncollectableCycle,
         LeakPattern::MetricLabelCardinality,
+        LeakPattern::BoundedCache,
         LeakPattern::Unknown,
     ];
 
@@ -74,6 +78,7 @@ impl LeakPattern {
             LeakPattern::TaskSet => "task-set",
             LeakPattern::UncollectableCycle => "uncollectable-cycle",
             LeakPattern::MetricLabelCardinality => "metric-label-cardinality",
+            LeakPattern::BoundedCache => "bounded-cache",
             LeakPattern::Unknown => "unknown",
         }
     }
@@ -92,6 +97,7 @@ impl LeakPattern {
             LeakPattern::TaskSet => "background tasks kept after they finish: add task.add_done_callback(tasks.discard) where the task is added",
             LeakPattern::UncollectableCycle => "uncollectable cycles in gc.garbage: break the cycle (weakref) and clear gc.garbage; gc.DEBUG_SAVEALL keeps every collected cycle",
             LeakPattern::MetricLabelCardinality => "unbounded metric label values: label with a bounded set (route, status), put ids in logs or traces instead",
+            LeakPattern::BoundedCache => "not a leak: a container with a size bound (lru_cache maxsize, deque maxlen) still filling up; it stops growing at its bound (lower the bound if that is more memory than you can spare)",
             LeakPattern::Unknown => "",
         }
     }
@@ -117,6 +123,9 @@ pub fn classify(holder: &Holder, kinds: &ElementKinds) -> LeakPattern {
     let path = &holder.path;
     if path.first().is_some_and(|e| e.kind == "gc_garbage") {
         return LeakPattern::UncollectableCycle;
+    }
+    if holder.bound.is_some() || path.iter().any(|e| e.kind == "bounded_lru_cache") {
+        return LeakPattern::BoundedCache;
     }
     if let Some(i) = path.iter().position(|e| e.kind == "lru_cache") {
         // The wrapper is reached as an attribute of a class: a decorated method, whose cache
@@ -199,6 +208,7 @@ mod tests {
             element_types: BTreeMap::new(),
             key_types: None,
             element_sites: Vec::new(),
+            bound: None,
         }
     }
 
@@ -238,6 +248,24 @@ mod tests {
             ],
         );
         assert_eq!(classify(&m, &ElementKinds::default()), LeakPattern::LruCacheOnMethod);
+        let bounded = holder(
+            "builtins.dict",
+            vec![
+                module("app"),
+                e("attr", "lookup", "functools._lru_cache_wrapper"),
+                e("bounded_lru_cache", "maxsize=1000", "builtins.dict"),
+            ],
+        );
+        assert_eq!(classify(&bounded, &ElementKinds::default()), LeakPattern::BoundedCache);
+        // A bounded lru_cache is usually reached through its own linked list: the wrapper
+        // itself is the holder, and its bound says it.
+        let mut wrapper = holder(
+            "functools._lru_cache_wrapper",
+            vec![module("app"), e("attr", "lookup", "functools._lru_cache_wrapper")],
+        );
+        assert_eq!(classify(&wrapper, &ElementKinds::default()), LeakPattern::Unknown);
+        wrapper.bound = Some(4000);
+        assert_eq!(classify(&wrapper, &ElementKinds::default()), LeakPattern::BoundedCache);
     }
 
     #[test]
