@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import heaptrail
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = ROOT / "examples" / "leaky_service.py"
@@ -124,3 +126,12 @@ def test_run_refuses_bad_settings_before_starting_anything(tmp_path):
                          env=dict(os.environ, HEAPTRAIL_INTERVAL="0.25"), capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.splitlines()[0] == "7.0", out.stdout + out.stderr
+
+
+def test_version_is_the_packages_one():
+    from importlib.metadata import version
+
+    assert heaptrail.__version__ == version("heaptrail")
+    out = subprocess.run([sys.executable, "-m", "heaptrail", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"heaptrail {version('heaptrail')}"

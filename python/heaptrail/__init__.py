@@ -61,7 +61,7 @@ def start(nframe=1, *, sample=None):
     The mode cannot change while tracing: stop() first (RuntimeError otherwise)."""
     _native.start(nframe, sample_bytes(sample) or 0)
 
-__version__ = "0.1.0"
+__version__ = _native.__version__  # Cargo.toml's, the wheel's
 _heaptrail_ = True  # lets heaptrail tell itself apart from the stdlib module it can stand in for
 _Frame = Frame  # name used by CPython's own tracemalloc tests
 

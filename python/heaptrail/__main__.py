@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from . import __version__
 from ._cli import COMMANDS
 from ._cli.errors import CliError
 
@@ -15,6 +16,7 @@ def build_parser():
                     "profiles and reports (export, html).",
         epilog="`heaptrail COMMAND --help` explains each command.",
     )
+    parser.add_argument("--version", action="version", version=f"heaptrail {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(commands)

@@ -14,6 +14,12 @@
 //! * [`html`] — the self-contained HTML page of a snapshot, a watcher report or a fleet.
 //! * [`watch_report`] — the watcher's JSON Lines window (`heaptrail.watch/2`).
 //! * [`fleet`] — many processes' watch reports summed up, each leak once.
+//! * [`trend`] — the trend detector: per-site verdicts from live memory over windows.
+//! * [`leak`] — leak entries: holder analysis types, grouping by holder, patterns and fixes.
+//!
+//! No `unsafe` here: everything that touches CPython lives in the extension crate.
+
+#![forbid(unsafe_code)]
 
 pub mod diff;
 pub mod export;

@@ -286,5 +286,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<errors::SnapshotFileError>(),
     )?;
     m.add("MAX_NFRAME", tracer::MAX_NFRAME)?;
+    // The one version number: the workspace's Cargo.toml (maturin gives it to the wheel too).
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
