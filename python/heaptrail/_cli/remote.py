@@ -26,7 +26,7 @@ import tempfile
 import time
 
 from .. import _native
-from . import agent
+from .. import _agent as agent
 from .errors import CliError
 
 SUPPORTED = ((3, 11), (3, 13))  # the versions a pending call is queued into with ptrace
