@@ -146,7 +146,7 @@ def child(config):
                                    ("statistics traceback", "traceback", False),
                                    ("statistics filename", "filename", False),
                                    ("statistics lineno cumulative", "lineno", True)):
-        stats = clock.time(label, lambda: snap1.statistics(key, cumulative))
+        stats = clock.time(label, lambda key=key, cumulative=cumulative: snap1.statistics(key, cumulative))
         info[f"groups {label}"] = None if stats is None else len(stats)
         del stats
     doc_filters = [tm.Filter(False, "<frozen importlib._bootstrap>"), tm.Filter(False, "<unknown>")]
@@ -154,11 +154,11 @@ def child(config):
                     tm.Filter(False, gen_path, lineno=9)]  # leaf_0's first line
     for label, filters in (("filter_traces exclude x2", doc_filters),
                            ("filter_traces include+exclude", site_filters)):
-        kept = clock.time(label, lambda: snap1.filter_traces(filters))
+        kept = clock.time(label, lambda filters=filters: snap1.filter_traces(filters))
         info[f"kept {label}"] = None if kept is None else len(kept.traces)
         del kept
     for key in ("lineno", "traceback"):
-        diff = clock.time(f"compare_to {key}", lambda: snap2.compare_to(snap1, key))
+        diff = clock.time(f"compare_to {key}", lambda key=key: snap2.compare_to(snap1, key))
         info[f"groups compare_to {key}"] = None if diff is None else len(diff)
         del diff
     dump_path = os.path.join(workdir, "snapshot.dump")
@@ -169,7 +169,7 @@ def child(config):
     if config["tracer"] == "heaptrail":  # stdlib has no export: heaptrail-only rows
         for fmt in ("pprof", "collapsed", "json"):
             out = os.path.join(workdir, f"export.{fmt}")
-            clock.time(f"export {fmt}", lambda: snap1.export(out, fmt))
+            clock.time(f"export {fmt}", lambda out=out, fmt=fmt: snap1.export(out, fmt))
             info[f"export {fmt} bytes"] = os.path.getsize(out) if os.path.exists(out) else None
     for name in os.listdir(workdir):
         os.unlink(os.path.join(workdir, name))

@@ -23,7 +23,6 @@ Why: issue 10's target for sampled mode is <= 1.03x geomean here (CPython's own 
 proposal for tracemalloc measured 1.23x on pyperformance).
 """
 
-import json
 import math
 import os
 import subprocess

@@ -16,7 +16,6 @@ warm-up (second-half slope under 0.1 MiB/min), on every CPython version.
 
 import json
 import os
-import sys
 import tempfile
 import time
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 import tracemalloc
 
@@ -83,7 +82,9 @@ def growth(module, kind):
     after = line_stats(module.take_snapshot())
     tb = module.get_object_traceback(cache[-1])
     module.stop()
-    count = lambda stats, line: stats[line].count if line in stats else 0
+    def count(stats, line):
+        return stats[line].count if line in stats else 0
+
     store = STORE_LINE[kind]
     return (count(after, store) - count(before, store),
             (count(before, CHURN_LINE), count(after, CHURN_LINE)),

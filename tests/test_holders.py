@@ -7,13 +7,10 @@ holder in their code.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import time
 
-import pytest
 
 PRELUDE = '''
 import heaptrail

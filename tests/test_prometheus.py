@@ -37,7 +37,7 @@ def watcher():
     heaptrail.stop()
     w = heaptrail.watch(interval=0.2, prometheus="0")
     try:
-        for i in range(60):
+        for _ in range(60):
             leaked.append(bytearray(4096))
             time.sleep(0.01)
         w.check_now()

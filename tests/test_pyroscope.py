@@ -97,7 +97,7 @@ def check_ingest(request, path="/ingest"):
     assert parts["profile"][:2] == b"\x1f\x8b"  # gzipped pprof
     if "sample_type_config" in parts:
         config = json.loads(parts["sample_type_config"])
-        for sample_type, entry in config.items():
+        for entry in config.values():
             assert set(entry) <= {"units", "aggregation", "display-name", "sampled",
                                   "cumulative"}, entry
             assert entry.get("units", "bytes") in ("samples", "objects", "bytes")
@@ -317,7 +317,7 @@ def test_url_path_and_credentials_and_refusal_said_once_without_them(said, profi
                              backoff=(0.01, 0.02))
         for n in (1, 2):
             sink.emit(window(), [])
-            requests = receiver.wait_for(lambda r: len(r) >= n, f"push {n}")
+            requests = receiver.wait_for(lambda r, n=n: len(r) >= n, f"push {n}")
         sink.close()
         check_ingest(requests[0], path="/pyroscope/ingest")
         assert requests[0]["headers"]["Authorization"] == \

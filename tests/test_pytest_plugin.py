@@ -7,7 +7,6 @@ fixed (it must pass). Negative controls (a cache the warm-up fills, churn, cycli
 batches that grow and are dropped, logging with fixed names, code compiled afresh each
 iteration) must pass."""
 
-import json
 import os
 import subprocess
 import sys

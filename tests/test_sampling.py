@@ -40,7 +40,7 @@ def _kept_big(n):
 
 
 def _churn(n):
-    for i in range(n):
+    for _ in range(n):
         scratch = [str(j) * 3 for j in range(30)]
         del scratch
 

@@ -6,7 +6,6 @@ must be answered, and the report must stay within its cap. (The long version is
 benches/bench_self_memory.py.)"""
 
 import json
-import os
 import socket
 import subprocess
 import sys

@@ -15,8 +15,11 @@ import os
 import sys
 
 from . import _native
-from ._classes import Frame, Statistic, StatisticDiff, Trace, Traceback, _format_size
-from ._filters import BaseFilter, DomainFilter, Filter, _normalize_filename
+from ._classes import Frame, Statistic, StatisticDiff, Trace, Traceback
+from ._classes import _format_size as _format_size  # tracemalloc's private names, which
+# code written for tracemalloc (and CPython's own tests) reaches for
+from ._filters import BaseFilter, DomainFilter, Filter
+from ._filters import _normalize_filename as _normalize_filename
 from ._native import (
     _get_object_traceback,
     _get_traces,
@@ -30,7 +33,8 @@ from ._native import (
     reset_peak,
     stop,
 )
-from ._snapshot import Snapshot, SnapshotFileError, _Traces
+from ._snapshot import Snapshot, SnapshotFileError
+from ._snapshot import _Traces as _Traces
 from ._settings import sample_bytes
 from ._stdlib import load_tracemalloc_dump
 from ._watcher import Watcher, watch

@@ -72,7 +72,7 @@ def pytest_configure(config):
                    " has no hook wrappers): no_leaks and limit_memory are not checked")
         if config.getoption("heaptrail_leaks"):
             raise pytest.UsageError(message)
-        warnings.warn(pytest.PytestConfigWarning(message))
+        warnings.warn(pytest.PytestConfigWarning(message), stacklevel=2)
     config.addinivalue_line(
         "markers",
         "no_leaks(iterations=10, warmup=3, min_growth=1, include=None, exclude=None): fail "

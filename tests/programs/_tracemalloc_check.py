@@ -11,7 +11,14 @@ H_NFRAME (default 10; 40 for leak_deep_library_stack.py) is the traceback depth.
 programs import are imported before tracing starts, so only the run itself is traced. Caveat:
 stdlib tracemalloc does not re-stamp dict key tables taken from a free list, so churn lines
 (e.g. _service.py's list of small dicts) show up as growing beside a leak of small dicts."""
-import json, os, runpy, sys, threading, time, tracemalloc
+import importlib
+import json
+import os
+import runpy
+import sys
+import threading
+import time
+import tracemalloc
 
 prog = os.path.abspath(sys.argv[1])
 pdir = os.path.dirname(prog)
@@ -38,17 +45,19 @@ def sampler():
             acc[k] = acc.get(k, 0) + size
         series.append(acc)
 
-import importlib
-if os.environ.get("H_EARLY"): tracemalloc.start(40)
+if os.environ.get("H_EARLY"):
+    tracemalloc.start(40)
 for mod in ("json", "asyncio", "random", "concurrent.futures", "threading", "logging", "functools",
             "hashlib", "re", "collections", "gc", "blinker", "prometheus_client", "plumbline", "_service"):
     importlib.import_module(mod)  # imported before tracing starts: only the run is traced
 tracemalloc.start(int(os.environ.get("H_NFRAME", "10")))
-th = threading.Thread(target=sampler, daemon=True); th.start()
+th = threading.Thread(target=sampler, daemon=True)
+th.start()
 t0 = time.time()
 sys.argv = [prog]
 runpy.run_path(prog, run_name="__main__")
-stop.set(); th.join()
+stop.set()
+th.join()
 tracemalloc.stop()
 lines = open(prog).read().splitlines()
 leak = [i for i, l in enumerate(lines, 1) if "# LEAK" in l] or [int(os.environ.get("H_LINE", 0))]

@@ -28,7 +28,7 @@ def run(keep):
         keep.append(b"x" * (i * 37))
         keep.append("y" * (i * 11))
     buf = bytearray()
-    for i in range(5000):
+    for _ in range(5000):
         buf += b"abcdefgh"
     keep.append(buf)
     keep.append(collections.deque(range(10000)))

@@ -151,7 +151,7 @@ def _status_error(target, status):
                         f"{settings.get('interval', '?'):g} s{report}); stop it first with: "
                         f"heaptrail detach {target.pid}")
     if kind == "already-watching":
-        hint = (f"; to watch with other settings until detach, add --replace" if
+        hint = ("; to watch with other settings until detach, add --replace" if
                 status.get("replaceable") else "")
         return CliError(f"{message} ({where}); `heaptrail snapshot {target.pid} -o FILE` works "
                         f"there{hint}")
