@@ -1,6 +1,7 @@
 //! heaptrail-core: everything heaptrail knows about snapshots, with no Python in sight.
 //!
 //! * [`model`] — interned filenames, frames, tracebacks and traces.
+//! * [`atomic_file`] — files replaced whole or not at all (snapshots, exports, pages).
 //! * [`fnmatch`] — filename patterns with the standard library's `fnmatch` semantics.
 //! * [`filter`] — `Filter` / `DomainFilter` evaluation (`Snapshot.filter_traces`).
 //! * [`group`] — `Snapshot.statistics` (group by traceback, line or file; cumulative or not).

@@ -2,17 +2,17 @@
 //! profile, folded stacks or JSON (see `heaptrail_core::export`). The work, source files read
 //! for function names included, runs with the GIL released.
 
-use std::io;
 use std::path::PathBuf;
 
 use heaptrail_core::export::live_profile::{self, SiteLabels};
 use heaptrail_core::export::pprof::write_profile;
 use heaptrail_core::export::{self, CollapsedValue, ExportOptions, Format};
 use heaptrail_core::sites::SiteRules;
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::errors::os_error;
 use crate::trace_table::TraceTable;
 use crate::tracer::OwnWork;
 
@@ -20,6 +20,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(export_snapshot, m)?)?;
     m.add_function(wrap_pyfunction!(export_snapshot_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(heap_profile, m)?)?;
+    m.add_function(wrap_pyfunction!(write_file_atomically, m)?)?;
     m.add("EXPORT_FORMATS", export::Format::NAMES.to_vec())?;
     Ok(())
 }
@@ -46,22 +47,6 @@ fn parse_format(format: &str) -> PyResult<Format> {
     format.parse().map_err(PyValueError::new_err)
 }
 
-/// `OSError(errno, strerror, filename)`, so Python raises PermissionError, FileNotFoundError,
-/// ... as `open()` would.
-fn os_error(e: io::Error, path: &std::path::Path) -> PyErr {
-    let text = e.to_string();
-    // io::Error's text ends in " (os error N)"; the errno is passed on separately.
-    let strerror = match text.find(" (os error ") {
-        Some(pos) => text[..pos].to_owned(),
-        None => text,
-    };
-    PyOSError::new_err((
-        e.raw_os_error().unwrap_or(0),
-        strerror,
-        path.display().to_string(),
-    ))
-}
-
 /// Writes `table` to `path` in `format` ("pprof", "collapsed" or "json") and returns the
 /// number of bytes written. An existing regular file is replaced atomically.
 ///
@@ -82,7 +67,7 @@ fn export_snapshot(
     let options = options(value, read_sources, time_nanos)?;
     let snapshot = table.snapshot();
     py.detach(|| export::write_file(&path, snapshot, format, &options))
-        .map_err(|e| os_error(e, &path))
+        .map_err(|e| os_error(&e, &path))
 }
 
 /// The same export as `bytes` (for writing to a stream such as stdout).
@@ -159,4 +144,13 @@ fn heap_profile<'py>(
     });
     let _own = OwnWork::begin();
     Ok(PyBytes::new(py, &bytes))
+}
+
+/// Writes `data` to `path`, replacing a regular file whole or not at all (see
+/// `heaptrail_core::atomic_file`); returns the number of bytes written. Errors are `OSError`s
+/// naming `path`.
+#[pyfunction]
+fn write_file_atomically(py: Python<'_>, path: PathBuf, data: &[u8]) -> PyResult<u64> {
+    py.detach(|| heaptrail_core::atomic_file::write_bytes(&path, data))
+        .map_err(|e| os_error(&e, &path))
 }

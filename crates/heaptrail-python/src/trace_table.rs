@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::errors::SnapshotFileError;
+use crate::errors::{os_error, SnapshotFileError};
 use crate::tracer::OwnWork;
 
 #[pyclass(module = "heaptrail._native", frozen, sequence)]
@@ -282,12 +282,7 @@ impl TraceTable {
         let (snapshot, metadata) =
             py.detach(|| snapshot_file::read_file(&path))
                 .map_err(|e| match e {
-                    // OSError(errno, strerror, filename) becomes FileNotFoundError etc., as open() does.
-                    snapshot_file::FormatError::Io { path, source } => PyOSError::new_err((
-                        source.raw_os_error().unwrap_or(0),
-                        source.to_string(),
-                        path.display().to_string(),
-                    )),
+                    snapshot_file::FormatError::Io { path, source } => os_error(&source, &path),
                     other => SnapshotFileError::new_err(other.to_string()),
                 })?;
         Ok((Self::new(snapshot), metadata))

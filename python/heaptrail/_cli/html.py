@@ -133,16 +133,10 @@ def fleet_html(args, limit):
 
 
 def write_atomically(out, text):
-    """Write ``text`` to ``out`` through a temporary file, so that a failure never leaves a
-    half-written page (or destroys an older one)."""
-    tmp = f"{out}.tmp{os.getpid()}"
+    """Write ``text`` to ``out`` whole or not at all (heaptrail_core::atomic_file: a synced
+    temporary file renamed over it), so that a failure never leaves a half-written page nor
+    destroys an older one."""
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)
+        _native.write_file_atomically(out, text.encode("utf-8"))
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise CliError(f"cannot write {out}: {exc.strerror or exc}", 1) from None

@@ -18,8 +18,7 @@ pub mod pprof_proto;
 pub mod source_scopes;
 
 use std::fmt;
-use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -120,76 +119,24 @@ pub fn export_to_vec(snapshot: &Snapshot, format: Format, options: &ExportOption
     out
 }
 
-/// Counts what goes through it.
-struct Counting<W> {
-    inner: W,
-    written: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes the export to `path` and returns the number of bytes written.
 ///
-/// A regular file (or a new one) is replaced atomically: the export goes to a temporary file
-/// in the same directory, which is renamed over `path` only once complete, so a failure never
-/// leaves a truncated export nor destroys the previous file. Anything else that already exists
-/// there (`/dev/null`, a FIFO) is written to directly.
+/// A regular file (or a new one) is replaced atomically, anything else that already exists there
+/// (`/dev/null`, a FIFO) written to directly: see [`crate::atomic_file`].
 pub fn write_file(
     path: &Path,
     snapshot: &Snapshot,
     format: Format,
     options: &ExportOptions,
 ) -> io::Result<u64> {
-    let special = fs::metadata(path).is_ok_and(|m| !m.is_file());
-    if special {
-        let mut out = Counting {
-            inner: BufWriter::new(fs::OpenOptions::new().write(true).open(path)?),
-            written: 0,
-        };
-        export(snapshot, format, options, &mut out)?;
-        out.flush()?;
-        return Ok(out.written);
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let (tmp_path, file) = crate::snapshot_file::create_temp(dir, name)?;
-    let result = (|| {
-        let mut out = Counting {
-            inner: BufWriter::new(file),
-            written: 0,
-        };
-        export(snapshot, format, options, &mut out)?;
-        let file = out.inner.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp_path, path)?;
-        Ok(out.written)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp_path);
-    }
-    result
+    crate::atomic_file::write_with(path, |out| export(snapshot, format, options, out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_fixtures::snapshot_from_raw;
+    use std::fs;
     use std::os::unix::fs::FileTypeExt;
 
     #[test]
