@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod atomic_file;
 pub mod diff;
 pub mod export;
 pub mod filter;
