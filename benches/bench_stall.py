@@ -64,7 +64,7 @@ def child(config):
             t0 = time.perf_counter()
             if mode == "fork":
                 (r,) = _native._analyse_holders([(__file__, leak_line)], [], [], [], 120.0)
-                stats = json.loads(_native._last_analysis_stats() or "{}")
+                stats = json.loads(_native.testing._last_analysis_stats() or "{}")
                 held = r["holder"] and r["holder"]["path"][-1]["name"]
                 err = r["error"]
             else:

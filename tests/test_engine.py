@@ -213,7 +213,7 @@ def test_coexists_with_stdlib_tracemalloc_started_later():
 
 
 def allocate_with_depth():
-    depth = heaptrail._native._stack_depths()[0]
+    depth = heaptrail._native.testing._stack_depths()[0]
     block = bytearray(64)  # DEPTH-LINE
     return block, depth
 
@@ -230,10 +230,10 @@ def test_block_headers_outlive_stop_and_clear():
     while tracing must still be freed correctly (header and all) after clear_traces() and
     after stop(), whatever is traced meanwhile, and the counters must stay exact."""
     heaptrail.start()
-    in_use, _, _ = heaptrail._native._block_headers()
+    in_use, _, _ = heaptrail._native.testing._block_headers()
     assert in_use
     data = allocate_here(2000)
-    _, marked, counted = heaptrail._native._block_headers()
+    _, marked, counted = heaptrail._native.testing._block_headers()
     assert marked >= 2000 and counted == marked
     heaptrail.clear_traces()
     del data  # headered blocks of a cleared generation: freed, not counted
@@ -244,7 +244,7 @@ def test_block_headers_outlive_stop_and_clear():
     assert traced >= 1000 * 100
     heaptrail.stop()
     # The hooks stay (silent) while headered blocks are allocated: only they can free them.
-    _, marked, counted = heaptrail._native._block_headers()
+    _, marked, counted = heaptrail._native.testing._block_headers()
     assert marked >= 1000 and counted == marked
     grown = [bytearray(100) for _ in range(10)]
     del more
@@ -259,7 +259,7 @@ def test_block_headers_outlive_stop_and_clear():
     del grown, again
     gc.collect()
     assert heaptrail.get_traced_memory()[0] < 50_000
-    _, marked, counted = heaptrail._native._block_headers()
+    _, marked, counted = heaptrail._native.testing._block_headers()
     assert counted == marked
 
 
@@ -426,7 +426,7 @@ def test_total_nframe_is_the_real_stack_depth():
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11 has no Python frame counter")
 def test_interpreter_frame_counter_matches_a_walk():
     import asyncio
-    depths = heaptrail._native._stack_depths
+    depths = heaptrail._native.testing._stack_depths
 
     def gen():
         yield depths()

@@ -269,7 +269,7 @@ def test_blocks_of_an_exact_session_are_freed_right_in_sampled_mode():
         heaptrail.start(1)
         kept = [[i] * 40 for i in range(20000)] + [bytearray(600) for _ in range(2000)]
         heaptrail.stop()
-        _, marked, counted = heaptrail._native._block_headers()
+        _, marked, counted = heaptrail._native.testing._block_headers()
         assert marked >= 20000 and counted == marked, (marked, counted)
         heaptrail.start(1, sample=4096)
         for i, block in enumerate(kept):
@@ -279,7 +279,7 @@ def test_blocks_of_an_exact_session_are_freed_right_in_sampled_mode():
         gc.collect()
         churn = [[j] * 40 for j in range(20000)]
         del churn
-        _, marked, counted = heaptrail._native._block_headers()
+        _, marked, counted = heaptrail._native.testing._block_headers()
         assert counted == marked, (marked, counted)
         assert marked < 500, marked
         heaptrail.stop()

@@ -33,7 +33,7 @@ def main():
     gc.collect()
     for name in order:
         TRACERS[name].start(nframe)
-    result = {"headers": heaptrail._native._block_headers()[0]}
+    result = {"headers": heaptrail._native.testing._block_headers()[0]}
     keep = alloc_mix.run([])
     for name in order:
         result[name] = lines(TRACERS[name])

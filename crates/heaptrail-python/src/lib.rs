@@ -10,6 +10,7 @@
 //! * `leak_entries`: leak grouping by holder, and the report's verdict and pattern names.
 //! * `fleet`: many processes' watch reports summed up (`heaptrail report DIR`, `html DIR`).
 //! * `remote_call`: `heaptrail attach`'s pending call queued into another process (ptrace).
+//! * `testing_hooks`: `heaptrail._native.testing`, what only tests and benchmarks call.
 
 mod allocator_hooks;
 mod block_headers;
@@ -29,6 +30,7 @@ mod sampler;
 mod trace_store;
 mod trace_table;
 mod traceback_table;
+mod testing_hooks;
 mod tracer;
 mod trend_detector;
 
@@ -165,12 +167,6 @@ fn _sniff_file(prefix: &[u8]) -> &'static str {
     }
 }
 
-/// `(walked, reported)` depth of the calling thread's stack (tests of the depth shortcut).
-#[pyfunction]
-fn _stack_depths() -> (i32, i32) {
-    frames::stack_depths()
-}
-
 /// The objects holding the most references to live blocks allocated through
 /// `filename:lineno`: a list of `(object, references)`, most first.
 #[pyfunction]
@@ -200,13 +196,6 @@ fn _analyse_holders<'py>(
     holders::analyse_holders(py, candidates, library, include, exclude, timeout)
 }
 
-/// Figures of the last `_analyse_holders` (JSON text: pause, walk and child times, the
-/// child's memory), or None. For the benchmark.
-#[pyfunction]
-fn _last_analysis_stats() -> Option<String> {
-    holders::last_stats()
-}
-
 /// Excludes the calling thread's allocations from tracing (for heaptrail's own threads and
 /// the result objects its analysis builds). Returns the previous setting.
 #[pyfunction]
@@ -231,18 +220,6 @@ fn _set_user_code_rules(
     tracer::set_user_code_rules(py, &library, &include, &exclude)
 }
 
-/// `(in use, blocks carrying one, blocks counted as carrying one)`: whether new MEM/OBJ
-/// blocks get a trace header, how many allocated blocks have one (from the bitmap), and the
-/// count sampled mode's fast path relies on (must be equal). For tests.
-#[pyfunction]
-fn _block_headers(_py: Python<'_>) -> (bool, usize, usize) {
-    (
-        tracer::header_mode(),
-        block_headers::marked_count(),
-        block_headers::counted_marks(),
-    )
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start, m)?)?;
@@ -260,17 +237,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_get_traces, m)?)?;
     m.add_function(wrap_pyfunction!(_get_traceback_totals, m)?)?;
     m.add_function(wrap_pyfunction!(_ignore_current_thread, m)?)?;
-    m.add_function(wrap_pyfunction!(_stack_depths, m)?)?;
     m.add_function(wrap_pyfunction!(_find_holders, m)?)?;
         {
         m.add_function(wrap_pyfunction!(_analyse_holders, m)?)?;
-        m.add_function(wrap_pyfunction!(_last_analysis_stats, m)?)?;
-    }
+        }
     m.add_function(wrap_pyfunction!(_last_snapshot_pause, m)?)?;
     m.add_function(wrap_pyfunction!(_release_unused_tracebacks, m)?)?;
     m.add_function(wrap_pyfunction!(_release_orphaned_code, m)?)?;
     m.add_function(wrap_pyfunction!(_sniff_file, m)?)?;
-    m.add_function(wrap_pyfunction!(_block_headers, m)?)?;
     m.add_function(wrap_pyfunction!(_set_user_code_rules, m)?)?;
     export::register(m)?;
     fleet::register(m)?;
@@ -288,5 +262,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_NFRAME", tracer::MAX_NFRAME)?;
     // The one version number: the workspace's Cargo.toml (maturin gives it to the wheel too).
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    testing_hooks::register(m)?;
     Ok(())
 }
