@@ -272,7 +272,8 @@ def test_snapshot_page_renders_in_chromium(snapshot, tmp_path):
     frames = page.find("iframe", class_="flame")
     assert len(frames) == 1
     inner = frames[0]["srcdoc"]
-    assert "<svg" in inner and f"leaky.py:{LEAK_LINE} in " in inner
+    # Each box names the function the snapshot recorded for its frame.
+    assert "<svg" in inner and f"remember (leaky.py:{LEAK_LINE}) in " in inner
     # The markup in the path is text everywhere, in the page and in the flame graph.
     assert "<img src=y" not in dom.replace("&lt;img src=y", "")
     assert "<img src=y" not in inner.replace("&lt;img src=y", "")

@@ -143,8 +143,9 @@ class Snapshot:
         """Write the snapshot's live memory per call stack to ``filename`` for other tools:
         ``format`` is ``"pprof"`` (gzipped profile.proto heap profile), ``"collapsed"``
         (folded stacks; ``value="blocks"`` counts blocks instead of bytes) or ``"json"``
-        (schema ``heaptrail.snapshot/1``). Function names are read from the source files
-        unless ``read_sources=False``. Returns the number of bytes written; the file is
+        (schema ``heaptrail.snapshot/1``). Functions are named as the snapshot recorded them;
+        for snapshots without names (older files, stdlib dumps) they are read from the source
+        files unless ``read_sources=False``. Returns the number of bytes written; the file is
         replaced atomically. See ``heaptrail export --help``."""
         from ._native import export_snapshot
 

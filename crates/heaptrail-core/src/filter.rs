@@ -276,6 +276,8 @@ pub fn filter_traces(snapshot: &Snapshot, filters: &[TraceFilter]) -> Snapshot {
         traces: Vec::new(),
         traceback_limit: snapshot.traceback_limit,
         sample_rate: snapshot.sample_rate,
+        functions: snapshot.functions.clone(),
+        traceback_functions: snapshot.traceback_functions.clone(),
     };
     if filters.is_empty() {
         out.traces = snapshot.traces.clone();

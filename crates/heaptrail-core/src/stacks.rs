@@ -3,7 +3,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{FrameId, Snapshot, TracebackId};
+use crate::model::{Snapshot, StackFrame, TracebackId};
 
 /// Live memory allocated from one traceback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,21 +47,20 @@ pub fn folded_label(label: &str) -> String {
 }
 
 /// Folded stacks (`root;...;leaf`), one per traceback, with the live bytes and blocks under it.
-/// `label` names a frame; `;` and newlines in labels are replaced by `:` and spaces, since they
+/// `label` names a frame (its line and function); `;` and newlines in labels are replaced by `:` and spaces, since they
 /// delimit frames and lines in the folded format. A traceback cut at the traceback limit starts
 /// at its outermost kept frame; an empty traceback is `<unknown>`.
 pub fn folded_stacks(
     snapshot: &Snapshot,
-    mut label: impl FnMut(FrameId) -> String,
+    mut label: impl FnMut(StackFrame) -> String,
 ) -> Vec<(String, StackTotal)> {
-    let mut labels: FxHashMap<FrameId, String> = FxHashMap::default();
+    let mut labels: FxHashMap<StackFrame, String> = FxHashMap::default();
     stack_totals(snapshot)
         .into_iter()
         .map(|total| {
-            let frames = &snapshot.traceback(total.traceback).frames;
             let mut line = String::new();
             // Frames are stored most recent first; folded stacks go from the root.
-            for &f in frames.iter().rev() {
+            for f in snapshot.stack(total.traceback).rev() {
                 let name = labels.entry(f).or_insert_with(|| folded_label(&label(f)));
                 if !line.is_empty() {
                     line.push(';');
@@ -92,7 +91,9 @@ mod tests {
             ],
             2,
         );
-        let folded = folded_stacks(&s, |f| format!("{}:{}", s.filename(f), s.frame(f).lineno));
+        let folded = folded_stacks(&s, |f| {
+            format!("{}:{}", s.filename(f.frame), s.frame(f.frame).lineno)
+        });
         let lines: Vec<_> = folded
             .iter()
             .map(|(l, t)| (l.as_str(), t.size, t.count))

@@ -2,7 +2,7 @@
 
 mod snapshot_file_support;
 
-use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
+use heaptrail_core::model::{Function, NO_FUNCTION, TOTAL_NFRAME_UNKNOWN};
 use heaptrail_core::snapshot_file::{
     decode, encode, encode_to_vec, read_file, sniff, write_file, FileKind, FormatError, HEADER_LEN,
     MAX_BODY_LEN,
@@ -108,6 +108,21 @@ fn round_trips_extreme_values() {
         ],
         traceback_limit: u32::MAX,
         sample_rate: u64::MAX,
+        functions: vec![
+            Function {
+                qualname: "".into(),
+                first_lineno: u32::MAX,
+            },
+            Function {
+                qualname: "a.<locals>.<lambda>".into(),
+                first_lineno: 0,
+            },
+        ],
+        traceback_functions: vec![
+            vec![1, NO_FUNCTION, 0, 1].into(),
+            vec![].into(),
+            vec![NO_FUNCTION, 0].into(),
+        ],
     };
     round_trip(&s, "");
 }
@@ -263,12 +278,14 @@ fn sampled_snapshots_round_trip_and_version_1_files_load_as_exact() {
     let mut sampled = small_snapshot();
     sampled.sample_rate = 512 * 1024;
     round_trip(&sampled, "{}");
-    // A version 1 file: the same body without the sample rate (one varint byte for 0).
+    // A version 1 file: the same body without the sample rate (one varint byte for 0) and
+    // without the functions table (one byte: no functions).
     let exact = small_snapshot();
     let body = unwrap_body(&encode_to_vec(&exact, ""));
     let limit_len = body.iter().position(|b| b & 0x80 == 0).unwrap() + 1;
     assert_eq!(body[limit_len], 0, "the sample rate of an exact snapshot");
-    let v1: Vec<u8> = [&body[..limit_len], &body[limit_len + 1..]].concat();
+    assert_eq!(body.last(), Some(&0), "no functions");
+    let v1: Vec<u8> = [&body[..limit_len], &body[limit_len + 1..body.len() - 1]].concat();
     let compressed = deflate(&v1);
     let mut f = Fields::honest(&v1, &compressed);
     f.version = 1;
@@ -285,7 +302,7 @@ fn wrong_version_and_unknown_flags() {
     bytes[8..10].copy_from_slice(&7u16.to_le_bytes());
     assert_eq!(
         err(&bytes).to_string(),
-        "unsupported snapshot format version 7 (this heaptrail reads versions 1 to 2)"
+        "unsupported snapshot format version 7 (this heaptrail reads versions 1 to 3)"
     );
     let body = unwrap_body(&encode_to_vec(&small_snapshot(), ""));
     let compressed = deflate(&body);
@@ -343,6 +360,10 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
         "corrupt snapshot file: trace 12 points at traceback 99 of 10"
     );
     *body.last_mut().unwrap() = 9;
+    // Version 3 ends with the functions table: none here.
+    let msg = err(&wrap_body(&body)).to_string();
+    assert!(msg.contains("function count"), "{msg}");
+    body.push(0);
     let (s, meta) = decode(&wrap_body(&body)).unwrap();
     assert_eq!(
         (s.traces.len(), s.tracebacks.len(), meta.as_str()),
@@ -352,7 +373,7 @@ fn crafted_bodies_are_rejected_with_precise_messages() {
     body.push(0);
     assert!(err(&wrap_body(&body))
         .to_string()
-        .contains("unexpected data after the traces"));
+        .contains("unexpected data after the function names"));
 
     // Counts that the remaining bytes cannot hold: refused without allocating.
     for count in [u64::MAX, 1 << 60, 1 << 40, 1000] {
@@ -445,4 +466,118 @@ fn files_round_trip_atomically() {
 fn header_len_is_what_the_docs_say() {
     assert_eq!(HEADER_LEN, 40);
     assert_eq!(&encode_to_vec(&Snapshot::default(), "")[..8], b"HEAPTRL\0");
+}
+
+#[test]
+fn function_names_round_trip_and_version_2_files_load_without_them() {
+    let named = named_snapshot();
+    assert_eq!(named.functions.len(), 3);
+    round_trip(&named, "{}");
+    // A version 2 file is a version 3 body without the functions table (here: one byte, no
+    // functions). It loads with no names; readers fall back to the source files.
+    let plain = small_snapshot();
+    let body = unwrap_body(&encode_to_vec(&plain, ""));
+    assert_eq!(body.last(), Some(&0));
+    let v2 = &body[..body.len() - 1];
+    let compressed = deflate(v2);
+    let mut f = Fields::honest(v2, &compressed);
+    f.version = 2;
+    let mut file = f.header();
+    file.extend_from_slice(&compressed);
+    let (back, _) = decode(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, plain);
+    assert!(back.functions.is_empty() && back.traceback_functions.is_empty());
+    // A version 2 header over a version 3 body: the names are data a version 2 file cannot
+    // have.
+    let body = unwrap_body(&encode_to_vec(&named, ""));
+    let compressed = deflate(&body);
+    let mut f = Fields::honest(&body, &compressed);
+    f.version = 2;
+    let mut file = f.header();
+    file.extend_from_slice(&compressed);
+    let msg = err(&file).to_string();
+    assert!(msg.contains("unexpected data after the traces"), "{msg}");
+}
+
+/// The body of `small_snapshot()` up to its functions table, then `section`.
+fn with_functions(section: &[u8]) -> Vec<u8> {
+    let body = unwrap_body(&encode_to_vec(&small_snapshot(), ""));
+    assert_eq!(body.last(), Some(&0), "no functions");
+    let mut out = body[..body.len() - 1].to_vec();
+    out.extend_from_slice(section);
+    wrap_body(&out)
+}
+
+#[test]
+fn hostile_function_sections_get_precise_errors() {
+    // small_snapshot has two tracebacks of 2 and 1 frames. Two functions, "f" at line 10 and
+    // "C.m" at line 3 (zigzag deltas 20 and 13), then one id + 1 per frame.
+    let good = [2, 1, b'f', 3, b'C', b'.', b'm', 20, 13, 1, 2, 0];
+    let (s, _) = decode(&with_functions(&good)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.validate().is_ok());
+    let names: Vec<_> = s
+        .functions
+        .iter()
+        .map(|f| (&*f.qualname, f.first_lineno))
+        .collect();
+    assert_eq!(names, [("f", 10), ("C.m", 3)]);
+    assert_eq!(
+        s.traceback_functions,
+        [
+            vec![0, 1].into_boxed_slice(),
+            vec![NO_FUNCTION].into_boxed_slice()
+        ]
+    );
+
+    // Every truncation of the section is an error, never a panic nor a partial table.
+    for len in 0..good.len() {
+        let e = err(&with_functions(&good[..len]));
+        assert!(matches!(e, FormatError::Corrupt { .. }), "{len}: {e}");
+    }
+    let cases: &[(&[u8], &str)] = &[
+        (&[], "function count: body ends inside a number"),
+        // A count the rest of the body cannot hold: refused before allocating.
+        (
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+            "function count: count is larger than",
+        ),
+        (&[100, 1, b'f'], "function count: count is larger than"),
+        (
+            &[1, 5, b'f', 0, 1],
+            "name of function 0: count is larger than",
+        ),
+        (
+            &[1, 2, 0xc3, 0x28, 0, 1, 1, 1],
+            "name of function 0: text is not valid UTF-8",
+        ),
+        // First line below 0, and above u32::MAX.
+        (
+            &[1, 1, b'f', 1, 1, 1, 1],
+            "function 0: first line out of range",
+        ),
+        (
+            &[1, 1, b'f', 0x80, 0x80, 0x80, 0x80, 0x20, 1, 1, 1],
+            "function 0: first line out of range",
+        ),
+        (
+            &[1, 1, b'f', 2, 1, 3, 1],
+            "frame 1 of traceback 0 points at function 2 of 1",
+        ),
+        (
+            &[1, 1, b'f', 2, 1, 1],
+            "functions of 3 frames, but only 2 bytes are left",
+        ),
+        (
+            &[1, 1, b'f', 2, 1, 1, 0x81],
+            "function of frame 0 of traceback 1: body ends inside",
+        ),
+        (
+            &[1, 1, b'f', 2, 1, 1, 1, 9],
+            "1 bytes of unexpected data after the function names",
+        ),
+    ];
+    for (section, want) in cases {
+        let msg = err(&with_functions(section)).to_string();
+        assert!(msg.contains(want), "{section:?}: {msg}");
+    }
 }

@@ -7,16 +7,18 @@
 
 mod snapshot_file_support;
 
-use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
+use heaptrail_core::model::{NO_FUNCTION, TOTAL_NFRAME_UNKNOWN};
 use heaptrail_core::snapshot_file::{decode, encode_to_vec, HEADER_LEN};
 use heaptrail_core::{Snapshot, SnapshotBuilder};
 use proptest::prelude::*;
 use snapshot_file_support::*;
 
-/// Random valid snapshots: a few files, frames and tracebacks, with extreme values mixed in.
+/// Random valid snapshots: a few files, frames and tracebacks, with extreme values mixed in,
+/// and sometimes the functions of their frames.
 fn snapshot() -> impl Strategy<Value = Snapshot> {
     let name = prop_oneof![Just(String::new()), "[a-z/._]{1,12}", "\\PC{0,6}"];
-    let names = prop::collection::vec(name, 1..5);
+    let names = prop::collection::vec(name.clone(), 1..5);
+    let functions = prop::collection::vec((name, prop_oneof![0..20u32, any::<u32>()]), 0..4);
     let num32 = prop_oneof![0..20u32, any::<u32>(), Just(u32::MAX)];
     let num64 = prop_oneof![0..5000u64, any::<u64>(), Just(u64::MAX)];
     let frames = prop::collection::vec((any::<prop::sample::Index>(), num32.clone()), 1..8);
@@ -24,27 +26,41 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         (
             prop::collection::vec(any::<prop::sample::Index>(), 0..6),
             num32.clone(),
+            // The function of each frame: an index into `functions`, past its end for none.
+            prop::collection::vec(any::<prop::sample::Index>(), 6),
         ),
         1..6,
     );
     let traces = prop::collection::vec((num32.clone(), num64, any::<prop::sample::Index>()), 0..30);
-    (names, frames, tbs, traces, num32).prop_map(|(names, frames, tbs, traces, limit)| {
+    let parts = (names, frames, tbs, traces, num32, functions);
+    parts.prop_map(|(names, frames, tbs, traces, limit, functions)| {
         let mut b = SnapshotBuilder::new(limit);
         let files: Vec<_> = names.iter().map(|n| b.intern_filename(n)).collect();
+        let functions: Vec<_> = functions
+            .iter()
+            .map(|(name, line)| b.intern_function(&name.as_str().into(), *line))
+            .collect();
         let frames: Vec<_> = frames
             .iter()
             .map(|(f, line)| b.intern_frame(*f.get(&files), *line))
             .collect();
         let tbs: Vec<_> = tbs
             .iter()
-            .map(|(ids, total)| {
+            .map(|(ids, total, which)| {
                 let ids: Vec<_> = ids.iter().map(|i| *i.get(&frames)).collect();
                 let total = if total % 7 == 3 {
                     TOTAL_NFRAME_UNKNOWN
                 } else {
                     *total
                 };
-                b.intern_traceback(&ids, total)
+                let named: Vec<_> = which[..ids.len()]
+                    .iter()
+                    .map(|i| {
+                        let i = i.index(functions.len() + 1);
+                        functions.get(i).copied().unwrap_or(NO_FUNCTION)
+                    })
+                    .collect();
+                b.intern_traceback_with_functions(&ids, &named, total)
             })
             .collect();
         for (domain, size, tb) in traces {

@@ -221,6 +221,26 @@ ht_code_filename(PyCodeObject *code, const void **data, int *kind, Py_ssize_t *l
     return 1;
 }
 
+/*
+ * `code.co_qualname` the same way (its characters, as for ht_code_filename), and
+ * `code.co_firstlineno`. Both are set when the code object is made and never change. Returns 0
+ * if the name is not a string (the line is still set).
+ */
+int
+ht_code_function(PyCodeObject *code, const void **data, int *kind, Py_ssize_t *len,
+                 int *firstlineno)
+{
+    PyObject *name = code->co_qualname;
+    *firstlineno = code->co_firstlineno;
+    if (name == NULL || !PyUnicode_Check(name)) {
+        return 0;
+    }
+    *data = PyUnicode_DATA(name);
+    *kind = (int)PyUnicode_KIND(name);
+    *len = PyUnicode_GET_LENGTH(name);
+    return 1;
+}
+
 /* (walked depth, depth the interpreter reports) of the calling thread, for tests. */
 void
 ht_stack_depths(int *walked, int *reported)

@@ -25,7 +25,8 @@
 //! The registry also says which held code objects are library code, when the leak watcher has
 //! set the rules (`_set_user_code_rules`): each code object is classified once, when first held.
 
-use crate::frames::{code_filename_in_hook, frame_lineno, RawFrame};
+use crate::frames::{code_filename_in_hook, code_function, frame_lineno, RawFrame};
+use heaptrail_core::model::Function;
 use heaptrail_core::sites::SiteRules;
 use heaptrail_core::Filename;
 use pyo3::ffi;
@@ -228,19 +229,21 @@ extern "C" fn release_deferred(_arg: *mut std::os::raw::c_void) -> std::os::raw:
     0
 }
 
-/// Caches `(code, instruction) -> (filename, line)`. Only used with the GIL held. Emptied
-/// whenever the registry lets code objects go ([`epoch`] changes): their addresses may then be
-/// reused by other code objects.
+/// Caches `code -> (filename, function)` and `(code, instruction) -> line`. Only used with the
+/// GIL held. Emptied whenever the registry lets code objects go ([`epoch`] changes): their
+/// addresses may then be reused by other code objects.
 #[derive(Default)]
 pub struct LineResolver {
-    filenames: FxHashMap<usize, Filename>,
+    /// Per code object: `co_filename`, and `co_qualname` with `co_firstlineno` (None when the
+    /// name is not a string). One entry for both, so a snapshot's frames cost one lookup.
+    codes: FxHashMap<usize, (Filename, Option<Function>)>,
     lines: FxHashMap<(usize, i64), u32>,
     epoch: usize,
 }
 
 impl LineResolver {
     pub fn clear(&mut self) {
-        self.filenames.clear();
+        self.codes.clear();
         self.lines.clear();
     }
 
@@ -249,8 +252,23 @@ impl LineResolver {
     /// # Safety
     /// `frame.code` is null or a code object held by the [`CodeRegistry`].
     pub unsafe fn resolve(&mut self, py: Python<'_>, frame: RawFrame) -> (Filename, u32) {
+        let (filename, lineno, _) = self.resolve_with_function(py, frame);
+        (filename, lineno)
+    }
+
+    /// Filename and line of a captured frame, and the function it runs: its code object's
+    /// `co_qualname` and `co_firstlineno`, read once per code object from the object's fields
+    /// (no Python code runs). None for an unknown frame.
+    ///
+    /// # Safety
+    /// As for [`resolve`](Self::resolve).
+    pub unsafe fn resolve_with_function(
+        &mut self,
+        py: Python<'_>,
+        frame: RawFrame,
+    ) -> (Filename, u32, Option<Function>) {
         if frame.code.is_null() {
-            return (unknown_filename(), 0);
+            return (unknown_filename(), 0, None);
         }
         let epoch = epoch();
         if epoch != self.epoch {
@@ -260,21 +278,27 @@ impl LineResolver {
         let key = frame.code as usize;
         // No map borrow is held across the Python call: reading co_filename allocates, and
         // whatever that runs may resolve frames too.
-        let filename = match self.filenames.get(&key) {
-            Some(name) => name.clone(),
+        let (filename, function) = match self.codes.get(&key) {
+            Some(code) => code.clone(),
             None => {
                 let name = code_filename(py, frame.code);
+                // SAFETY: the registry holds `frame.code` alive and the caller holds the GIL.
+                let function =
+                    unsafe { code_function(frame.code) }.map(|(qualname, first)| Function {
+                        qualname: Arc::from(qualname),
+                        first_lineno: first,
+                    });
                 if self.epoch == epoch {
-                    self.filenames.insert(key, name.clone());
+                    self.codes.insert(key, (name.clone(), function.clone()));
                 }
-                name
+                (name, function)
             }
         };
         let lineno = *self
             .lines
             .entry((key, frame.lasti))
             .or_insert_with(|| frame_lineno(frame));
-        (filename, lineno)
+        (filename, lineno, function)
     }
 }
 

@@ -69,6 +69,13 @@ extern "C" {
         kind: *mut c_int,
         len: *mut ffi::Py_ssize_t,
     ) -> c_int;
+    fn ht_code_function(
+        code: *mut ffi::PyCodeObject,
+        data: *mut *const c_void,
+        kind: *mut c_int,
+        len: *mut ffi::Py_ssize_t,
+        firstlineno: *mut c_int,
+    ) -> c_int;
     fn ht_free_list_bypass(on: c_int) -> c_int;
     fn ht_for_each_parked_block(
         parked: extern "C" fn(block: usize, data: *mut c_void),
@@ -203,7 +210,45 @@ pub unsafe fn code_filename_in_hook(code: *mut ffi::PyCodeObject) -> Option<Stri
     }
     let mut data: *const c_void = std::ptr::null();
     let (mut kind, mut len): (c_int, ffi::Py_ssize_t) = (0, 0);
-    if ht_code_filename(code, &mut data, &mut kind, &mut len) == 0 || data.is_null() {
+    if ht_code_filename(code, &mut data, &mut kind, &mut len) == 0 {
+        return None;
+    }
+    // SAFETY: the shim handed out the string's own buffer, which lives as long as `code`.
+    unsafe { string_from_units(data, kind, len) }
+}
+
+/// `code.co_qualname` and `code.co_firstlineno`, read from the code object's fields: no
+/// attribute lookup, no Python code, no allocation Python could see. `None` if the name is not
+/// a string.
+///
+/// # Safety
+/// The calling thread holds the GIL and `code` is alive.
+pub unsafe fn code_function(code: *mut ffi::PyCodeObject) -> Option<(String, u32)> {
+    if code.is_null() {
+        return None;
+    }
+    let mut data: *const c_void = std::ptr::null();
+    let (mut kind, mut len, mut first): (c_int, ffi::Py_ssize_t, c_int) = (0, 0, 0);
+    if ht_code_function(code, &mut data, &mut kind, &mut len, &mut first) == 0 {
+        return None;
+    }
+    // SAFETY: as in `code_filename_in_hook`: the name string is owned by the live `code`.
+    let name = unsafe { string_from_units(data, kind, len) }?;
+    Some((name, first.max(0) as u32))
+}
+
+/// A Python string's characters as a Rust string, from its canonical storage (`kind` bytes per
+/// character, `len` characters at `data`).
+///
+/// # Safety
+/// `data` points at `len` characters of `kind` bytes each that stay alive and unchanged
+/// meanwhile (a `str` is immutable; the GIL holder's caller keeps its owner alive).
+unsafe fn string_from_units(
+    data: *const c_void,
+    kind: c_int,
+    len: ffi::Py_ssize_t,
+) -> Option<String> {
+    if data.is_null() {
         return None;
     }
     let len = len.max(0) as usize;

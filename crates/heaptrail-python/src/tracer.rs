@@ -20,6 +20,7 @@ use crate::frames::{self, CurrentThread, RawFrame};
 use crate::sampler;
 use crate::trace_store::TraceStore;
 use crate::traceback_table::{TbId, TracebackTable};
+use heaptrail_core::model::{Function, NO_FUNCTION};
 use heaptrail_core::sites::SiteRules;
 use heaptrail_core::{Filename, Snapshot, SnapshotBuilder};
 use parking_lot::lock_api::RawMutex as _;
@@ -1221,7 +1222,8 @@ fn try_blocks_matching(
     same.then_some(blocks)
 }
 
-/// A snapshot of every live trace, with line numbers resolved. `None` when not tracing.
+/// A snapshot of every live trace, with line numbers and functions resolved. `None` when not
+/// tracing.
 ///
 /// The application is paused (GIL held) only while the trace table is copied and in short
 /// stretches of line-number resolution; the snapshot itself is built without the GIL.
@@ -1323,11 +1325,12 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
             (copied, used)
         })
     }?;
-    // 2. Resolve each distinct frame once. New code objects make this slow (a line table to
-    //    decode each), so every MAX_HOLD the GIL is released for a moment to let the
-    //    application run.
+    // 2. Resolve each distinct frame once: its line, and the function its code object names
+    //    (read once per code object, from the object's fields). New code objects make this
+    //    slow (a line table to decode each), so every MAX_HOLD the GIL is released for a
+    //    moment to let the application run.
     let mut frame_ids: FxHashMap<RawFrame, u32> = FxHashMap::default();
-    let mut resolved: Vec<(Filename, u32)> = Vec::new();
+    let mut resolved: Vec<(Filename, u32, Option<Function>)> = Vec::new();
     let mut compact_tracebacks: Vec<(Vec<u32>, u16)> = Vec::with_capacity(tracebacks.len());
     for (frames, total) in tracebacks {
         let mut ids = Vec::with_capacity(frames.len());
@@ -1338,7 +1341,7 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
                     // SAFETY: GIL held; the registry holds the frame's code object, unless a
                     // `clear` ran while the GIL was released, which the generation check
                     // below catches before any frame is resolved.
-                    resolved.push(unsafe { resolver().resolve(py, f) });
+                    resolved.push(unsafe { resolver().resolve_with_function(py, f) });
                     let id = (resolved.len() - 1) as u32;
                     frame_ids.insert(f, id);
                     id
@@ -1367,20 +1370,29 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
     Some(py.detach(move || {
         let mut builder = SnapshotBuilder::new(limit);
         builder.set_sample_rate(rate);
-        let frame_ids: Vec<u32> = resolved
+        let frame_ids: Vec<(u32, u32)> = resolved
             .iter()
-            .map(|(name, lineno)| {
+            .map(|(name, lineno, function)| {
                 let fid = builder.intern_shared_filename(name);
-                builder.intern_frame(fid, *lineno)
+                let function = match function {
+                    Some(f) => builder.intern_function(&f.qualname, f.first_lineno),
+                    None => NO_FUNCTION,
+                };
+                (builder.intern_frame(fid, *lineno), function)
             })
             .collect();
-        let mut ids = Vec::new();
+        let (mut ids, mut functions) = (Vec::new(), Vec::new());
         let tb_ids: Vec<u32> = tracebacks
             .iter()
             .map(|(frames, total)| {
                 ids.clear();
-                ids.extend(frames.iter().map(|&f| frame_ids[f as usize]));
-                builder.intern_traceback(&ids, *total as u32)
+                functions.clear();
+                for &f in frames {
+                    let (frame, function) = frame_ids[f as usize];
+                    ids.push(frame);
+                    functions.push(function);
+                }
+                builder.intern_traceback_with_functions(&ids, &functions, *total as u32)
             })
             .collect();
         match copied {

@@ -27,9 +27,11 @@ formats:
   json       schema heaptrail.snapshot/1: totals, then stacks (size, count,
              frames most recent first), largest first.
 
-Frames are named after the function around the line, `Cache.put (app.py:38)`,
-read from the source file if it is still there (read, never run; --no-source
-turns this off), else `app.py:38`.
+Frames are named after the function that ran the line, `Cache.put (app.py:38)`,
+as the snapshot recorded it when it was taken (right even if the source changed
+or was never deployed). Snapshots written before heaptrail recorded names, and
+stdlib dumps, get the function around the line in the source file if it is
+still there (read, never run; --no-source turns this off), else `app.py:38`.
 
 OUT is replaced if it exists, atomically (a failed export leaves the old file
 as it was); heaptrail refuses to write over FILE itself. `-o -` (the default)
@@ -58,8 +60,8 @@ def register(commands):
                         help="collapsed only: what a line's value counts, bytes (default) or "
                              "blocks")
     export.add_argument("--no-source", dest="read_sources", action="store_false",
-                        help="do not read source files to name functions; frames are named "
-                             "file:line")
+                        help="do not read source files to name functions the snapshot did "
+                             "not record; such frames are named file:line")
     add_trust_pickle(export)
     export.set_defaults(func=export_command)
 

@@ -4,7 +4,8 @@
 //! One line per distinct call stack: frames from the root (outermost call) to the leaf (the
 //! allocating line), separated by `;`, then a space and the live bytes (or live blocks with
 //! [`CollapsedValue::Blocks`]) allocated there. Lines are ordered by size, largest first.
-//! A frame is `Cache.put (leaky_service.py:38)` when the source file was readable, else
+//! A frame is `Cache.put (leaky_service.py:38)` when its function is known (recorded in the
+//! snapshot, or read from the source file), else
 //! `leaky_service.py:38`; a stack with no Python frame is `<unknown>`.
 
 use std::io::{self, Write};
@@ -20,7 +21,7 @@ pub fn write(
     options: &ExportOptions,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let mut folded = folded_stacks(snapshot, |f| names.frame_label(snapshot, f));
+    let mut folded = folded_stacks(snapshot, |f| names.frame_label(f));
     if options.collapsed_value == CollapsedValue::Blocks {
         // Keep the output sorted by what it shows.
         folded.sort_by(|a, b| {
@@ -73,6 +74,31 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "b.py:8 3\nmain.py:1;a.py:2 2\nb.py:7 1\n"
+        );
+    }
+
+    #[test]
+    fn recorded_functions_label_frames_without_any_source() {
+        use crate::model::SnapshotBuilder;
+        let mut b = SnapshotBuilder::new(3);
+        let f = b.intern_filename("/gone/app.py");
+        let (l7, l20) = (b.intern_frame(f, 7), b.intern_frame(f, 20));
+        let outer = b.intern_function(&"Outer.method".into(), 5);
+        let inner = b.intern_function(&"Outer.method.<locals>.inner".into(), 6);
+        let tb = b.intern_traceback_with_functions(&[l7, l20], &[inner, outer], 2);
+        b.push_trace(0, 64, tb);
+        let s = b.finish();
+        let mut out = Vec::new();
+        write(
+            &s,
+            &FrameNames::new(&s, true),
+            &ExportOptions::default(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Outer.method (app.py:20);Outer.method.<locals>.inner (app.py:7) 64\n"
         );
     }
 

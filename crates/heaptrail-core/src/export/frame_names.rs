@@ -1,32 +1,40 @@
-//! Names for the frames of a snapshot, shared by every export format.
+//! Names for the frames of a snapshot, shared by every export format and the HTML page.
 //!
-//! A frame is `filename:lineno`. With source lookup on, the enclosing `def`/`class` chain is
-//! read from the source file ([`super::source_scopes`]) and the frame belongs to that function
-//! (`Cache.put`); otherwise, or when the file cannot be read or no longer has that line, the
-//! frame is its own function named `basename:lineno`.
+//! A frame is `filename:lineno`. Its function is, in this order:
+//! * the one the snapshot recorded (the code object's `co_qualname` and `co_firstlineno`,
+//!   read in the process when the snapshot was taken): right whatever became of the source;
+//! * with source lookup on, the enclosing `def`/`class` chain read from the source file
+//!   ([`super::source_scopes`]) now: for snapshots that recorded none (files of format
+//!   version 1 or 2, stdlib tracemalloc dumps);
+//! * else the frame is its own function, named `basename:lineno`.
 
 use rustc_hash::FxHashMap;
 use std::path::Path;
 
 use super::source_scopes::SourceScopes;
-use crate::model::{FilenameId, FrameId, Snapshot};
+use crate::model::{FilenameId, FrameId, FunctionId, Snapshot, StackFrame, NO_FUNCTION};
 
 /// The function a frame belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FunctionKey {
+    /// A function the snapshot recorded: (its file, its id in the snapshot).
+    Recorded(FilenameId, FunctionId),
     /// A scope found in the source file: (file, index of the scope in that file).
     Scope(FilenameId, u32),
-    /// No source: the frame stands alone.
+    /// No name: the frame stands alone.
     Frame(FrameId),
     /// The pseudo-function of blocks allocated with no Python frame on the stack.
     Unknown,
 }
 
-/// Per-frame names, computed once per export.
-pub struct FrameNames {
-    /// Per frame: its scope in the source file and the scope's `def` line; None without source.
+/// Names of a snapshot's frames, computed once per export.
+pub struct FrameNames<'s> {
+    snapshot: &'s Snapshot,
+    /// Per frame: its scope in the source file and the scope's `def` line; None without
+    /// source, or when no occurrence of the frame lacks a recorded function (the file is then
+    /// not even read).
     qualnames: Vec<Option<(FunctionKey, u32)>>,
-    /// Scopes per file that could be read (None: not readable, or lookup disabled).
+    /// Scopes per file that could be read (None: not readable, not needed, or lookup disabled).
     sources: Vec<Option<SourceScopes>>,
     /// Short display name of each file (`leaky_service.py`, `pkg/__init__.py`).
     short_files: Vec<String>,
@@ -34,14 +42,23 @@ pub struct FrameNames {
     modules: Vec<String>,
 }
 
-impl FrameNames {
-    /// Names for every frame of `snapshot`; reads source files only when `read_sources`.
-    pub fn new(snapshot: &Snapshot, read_sources: bool) -> FrameNames {
-        // Only files that frames in use point at; a file is read at most once.
+impl<'s> FrameNames<'s> {
+    /// Names for every frame of `snapshot`; reads source files only when `read_sources`, and
+    /// only for frames the snapshot has no recorded function for.
+    pub fn new(snapshot: &'s Snapshot, read_sources: bool) -> FrameNames<'s> {
+        // Only files that frames without a recorded function point at; each read at most once.
         let mut sources: Vec<Option<SourceScopes>> = vec![None; snapshot.filenames.len()];
+        let mut unnamed = vec![false; snapshot.frames.len()];
         if read_sources {
+            for id in 0..snapshot.tracebacks.len() {
+                for sf in snapshot.stack(id as u32) {
+                    if sf.function == NO_FUNCTION {
+                        unnamed[sf.frame as usize] = true;
+                    }
+                }
+            }
             let mut used = vec![false; snapshot.filenames.len()];
-            for f in &snapshot.frames {
+            for (f, _) in snapshot.frames.iter().zip(&unnamed).filter(|(_, &u)| u) {
                 used[f.filename as usize] = true;
             }
             for (id, name) in snapshot.filenames.iter().enumerate() {
@@ -53,7 +70,11 @@ impl FrameNames {
         let qualnames = snapshot
             .frames
             .iter()
-            .map(|f| {
+            .zip(&unnamed)
+            .map(|(f, &unnamed)| {
+                if !unnamed {
+                    return None;
+                }
                 let scopes = sources[f.filename as usize].as_ref()?;
                 let (idx, scope) = scopes.scope_of(f.lineno)?;
                 Some((FunctionKey::Scope(f.filename, idx as u32), scope.start_line))
@@ -66,6 +87,7 @@ impl FrameNames {
             .map(|n| module_name(n, read_sources))
             .collect();
         FrameNames {
+            snapshot,
             qualnames,
             sources,
             short_files,
@@ -74,16 +96,23 @@ impl FrameNames {
     }
 
     /// The function `frame` belongs to.
-    pub fn function_key(&self, frame: FrameId) -> FunctionKey {
-        match self.qualnames[frame as usize] {
+    pub fn function_key(&self, frame: StackFrame) -> FunctionKey {
+        if self.snapshot.function(frame.function).is_some() {
+            let file = self.snapshot.frame(frame.frame).filename;
+            return FunctionKey::Recorded(file, frame.function);
+        }
+        match self.qualnames[frame.frame as usize] {
             Some((key, _)) => key,
-            None => FunctionKey::Frame(frame),
+            None => FunctionKey::Frame(frame.frame),
         }
     }
 
     /// The Python qualified name of the code at `frame` (`Cache.put`), when known.
-    pub fn qualname(&self, frame: FrameId) -> Option<&str> {
-        match self.qualnames[frame as usize]? {
+    pub fn qualname(&self, frame: StackFrame) -> Option<&'_ str> {
+        if let Some(f) = self.snapshot.function(frame.function) {
+            return Some(&f.qualname);
+        }
+        match self.qualnames[frame.frame as usize]? {
             (FunctionKey::Scope(file, idx), _) => {
                 let scopes = self.sources[file as usize].as_ref()?;
                 Some(scopes.scopes[idx as usize].qualname.as_str())
@@ -93,29 +122,32 @@ impl FrameNames {
     }
 
     /// Line of the `def`/`class` of the frame's function (0 when unknown).
-    pub fn start_line(&self, frame: FrameId) -> u32 {
-        self.qualnames[frame as usize].map_or(0, |(_, line)| line)
+    pub fn start_line(&self, frame: StackFrame) -> u32 {
+        if let Some(f) = self.snapshot.function(frame.function) {
+            return f.first_lineno;
+        }
+        self.qualnames[frame.frame as usize].map_or(0, |(_, line)| line)
     }
 
     /// `leaky_service.py` for `/srv/app/leaky_service.py`.
-    pub fn short_file(&self, snapshot: &Snapshot, frame: FrameId) -> &str {
-        &self.short_files[snapshot.frames[frame as usize].filename as usize]
+    pub fn short_file(&self, frame: FrameId) -> &str {
+        &self.short_files[self.snapshot.frames[frame as usize].filename as usize]
     }
 
-    /// The name pprof shows for the frame's function: `leaky_service.Cache.put` with source,
-    /// `leaky_service.py:38` without.
-    pub fn function_name(&self, snapshot: &Snapshot, frame: FrameId) -> String {
-        let f = snapshot.frames[frame as usize];
+    /// The name pprof shows for the frame's function: `leaky_service.Cache.put` when known,
+    /// `leaky_service.py:38` otherwise.
+    pub fn function_name(&self, frame: StackFrame) -> String {
+        let f = self.snapshot.frames[frame.frame as usize];
         match self.qualname(frame) {
             Some(q) => format!("{}.{q}", self.modules[f.filename as usize]),
             None => format!("{}:{}", self.short_files[f.filename as usize], f.lineno),
         }
     }
 
-    /// The label of a frame in folded stacks: `Cache.put (leaky_service.py:38)` with source,
-    /// `leaky_service.py:38` without.
-    pub fn frame_label(&self, snapshot: &Snapshot, frame: FrameId) -> String {
-        let f = snapshot.frames[frame as usize];
+    /// The label of a frame in folded stacks: `Cache.put (leaky_service.py:38)` when the
+    /// function is known, `leaky_service.py:38` otherwise.
+    pub fn frame_label(&self, frame: StackFrame) -> String {
+        let f = self.snapshot.frames[frame.frame as usize];
         let file = &self.short_files[f.filename as usize];
         match self.qualname(frame) {
             Some(q) => format!("{q} ({file}:{})", f.lineno),
@@ -145,6 +177,13 @@ fn short_file(path: &str) -> String {
 /// (directories with an `__init__.py`), so `/usr/lib/python3/urllib/request.py` is
 /// `urllib.request`, not just `request`.
 fn module_name(path: &str, packages: bool) -> String {
+    // A frozen standard module names itself: `<frozen importlib._bootstrap>`.
+    if let Some(name) = path
+        .strip_prefix("<frozen ")
+        .and_then(|p| p.strip_suffix('>'))
+    {
+        return name.to_owned();
+    }
     if path.starts_with('<') {
         return path.to_owned();
     }
@@ -227,7 +266,12 @@ mod tests {
         );
         assert_eq!(module_name("/srv/app/pkg/__init__.py", false), "pkg");
         assert_eq!(module_name("m.py", true), "m");
-        assert_eq!(module_name("<frozen abc>", true), "<frozen abc>");
+        assert_eq!(module_name("<frozen abc>", true), "abc");
+        assert_eq!(
+            module_name("<frozen importlib._bootstrap>", false),
+            "importlib._bootstrap"
+        );
+        assert_eq!(module_name("<string>", true), "<string>");
         // Packages are found on disk.
         let root = std::env::temp_dir().join(format!("heaptrail-names-{}", std::process::id()));
         let sub = root.join("top").join("inner");

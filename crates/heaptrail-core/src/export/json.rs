@@ -24,8 +24,9 @@
 //!   stores them; at most `traceback_limit` of them;
 //! * `total_nframe`: depth of the whole stack when the block was allocated (more than
 //!   `frames` has when the traceback was cut), or null when unknown;
-//! * `function`: Python's qualified name of the code at that line, read from the source file
-//!   at export time, or null when the file was not readable (or lookup was off).
+//! * `function`: Python's qualified name of the code at that line: recorded when the snapshot
+//!   was taken (`co_qualname`), else read from the source file at export time; null when
+//!   neither is there (or lookup was off).
 //!
 //! Within version 1, fields are only ever added; a reader should ignore fields it does not
 //! know. A change of meaning gets a new version.
@@ -75,13 +76,12 @@ pub fn write(snapshot: &Snapshot, names: &FrameNames, out: &mut dyn Write) -> io
                 size: t.size,
                 count: t.count,
                 total_nframe: (tb.total_nframe != TOTAL_NFRAME_UNKNOWN).then_some(tb.total_nframe),
-                frames: tb
-                    .frames
-                    .iter()
-                    .map(|&f| JsonFrame {
-                        filename: snapshot.filename(f),
-                        lineno: snapshot.frame(f).lineno,
-                        function: names.qualname(f),
+                frames: snapshot
+                    .stack(t.traceback)
+                    .map(|sf| JsonFrame {
+                        filename: snapshot.filename(sf.frame),
+                        lineno: snapshot.frame(sf.frame).lineno,
+                        function: names.qualname(sf),
                     })
                     .collect(),
             }

@@ -19,7 +19,7 @@ use super::frame_names::FrameNames;
 use super::pprof::{build_profile_of, StackSample};
 use super::pprof_proto::Profile;
 use super::ExportOptions;
-use crate::model::{Snapshot, SnapshotBuilder, TracebackId};
+use crate::model::{Snapshot, SnapshotBuilder, TracebackId, NO_FUNCTION};
 use crate::sites::{SiteFinder, SiteRules};
 
 /// Labels per site: `(filename, line)` -> `[(key, value)]`, and the rules that find a
@@ -83,22 +83,22 @@ pub fn delta_profile(
     labelled_profile(&merged, &values, labels, &options, &[note])
 }
 
-/// `snapshot`'s traceback `tb` interned into `into` by text.
+/// `snapshot`'s traceback `tb` interned into `into` by text, with its functions.
 fn intern_traceback(
     into: &mut SnapshotBuilder,
     snapshot: &Snapshot,
     tb: TracebackId,
 ) -> TracebackId {
-    let traceback = snapshot.traceback(tb);
-    let frames: Vec<_> = traceback
-        .frames
-        .iter()
-        .map(|&f| {
-            let filename = into.intern_shared_filename(snapshot.filename(f));
-            into.intern_frame(filename, snapshot.frame(f).lineno)
-        })
-        .collect();
-    into.intern_traceback(&frames, traceback.total_nframe)
+    let (mut frames, mut functions) = (Vec::new(), Vec::new());
+    for sf in snapshot.stack(tb) {
+        let filename = into.intern_shared_filename(snapshot.filename(sf.frame));
+        frames.push(into.intern_frame(filename, snapshot.frame(sf.frame).lineno));
+        functions.push(match snapshot.function(sf.function) {
+            Some(f) => into.intern_function(&f.qualname, f.first_lineno),
+            None => NO_FUNCTION,
+        });
+    }
+    into.intern_traceback_with_functions(&frames, &functions, snapshot.traceback(tb).total_nframe)
 }
 
 /// One sample per traceback with a non-zero value, biggest first, labelled by its site.

@@ -10,10 +10,12 @@
 //!   the period is the sample rate (mean bytes between sample points, as Go's heap profiles
 //!   state theirs) and the values are already the unbiased estimates (a comment says so);
 //! * one sample per distinct traceback (all domains together), leaf first;
-//! * one location per distinct `filename:lineno`, with one line pointing at its function;
-//! * one function per Python function when the source was readable (name
-//!   `module.Qual.name`, system name the qualified name, `start_line` the `def` line), else
-//!   one per frame named `basename:lineno` (see [`super::frame_names`]);
+//! * one location per distinct `filename:lineno` and function (a line can run in two: a
+//!   lambda and the function around it), with one line pointing at its function;
+//! * one function per Python function when its name is known, recorded in the snapshot or
+//!   read from the source (name `module.Qual.name`, system name the qualified name,
+//!   `start_line` the `def` line), else one per frame named `basename:lineno` (see
+//!   [`super::frame_names`]);
 //! * one mapping (`python`) that says functions, file names and line numbers are all present,
 //!   so no viewer tries to symbolize addresses.
 
@@ -26,7 +28,7 @@ use std::io::{self, Write};
 use super::frame_names::{FrameNames, FunctionIds, FunctionKey};
 use super::pprof_proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use super::ExportOptions;
-use crate::model::{Snapshot, TracebackId};
+use crate::model::{Snapshot, StackFrame, TracebackId};
 use crate::stacks::stack_totals;
 
 /// Interns strings into a profile's string table (entry 0 is `""`, as the format requires).
@@ -114,18 +116,19 @@ pub fn build_profile_of<'a>(
 
     let mut function_ids = FunctionIds::default();
     let mut functions = Vec::new();
-    // Location ids are frame id + 1, created on first use.
-    let mut location_made = vec![false; snapshot.frames.len()];
+    // One location per line and function, ids from 1 in order of first use.
+    let mut location_ids: FxHashMap<Option<StackFrame>, u64> = FxHashMap::default();
     let mut locations = Vec::new();
     let mut samples = Vec::new();
-    // Blocks allocated with no Python frame on the stack: one pseudo-location, so that their
-    // memory shows up under a name instead of only in the total.
-    let unknown_location = snapshot.frames.len() as u64 + 1;
     for sample in stack_samples {
-        let frames = &snapshot.traceback(sample.traceback).frames;
-        let mut location_id = Vec::with_capacity(frames.len().max(1));
-        if frames.is_empty() {
-            location_id.push(unknown_location);
+        let stack = snapshot.stack(sample.traceback);
+        let mut location_id = Vec::with_capacity(stack.len().max(1));
+        if stack.len() == 0 {
+            // Blocks allocated with no Python frame on the stack: one pseudo-location, so
+            // that their memory shows up under a name instead of only in the total.
+            let next = location_ids.len() as u64 + 1;
+            let loc = *location_ids.entry(None).or_insert(next);
+            location_id.push(loc);
             let (function_id, new) = function_ids.get_or_insert(FunctionKey::Unknown);
             if new {
                 let name = strings.id("<unknown>");
@@ -137,7 +140,7 @@ pub fn build_profile_of<'a>(
                     start_line: 0,
                 });
                 locations.push(Location {
-                    id: unknown_location,
+                    id: loc,
                     mapping_id: 1,
                     address: 0,
                     line: vec![Line {
@@ -148,19 +151,19 @@ pub fn build_profile_of<'a>(
             }
         }
         // Both the model and pprof list frames leaf first.
-        for &f in frames.iter() {
-            let loc = u64::from(f) + 1;
+        for sf in stack {
+            let next = location_ids.len() as u64 + 1;
+            let loc = *location_ids.entry(Some(sf)).or_insert(next);
             location_id.push(loc);
-            if location_made[f as usize] {
+            if loc != next {
                 continue;
             }
-            location_made[f as usize] = true;
-            let (function_id, new) = function_ids.get_or_insert(names.function_key(f));
+            let (function_id, new) = function_ids.get_or_insert(names.function_key(sf));
             if new {
-                let name = strings.id(&names.function_name(snapshot, f));
+                let name = strings.id(&names.function_name(sf));
                 // The system name must differ from the name, or pprof "demangles" the name
                 // as C++ and cuts everything between `<` and `>` (`<frozen abc>:106`).
-                let system_name = match names.qualname(f) {
+                let system_name = match names.qualname(sf) {
                     Some(q) => strings.id(q),
                     None => 0,
                 };
@@ -168,8 +171,8 @@ pub fn build_profile_of<'a>(
                     id: function_id,
                     name,
                     system_name,
-                    filename: strings.id(snapshot.filename(f)),
-                    start_line: i64::from(names.start_line(f)),
+                    filename: strings.id(snapshot.filename(sf.frame)),
+                    start_line: i64::from(names.start_line(sf)),
                 });
             }
             locations.push(Location {
@@ -178,7 +181,7 @@ pub fn build_profile_of<'a>(
                 address: 0,
                 line: vec![Line {
                     function_id,
-                    line: i64::from(snapshot.frame(f).lineno),
+                    line: i64::from(snapshot.frame(sf.frame).lineno),
                 }],
             });
         }
@@ -370,6 +373,89 @@ mod tests {
         assert_eq!(p.string_table[f.name as usize], "svc.Cache.put");
         assert_eq!(p.string_table[f.system_name as usize], "Cache.put");
         assert_eq!(f.start_line, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn recorded_functions_win_over_the_source_and_split_shared_lines() {
+        use crate::model::{SnapshotBuilder, NO_FUNCTION};
+        // The file on disk says line 3 is in `Other.moved`; the snapshot recorded that it ran in
+        // `Cache.put` (the source changed since). Line 3 also runs a lambda defined there.
+        let dir = std::env::temp_dir().join(format!("heaptrail-pprof-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("svc.py");
+        std::fs::write(
+            &file,
+            "class Other:\n    def moved(self):\n        a = []\n        b = {}\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let mut b = SnapshotBuilder::new(3);
+        let f = b.intern_filename(path);
+        let (l3, l4) = (b.intern_frame(f, 3), b.intern_frame(f, 4));
+        let put = b.intern_function(&"Cache.put".into(), 2);
+        let lambda = b.intern_function(&"Cache.put.<locals>.<lambda>".into(), 3);
+        let t1 = b.intern_traceback_with_functions(&[l3, l3], &[lambda, put], 2);
+        // No function recorded for this frame (an older snapshot merged in): the source names it.
+        let t2 = b.intern_traceback_with_functions(&[l4], &[NO_FUNCTION], 1);
+        b.push_trace(0, 10, t1);
+        b.push_trace(0, 20, t2);
+        let s = b.finish();
+        let p = build_profile(&s, &FrameNames::new(&s, true), &ExportOptions::default());
+        let st = |i: i64| p.string_table[i as usize].as_str();
+        let mut names: Vec<_> = p
+            .function
+            .iter()
+            .map(|f| (st(f.name), st(f.system_name), f.start_line))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("svc.Cache.put", "Cache.put", 2),
+                (
+                    "svc.Cache.put.<locals>.<lambda>",
+                    "Cache.put.<locals>.<lambda>",
+                    3
+                ),
+                ("svc.Other.moved", "Other.moved", 2),
+            ]
+        );
+        // Line 3 is two locations: one per function that ran it.
+        assert_eq!(p.location.len(), 3);
+        let lines: Vec<_> = p.sample[1]
+            .location_id
+            .iter()
+            .map(|&id| {
+                let l = p.location.iter().find(|l| l.id == id).unwrap();
+                let f = p
+                    .function
+                    .iter()
+                    .find(|f| f.id == l.line[0].function_id)
+                    .unwrap();
+                (st(f.system_name), l.line[0].line)
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [("Cache.put.<locals>.<lambda>", 3), ("Cache.put", 3)]
+        );
+        // Without source lookup the recorded names stay; the unnamed frame is `file:line`.
+        let p = build_profile(&s, &FrameNames::new(&s, false), &ExportOptions::default());
+        let mut names: Vec<_> = p
+            .function
+            .iter()
+            .map(|f| p.string_table[f.name as usize].as_str())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "svc.Cache.put",
+                "svc.Cache.put.<locals>.<lambda>",
+                "svc.py:4"
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

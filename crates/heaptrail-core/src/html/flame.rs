@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 use super::escape::push_escaped;
 use super::format::size;
 use super::report::SiteRow;
+use crate::export::frame_names::FrameNames;
 use crate::stacks::{folded_label, folded_stacks};
 use crate::Snapshot;
 
@@ -32,23 +33,44 @@ const IMAGE_WIDTH: usize = 1200;
 /// apart and lets inferno's Python palette colour site-packages (blue), the standard library
 /// (yellow) and the rest, the application (red).
 pub fn frame_label(filename: &str, lineno: u32) -> String {
-    match filename.rfind(['/', '\\']) {
-        Some(i) if i + 1 < filename.len() => {
+    named_frame_label(filename, lineno, None)
+}
+
+/// [`frame_label`] with the frame's function in front when it is known:
+/// `Cache.put (models.py:42) in /srv/app`. A pseudo-file keeps its name first
+/// (`<frozen importlib._bootstrap>:241 _call_with_frames_removed`): inferno's palette tells
+/// the standard library's frozen modules by that prefix.
+pub fn named_frame_label(filename: &str, lineno: u32, function: Option<&str>) -> String {
+    let split = match filename.rfind(['/', '\\']) {
+        Some(i) if i + 1 < filename.len() && !filename.starts_with('<') => {
             let dir = if i == 0 {
                 &filename[..1]
             } else {
                 &filename[..i]
             };
-            format!("{}:{lineno} in {dir}", &filename[i + 1..])
+            Some((&filename[i + 1..], dir))
         }
-        _ => format!("{filename}:{lineno}"),
+        _ => None,
+    };
+    match (function, split) {
+        (None, Some((name, dir))) => format!("{name}:{lineno} in {dir}"),
+        (None, None) => format!("{filename}:{lineno}"),
+        (Some(f), Some((name, dir))) => format!("{f} ({name}:{lineno}) in {dir}"),
+        (Some(f), None) if filename.starts_with('<') => format!("{filename}:{lineno} {f}"),
+        (Some(f), None) => format!("{f} ({filename}:{lineno})"),
     }
 }
 
-/// Folded stacks of a snapshot: live bytes per call stack.
+/// Folded stacks of a snapshot: live bytes per call stack, each frame named with its function
+/// when the snapshot recorded it (or, for older snapshots, the source file tells it).
 pub fn snapshot_stacks(snapshot: &Snapshot) -> Vec<(String, u64)> {
+    let names = FrameNames::new(snapshot, true);
     folded_stacks(snapshot, |f| {
-        frame_label(snapshot.filename(f), snapshot.frame(f).lineno)
+        named_frame_label(
+            snapshot.filename(f.frame),
+            snapshot.frame(f.frame).lineno,
+            names.qualname(f),
+        )
     })
     .into_iter()
     .filter(|(_, total)| total.size > 0)
@@ -203,6 +225,42 @@ mod tests {
         assert_eq!(frame_label("C:\\app\\m.py", 3), "m.py:3 in C:\\app");
         assert_eq!(frame_label("<unknown>", 0), "<unknown>:0");
         assert_eq!(frame_label("dir/", 5), "dir/:5");
+    }
+
+    #[test]
+    fn named_labels_put_the_function_first_except_for_pseudo_files() {
+        let n = |f: &str, l: u32, q: &str| named_frame_label(f, l, Some(q));
+        assert_eq!(
+            n("/srv/app/models.py", 42, "Cache.put"),
+            "Cache.put (models.py:42) in /srv/app"
+        );
+        assert_eq!(n("main.py", 3, "<module>"), "<module> (main.py:3)");
+        // inferno colours the standard library's frozen modules by this prefix.
+        assert_eq!(
+            n(
+                "<frozen importlib._bootstrap>",
+                241,
+                "_call_with_frames_removed"
+            ),
+            "<frozen importlib._bootstrap>:241 _call_with_frames_removed"
+        );
+        assert_eq!(named_frame_label("/x.py", 1, None), frame_label("/x.py", 1));
+    }
+
+    #[test]
+    fn snapshot_stacks_name_recorded_functions() {
+        use crate::model::{SnapshotBuilder, NO_FUNCTION};
+        let mut b = SnapshotBuilder::new(2);
+        let f = b.intern_filename("/gone/a.py");
+        let (l2, l9) = (b.intern_frame(f, 2), b.intern_frame(f, 9));
+        let g = b.intern_function(&"<genexpr>".into(), 2);
+        let tb = b.intern_traceback_with_functions(&[l2, l9], &[g, NO_FUNCTION], 2);
+        b.push_trace(0, 10, tb);
+        let s = b.finish();
+        assert_eq!(
+            snapshot_stacks(&s),
+            [("a.py:9 in /gone;<genexpr> (a.py:2) in /gone".to_owned(), 10)]
+        );
     }
 
     #[test]

@@ -191,6 +191,11 @@ pub fn badge(class: &str, text: &str) -> String {
 
 /// A site as `name.py:12` in bold over its directory, with the full `path:line` as tooltip.
 pub fn site_cell(filename: &str, lineno: u32) -> String {
+    named_site_cell(filename, lineno, None)
+}
+
+/// [`site_cell`] with the function that runs the line, when known, after `file.py:12`.
+pub fn named_site_cell(filename: &str, lineno: u32, function: Option<&str>) -> String {
     let full = format!("{filename}:{lineno}");
     let (dir, name) = match filename.rfind(['/', '\\']) {
         Some(i) if i + 1 < filename.len() => (&filename[..=i], &filename[i + 1..]),
@@ -203,6 +208,9 @@ pub fn site_cell(filename: &str, lineno: u32) -> String {
         escape(&full),
         escape(name)
     );
+    if let Some(function) = function {
+        let _ = write!(out, " <span class=\"fn\">{}</span>", escape(function));
+    }
     if !dir.is_empty() {
         let _ = write!(out, " <span class=\"dir\">{}</span>", escape(dir));
     }

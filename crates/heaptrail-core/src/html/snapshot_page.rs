@@ -1,22 +1,47 @@
 //! The page for a snapshot: totals, the flame graph of live memory by call stack, and the lines
-//! that hold the most memory (`statistics("lineno")`).
+//! that hold the most memory (`statistics("lineno")`), each with the function that runs it.
 
 use std::fmt::Write;
 
 use super::escape::escape;
 use super::flame::{flame_graph, snapshot_stacks};
 use super::format::{count, size};
-use super::page::{site_cell, site_inline, stat, Page};
+use super::page::{named_site_cell, site_inline, stat, Page};
 use super::PageOptions;
+use crate::export::frame_names::FrameNames;
 use crate::group::{statistics, KeyType};
 use crate::stacks::stack_totals;
 use crate::Snapshot;
+use rustc_hash::FxHashMap;
+
+/// The function of each allocating line (the most recent frame of a traceback): recorded in the
+/// snapshot, or read from the source for older ones. A line that runs in two functions (a
+/// lambda on its function's line) gets the one of its biggest stack.
+fn line_functions<'s>(
+    snapshot: &'s Snapshot,
+    names: &'s FrameNames<'s>,
+) -> FxHashMap<(&'s str, u32), &'s str> {
+    let mut out = FxHashMap::default();
+    for total in stack_totals(snapshot) {
+        if let Some(sf) = snapshot.stack(total.traceback).next() {
+            let frame = snapshot.frame(sf.frame);
+            let key = (&**snapshot.filename(sf.frame), frame.lineno);
+            if let (false, Some(q)) = (out.contains_key(&key), names.qualname(sf)) {
+                out.insert(key, q);
+            }
+        }
+    }
+    out
+}
 
 pub fn snapshot_page(snapshot: &Snapshot, opts: &PageOptions) -> String {
     let total = snapshot.total_size();
     let blocks = snapshot.traces.len() as u64;
     let lines = statistics(snapshot, KeyType::Lineno, false).unwrap_or_default();
     let stacks = stack_totals(snapshot).len();
+    let names = FrameNames::new(snapshot, true);
+    let functions = line_functions(snapshot, &names);
+    let function_of = |file: &str, line: u32| functions.get(&(file, line)).copied();
 
     let mut page = Page::default();
     let mut s = String::from("<section id=\"summary\"><h2>Live memory</h2>");
@@ -26,10 +51,14 @@ pub fn snapshot_page(snapshot: &Snapshot, opts: &PageOptions) -> String {
             .first()
             .map(|(f, l)| (f.as_ref(), *l))
             .unwrap_or(("<unknown>", 0));
+        let in_function = match function_of(file, line) {
+            Some(f) => format!(" (in <code>{}</code>)", escape(f)),
+            None => String::new(),
+        };
         let _ = write!(
             s,
-            "<p class=\"headline\">The line holding the most memory is {} with <b>{}</b> \
-             ({:.1}% of the total) in {} blocks.</p>",
+            "<p class=\"headline\">The line holding the most memory is {}{in_function} with \
+             <b>{}</b> ({:.1}% of the total) in {} blocks.</p>",
             site_inline(file, line),
             escape(&size(top.size as f64)),
             percent(top.size, total),
@@ -50,7 +79,7 @@ pub fn snapshot_page(snapshot: &Snapshot, opts: &PageOptions) -> String {
 
     let mut s = String::from(
         "<section id=\"flame\"><h2>Live memory by call stack</h2><p class=\"note\">Each box \
-         is a line of code; its width is the live memory allocated while it was running, \
+         is a line of code and the function running it; its width is the live memory allocated while it was running, \
          callers above callees. Red: your code, yellow: the standard library, blue: installed \
          packages.</p>",
     );
@@ -90,7 +119,7 @@ pub fn snapshot_page(snapshot: &Snapshot, opts: &PageOptions) -> String {
                  <td class=\"num\">{}</td><td>{:.1}%<div class=\"bar\"><i style=\"width:{:.1}%\">\
                  </i></div></td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 i + 1,
-                site_cell(file, line),
+                named_site_cell(file, line, function_of(file, line)),
                 escape(&size(st.size as f64)),
                 percent(st.size, total),
                 st.size as f64 * 100.0 / largest as f64,
@@ -154,6 +183,39 @@ mod tests {
         assert!(rows[1].contains("json.py:20"));
         assert!(html.contains("1 more lines not shown"));
         assert!(!html.contains("<leak>"));
+    }
+
+    #[test]
+    fn lines_show_their_recorded_function_escaped() {
+        use crate::model::SnapshotBuilder;
+        let mut b = SnapshotBuilder::new(2);
+        let f = b.intern_filename("/gone/app.py");
+        let (l8, l1) = (b.intern_frame(f, 8), b.intern_frame(f, 1));
+        let evil = b.intern_function(&"Outer.<locals>.<script>x".into(), 7);
+        let module = b.intern_function(&"<module>".into(), 1);
+        let tb = b.intern_traceback_with_functions(&[l8, l1], &[evil, module], 2);
+        b.push_trace(0, 4000, tb);
+        let s = b.finish();
+        let opts = PageOptions {
+            title: "t",
+            subtitle: "s",
+            limit: 5,
+        };
+        let html = snapshot_page(&s, &opts);
+        assert!(
+            html.contains(
+                "The line holding the most memory is <code>/gone/app.py:8</code> \
+             (in <code>Outer.&lt;locals&gt;.&lt;script&gt;x</code>) with"
+            ),
+            "{html}"
+        );
+        assert!(html.contains(
+            "<b>app.py:8</b> <span class=\"fn\">Outer.&lt;locals&gt;.&lt;script&gt;x</span>"
+        ));
+        assert!(!html.contains("<script>x"));
+        // And in the flame graph (escaped twice: XML text inside the srcdoc attribute).
+        assert!(html
+            .contains("Outer.&amp;lt;locals&amp;gt;.&amp;lt;script&amp;gt;x (app.py:8) in /gone"));
     }
 
     #[test]

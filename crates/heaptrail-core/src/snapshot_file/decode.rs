@@ -7,7 +7,10 @@ use super::{
     sniff, FileKind, FormatError, FORMAT_VERSION, OLDEST_READABLE_VERSION, HEADER_LEN, MAGIC, MAX_BODY_LEN,
     MAX_DEFLATE_RATIO,
 };
-use crate::model::{Filename, Frame, Snapshot, Trace, Traceback, TOTAL_NFRAME_UNKNOWN};
+use crate::model::{
+    Filename, Frame, Function, FunctionId, Snapshot, Trace, Traceback, NO_FUNCTION,
+    TOTAL_NFRAME_UNKNOWN,
+};
 use flate2::bufread::DeflateDecoder;
 use flate2::Crc;
 use std::io::Read;
@@ -203,9 +206,20 @@ fn parse_body(body: &[u8], version: u16) -> Result<(Snapshot, String), String> {
     let frames = parse_frames(c, nfiles)?;
     let tracebacks = parse_tracebacks(c, frames.len())?;
     let traces = parse_traces(c, tracebacks.len())?;
+    // Versions 1 and 2 name no functions: readers fall back to the source files.
+    let (functions, traceback_functions) = if version >= 3 {
+        parse_functions(c, &tracebacks)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     if c.remaining() != 0 {
+        let last = if version >= 3 {
+            "function names"
+        } else {
+            "traces"
+        };
         return Err(format!(
-            "{} bytes of unexpected data after the traces",
+            "{} bytes of unexpected data after the {last}",
             c.remaining()
         ));
     }
@@ -216,6 +230,8 @@ fn parse_body(body: &[u8], version: u16) -> Result<(Snapshot, String), String> {
         traces,
         traceback_limit,
         sample_rate,
+        functions,
+        traceback_functions,
     };
     Ok((snapshot, metadata))
 }
@@ -320,4 +336,64 @@ fn parse_traces(c: &mut Cursor<'_>, ntracebacks: usize) -> Result<Vec<Trace>, St
         t.traceback = tb;
     }
     Ok(traces)
+}
+
+/// `Snapshot::functions` and `Snapshot::traceback_functions`.
+type Functions = (Vec<Function>, Vec<Box<[FunctionId]>>);
+
+/// The functions table and, when it is not empty, the function of every frame of every
+/// traceback (version 3).
+fn parse_functions(c: &mut Cursor<'_>, tracebacks: &[Traceback]) -> Result<Functions, String> {
+    // Two columns of at least one byte each (a name's length, a line delta).
+    let n = at(c.count(2), || "function count".into())?;
+    let mut names = Vec::with_capacity(n);
+    for i in 0..n {
+        names.push(at(string(c), || format!("name of function {i}"))?);
+    }
+    let mut functions = Vec::with_capacity(n);
+    let mut prev = 0i64;
+    for (i, name) in names.into_iter().enumerate() {
+        let v = at(c.u64(), || format!("first line of function {i}"))?;
+        let line = prev
+            .checked_add(unzigzag(v))
+            .and_then(|l| u32::try_from(l).ok())
+            .ok_or_else(|| format!("function {i}: first line out of range"))?;
+        functions.push(Function {
+            qualname: name.into(),
+            first_lineno: line,
+        });
+        prev = i64::from(line);
+    }
+    if n == 0 {
+        return Ok((functions, Vec::new()));
+    }
+    // One id of at least one byte per frame of every traceback, checked before allocating.
+    let all: usize = tracebacks.iter().map(|tb| tb.frames.len()).sum();
+    if all > c.remaining() {
+        return Err(format!(
+            "functions of {all} frames, but only {} bytes are left",
+            c.remaining()
+        ));
+    }
+    let mut per_traceback = Vec::with_capacity(tracebacks.len());
+    for (i, tb) in tracebacks.iter().enumerate() {
+        let mut ids = Vec::with_capacity(tb.frames.len());
+        for j in 0..tb.frames.len() {
+            let v = at(c.u64(), || {
+                format!("function of frame {j} of traceback {i}")
+            })?;
+            ids.push(match v {
+                0 => NO_FUNCTION,
+                v if v <= n as u64 => (v - 1) as FunctionId,
+                v => {
+                    return Err(format!(
+                        "frame {j} of traceback {i} points at function {} of {n}",
+                        v - 1
+                    ))
+                }
+            });
+        }
+        per_traceback.push(ids.into_boxed_slice());
+    }
+    Ok((functions, per_traceback))
 }

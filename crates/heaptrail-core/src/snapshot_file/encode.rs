@@ -3,7 +3,7 @@
 
 use super::varint::{put_u64, zigzag};
 use super::{FORMAT_VERSION, HEADER_LEN, MAGIC};
-use crate::model::{Snapshot, TOTAL_NFRAME_UNKNOWN};
+use crate::model::{Snapshot, NO_FUNCTION, TOTAL_NFRAME_UNKNOWN};
 use flate2::write::DeflateEncoder;
 use flate2::{Compression, Crc};
 use std::io::{self, Write};
@@ -60,7 +60,7 @@ pub(crate) fn encode_checked(snapshot: &Snapshot, metadata: &str) -> io::Result<
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[10..12].copy_from_slice(&0u16.to_le_bytes()); // flags: none defined in version 1
+    h[10..12].copy_from_slice(&0u16.to_le_bytes()); // flags: none defined yet
     h[12..16].copy_from_slice(&crc.sum().to_le_bytes());
     h[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
     h[24..32].copy_from_slice(&compressed_len.to_le_bytes());
@@ -81,7 +81,16 @@ fn encode_body(s: &Snapshot, metadata: &str) -> Vec<u8> {
         + s.frames.len() * 4
         + s.tracebacks.len() * 4
         + nframe_ids * 3
-        + s.traces.len() * 5;
+        + s.traces.len() * 5
+        + s.functions
+            .iter()
+            .map(|f| f.qualname.len() + 3)
+            .sum::<usize>()
+        + if s.functions.is_empty() {
+            0
+        } else {
+            nframe_ids * 2
+        };
     let mut out = Vec::with_capacity(guess);
     let o = &mut out;
 
@@ -129,6 +138,28 @@ fn encode_body(s: &Snapshot, metadata: &str) -> Vec<u8> {
     }
     for t in &s.traces {
         put_u64(o, t.traceback.into());
+    }
+
+    // Version 3: the function of every frame of every traceback, when known.
+    put_u64(o, s.functions.len() as u64);
+    for f in &s.functions {
+        put_str(o, &f.qualname);
+    }
+    put_deltas(o, s.functions.iter().map(|f| f.first_lineno));
+    if !s.functions.is_empty() {
+        // +1 so that "unknown" is 0. Same order as the frame ids above.
+        for functions in &s.traceback_functions {
+            for &f in functions.iter() {
+                put_u64(
+                    o,
+                    if f == NO_FUNCTION {
+                        0
+                    } else {
+                        u64::from(f) + 1
+                    },
+                );
+            }
+        }
     }
     out
 }

@@ -4,14 +4,18 @@
 //! code. heaptrail never unpickles; it writes this format instead, and its decoder treats every
 //! byte as hostile: no panics, no allocation a file's size cannot justify, every id checked.
 //!
-//! # Layout (version 2; version 1 lacks `sample_rate` and is read as an exact snapshot)
+//! # Layout (version 3)
+//!
+//! Version 2 lacks the functions table (its frames have no recorded function: readers name
+//! them from the source files); version 1 also lacks `sample_rate` and is read as an exact
+//! snapshot.
 //!
 //! A 40-byte header, all integers little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 8 | magic `HEAPTRL\0` |
-//! | 8  | 2 | format version (`2`) |
+//! | 8  | 2 | format version (`3`) |
 //! | 10 | 2 | flags (`0`; a reader rejects any bit it does not know) |
 //! | 12 | 4 | CRC-32 of the uncompressed body |
 //! | 16 | 8 | uncompressed body length |
@@ -39,9 +43,15 @@
 //! tracebacks  count T, T x (total_nframe + 1, or 0 when unknown), T x nframes,
 //!             sum(nframes) x frame id          (frames most recent first, as in the model)
 //! traces      count N, N x domain, N x size, N x traceback id
+//! functions   count U, U x string (co_qualname), U x zz(co_firstlineno),
+//!             when U > 0: sum(nframes) x (function id + 1, or 0 when unknown)
+//!                                         (one per frame id above, in the same order)
 //! ```
 //!
-//! Nothing may follow the traces table.
+//! Nothing may follow the functions table. A function is named by its code object's
+//! `co_qualname` and `co_firstlineno` (its file is its frame's); frames keep only
+//! `filename:lineno`, so a line shared by two functions (a lambda and the function around it)
+//! is one frame with a function per occurrence.
 
 mod decode;
 mod encode;
@@ -59,7 +69,7 @@ use std::path::{Path, PathBuf};
 /// First 8 bytes of every heaptrail snapshot file.
 pub const MAGIC: &[u8; 8] = b"HEAPTRL\0";
 /// The format version this code writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this code reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// Size of the fixed header that precedes the compressed body.

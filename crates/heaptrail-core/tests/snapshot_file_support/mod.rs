@@ -101,3 +101,22 @@ pub fn small_snapshot() -> Snapshot {
     b.push_trace(7, 1 << 40, t1);
     b.finish()
 }
+
+/// [`small_snapshot`] with the functions its frames ran, as the tracer records them: one
+/// line in two functions (a lambda on its caller's line), and a frame with no function.
+pub fn named_snapshot() -> Snapshot {
+    let mut b = SnapshotBuilder::new(3);
+    let a = b.intern_filename("a.py");
+    let c = b.intern_filename("pkg/café.py");
+    let f1 = b.intern_frame(a, 10);
+    let f2 = b.intern_frame(c, 3);
+    let f3 = b.intern_frame(a, 7);
+    let put = b.intern_function(&"Cache.put".into(), 9);
+    let lambda = b.intern_function(&"handler.<locals>.<lambda>".into(), 3);
+    let handler = b.intern_function(&"handler".into(), 2);
+    let t1 = b.intern_traceback_with_functions(&[f1, f2, f2], &[put, lambda, handler], 5);
+    let t2 = b.intern_traceback_with_functions(&[f3], &[heaptrail_core::model::NO_FUNCTION], 1);
+    b.push_trace(0, 100, t1);
+    b.push_trace(0, 24, t2);
+    b.finish()
+}
