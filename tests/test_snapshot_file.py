@@ -1,6 +1,7 @@
 """Snapshot files: heaptrail's own format round-trips, is smaller than stdlib's pickle, and
 every damaged or hostile file is refused with a clear error (never a crash, hang or pickle)."""
 
+import os
 import pickle
 import random
 import tracemalloc as std
@@ -149,3 +150,13 @@ def test_wrong_type_files(tmp_path, data):
     path.write_bytes(data)
     with pytest.raises(SnapshotFileError):
         heaptrail.Snapshot.load(path)
+
+
+
+def test_dump_errors_are_the_systems_and_devices_are_written_in_place(snapshot, tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        snapshot.dump(tmp_path / "no" / "such" / "dir" / "snap.heaptrail")
+    assert err.value.filename.endswith("snap.heaptrail")
+    assert list(tmp_path.iterdir()) == [], "no temporary file left behind"
+    snapshot.dump("/dev/null")  # not replaced by a regular file
+    assert os.stat("/dev/null").st_rdev != 0

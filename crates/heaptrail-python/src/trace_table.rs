@@ -13,7 +13,7 @@ use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
 use heaptrail_core::sites::{site_statistics, site_statistics_from_totals, SiteRules};
 use heaptrail_core::{snapshot_file, Snapshot, SnapshotBuilder};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySlice, PyString, PyTuple};
 use rustc_hash::FxHashMap;
@@ -299,9 +299,7 @@ impl TraceTable {
         let mut snapshot = (*self.snapshot).clone();
         snapshot.traceback_limit = traceback_limit;
         py.detach(|| snapshot_file::write_file(&path, &snapshot, metadata))
-            .map_err(|e| {
-                PyOSError::new_err(format!("cannot write snapshot to {}: {e}", path.display()))
-            })
+            .map_err(|e| os_error(&e, &path))
     }
 
     #[getter]

@@ -63,7 +63,7 @@ pub use encode::{encode, encode_to_vec};
 use crate::model::Snapshot;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// First 8 bytes of every heaptrail snapshot file.
@@ -172,63 +172,14 @@ impl std::error::Error for FormatError {
     }
 }
 
-/// Writes a snapshot file atomically: the data goes to a temporary file in the same directory,
-/// is synced, and is then renamed over `path`, so a crash never leaves a half-written file
-/// under the real name (a reader sees the old file or the new one).
+/// Writes a snapshot file whole or not at all ([`crate::atomic_file`]: a synced temporary file
+/// renamed over `path`), so a crash never leaves a half-written file under the real name. I/O
+/// errors are the system's (the caller names the path); an invalid snapshot is `InvalidInput`
+/// and creates no file.
 pub fn write_file(path: &Path, snapshot: &Snapshot, metadata: &str) -> io::Result<()> {
-    let with_path = |e: io::Error| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot write snapshot file {}: {e}", path.display()),
-        )
-    };
     // Encode first: an invalid snapshot must not even create the temporary file.
     let bytes = encode::encode_checked(snapshot, metadata)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        with_path(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path has no file name",
-        ))
-    })?;
-    let (tmp_path, mut file) = create_temp(dir, name).map_err(with_path)?;
-    let result = file
-        .write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            drop(file);
-            fs::rename(&tmp_path, path)
-        });
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp_path);
-        return Err(with_path(e));
-    }
-    Ok(())
-}
-
-/// Creates `.<name>.<pid>.<n>.tmp` next to the target; `create_new` so two writers (or a
-/// planted symlink) never share a temporary file.
-pub(crate) fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, fs::File)> {
-    let mut last_err = None;
-    for n in 0..100u32 {
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| io::Error::other("cannot create a temporary file")))
+    crate::atomic_file::write_bytes(path, &bytes).map(|_| ())
 }
 
 /// Reads and decodes a snapshot file. Only the header and the compressed body it declares are
