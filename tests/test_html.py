@@ -4,7 +4,6 @@ render it without a console message, show the top site, paint the flame graph (c
 screenshot's pixels) and fetch nothing (every request goes through a recording proxy). Paths
 and filenames full of markup check the escaping: injected markup would run and log."""
 
-import html
 import json
 import os
 import socket
