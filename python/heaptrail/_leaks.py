@@ -77,6 +77,13 @@ def _library_module(name, rules):
     return not _native._is_user_file(path, *rules)
 
 
+def _rows_at(by_key, sites):
+    """(key, row) of the rows of `by_key` whose line is one of `sites` (dicts with filename
+    and lineno)."""
+    lines = {(site["filename"], site["lineno"]) for site in sites}
+    return [(key, row) for key, row in by_key.items() if (row["filename"], row["lineno"]) in lines]
+
+
 class LeakAnalyser:
     """Keeps the holder analyses of the current leak candidates and turns each window's
     rows into leak entries."""
@@ -117,14 +124,11 @@ class LeakAnalyser:
     def _not_a_leak(self, entry, by_key):
         """Growth held by a cache with a size bound (still filling up): its sites are
         reported as warming up, with the holder and pattern that say why, not as a leak."""
-        sites = {(s["filename"], s["lineno"]) for s in entry["sites"]}
-        sites.add((entry["filename"], entry["lineno"]))
-        for key, row in by_key.items():
-            if (row["filename"], row["lineno"]) in sites:
-                row["verdict"] = WARMING_UP
-                row.pop("leak_site", None)
-                row["holder"], row["pattern"] = entry["holder"], entry["pattern"]
-                self._bounded[key] = (entry["holder"], entry["pattern"])
+        for key, row in _rows_at(by_key, entry["sites"] + [entry]):
+            row["verdict"] = WARMING_UP
+            row.pop("leak_site", None)
+            row["holder"], row["pattern"] = entry["holder"], entry["pattern"]
+            self._bounded[key] = (entry["holder"], entry["pattern"])
         while len(self._bounded) > MAX_BOUNDED_SITES:
             del self._bounded[next(iter(self._bounded))]
 
@@ -202,11 +206,8 @@ class LeakAnalyser:
             if entry.get("note"):
                 leak["note"] = entry["note"]
             leaks.append(leak)
-            for site in entry["sites"]:
-                for key in (k for k, r in by_key.items()
-                            if (r["filename"], r["lineno"]) == (site["filename"], site["lineno"])):
-                    by_key[key]["holder"] = entry["holder"]
-                    by_key[key]["pattern"] = entry["pattern"]
+            for _, row in _rows_at(by_key, entry["sites"]):
+                row["holder"], row["pattern"] = entry["holder"], entry["pattern"]
             if line is not None:
                 line["holder"] = entry["holder"]
                 line["pattern"] = entry["pattern"]
