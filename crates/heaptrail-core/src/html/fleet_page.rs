@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::escape::escape;
 use super::format::{count, rate, size, utc};
-use super::page::{badge, process_class, process_meaning, site_cell, stat, Page};
+use super::page::{badge, end_table, process_class, process_meaning, site_cell, stat, Page};
 use super::PageOptions;
 use crate::fleet::{Fleet, FleetLeak};
 
@@ -130,14 +130,11 @@ fn leaks_section(fleet: &Fleet, limit: usize) -> String {
     for leak in fleet.leaks.iter().take(limit) {
         s.push_str(&leak_row(leak, total));
     }
-    s.push_str("</tbody></table>");
-    if fleet.leaks.len() > limit {
-        let _ = write!(
-            s,
-            "<p class=\"note\">{} more leaks not shown (<code>--limit</code>).</p>",
-            fleet.leaks.len() - limit
-        );
-    }
+    end_table(
+        &mut s,
+        fleet.leaks.len().saturating_sub(limit),
+        "leaks not shown (<code>--limit</code>)",
+    );
     s.push_str("</section>\n");
     s
 }
@@ -217,14 +214,11 @@ fn processes_section(fleet: &Fleet) -> String {
             escape(&size(p.traced_bytes as f64)),
         );
     }
-    s.push_str("</tbody></table>");
-    if fleet.processes.len() > MAX_LISTED_PROCESSES {
-        let _ = write!(
-            s,
-            "<p class=\"note\">{} more processes not listed.</p>",
-            fleet.processes.len() - MAX_LISTED_PROCESSES
-        );
-    }
+    end_table(
+        &mut s,
+        fleet.processes.len().saturating_sub(MAX_LISTED_PROCESSES),
+        "processes not listed",
+    );
     s.push_str("</section>\n");
     s
 }

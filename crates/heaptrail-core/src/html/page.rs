@@ -185,6 +185,15 @@ pub fn process_meaning(verdict: &str) -> &'static str {
 }
 
 /// `<span class="badge ...">text</span>`.
+/// Closes a table that left `hidden` rows out, saying so under it:
+/// `<p class="note">{hidden} more {what}.</p>` (nothing when none were left out).
+pub fn end_table(s: &mut String, hidden: usize, what: &str) {
+    s.push_str("</tbody></table>");
+    if hidden > 0 {
+        s.push_str(&format!("<p class=\"note\">{hidden} more {what}.</p>"));
+    }
+}
+
 pub fn badge(class: &str, text: &str) -> String {
     format!("<span class=\"badge {class}\">{}</span>", escape(text))
 }

@@ -13,7 +13,7 @@ use super::escape::escape;
 use super::flame::{flame_graph, report_stacks};
 use super::format::{change, count, elapsed, rate, size, utc};
 use super::page::{
-    badge, process_class, process_meaning, site_cell, stat, traceback_details, verdict_class,
+    badge, end_table, process_class, process_meaning, site_cell, stat, traceback_details, verdict_class,
     verdict_severity, warnings_box, Page,
 };
 use super::report::{Report, Run, SiteRow};
@@ -130,14 +130,11 @@ fn runs_table(report: &Report, detailed: &[usize]) -> String {
             suspects,
         );
     }
-    s.push_str("</tbody></table>");
-    if report.runs.len() > MAX_LISTED_RUNS {
-        let _ = write!(
-            s,
-            "<p class=\"note\">{} more runs not listed.</p>",
-            report.runs.len() - MAX_LISTED_RUNS
-        );
-    }
+    end_table(
+        &mut s,
+        report.runs.len().saturating_sub(MAX_LISTED_RUNS),
+        "runs not listed",
+    );
     s.push_str("</section>\n");
     s
 }
@@ -457,14 +454,11 @@ fn sites_table(run: &Run, limit: usize) -> String {
             site.holder_text().map(escape).unwrap_or_default(),
         );
     }
-    s.push_str("</tbody></table>");
-    if run.last_sites.len() > limit {
-        let _ = write!(
-            s,
-            "<p class=\"note\">{} more sites not shown (<code>--limit</code>).</p>",
-            run.last_sites.len() - limit
-        );
-    }
+    end_table(
+        &mut s,
+        run.last_sites.len().saturating_sub(limit),
+        "sites not shown (<code>--limit</code>)",
+    );
     s
 }
 
