@@ -337,15 +337,22 @@ ht_ref_tracer(PyObject *obj, PyRefTracerEvent event, void *data)
            the same block (reused from a free list, no allocation) is not taken for fresh. */
         int fresh = ht_last_alloc == block;
         ht_last_alloc = 0;
-        if (!ht_certainly_unsampled(block)) {
-            ht_on_new_object(block, ht_free_list_object_size(obj, block), fresh);
+        size_t size = ht_free_list_object_size(obj, block);
+        if (fresh && size == 0) {
+            /* A type without a free list, so certainly allocated just now by this thread:
+               the allocation hook has traced it (exact mode) or sampled or counted it
+               (sampled mode). Most new objects take this branch (every int), so it must not
+               call into Rust: on integer-heavy loops that call was a tenth of exact mode's
+               cost on 3.13. (A free-list type's match can be stale; Rust checks it.) */
+        }
+        else if (!ht_certainly_unsampled(block)) {
+            ht_on_new_object(block, size, fresh);
         }
         else if (!fresh) {
             /* Sampled mode, a block with no trace, and no allocation made it: an object taken
                from a free list. The sampler counts it as the allocation it replaces (else a
                leak fed from free lists would be all but invisible); Rust is asked only when
                it holds a sample point. */
-            size_t size = ht_free_list_object_size(obj, block);
             if (size != 0 && !ht_sample_count_unsampled((int64_t)size)) {
                 ht_on_new_object(block, size, fresh);
             }
