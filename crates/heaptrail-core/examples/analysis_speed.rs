@@ -15,14 +15,11 @@ const DEPTH: usize = 10;
 const FILES: usize = 300;
 const TARGET: Duration = Duration::from_millis(50);
 
-#[path = "support/rng.rs"]
-mod rng;
-use rng::Rng;
 
 /// Two calls with different seeds give snapshots with different id tables but overlapping
 /// frames, like two snapshots of one process.
 fn synthetic(seed: u64) -> Snapshot {
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut b = SnapshotBuilder::new(DEPTH as u32);
     let files: Vec<String> = (0..FILES)
         .map(|i| {
@@ -36,8 +33,8 @@ fn synthetic(seed: u64) -> Snapshot {
         .map(|_| {
             let frames: Vec<u32> = (0..DEPTH)
                 .map(|_| {
-                    let f = b.intern_filename(&files[rng.below(FILES)]);
-                    b.intern_frame(f, 1 + rng.below(400) as u32)
+                    let f = b.intern_filename(&files[rng.usize(..FILES)]);
+                    b.intern_frame(f, 1 + rng.usize(..400) as u32)
                 })
                 .collect();
             b.intern_traceback(&frames, 20)
@@ -46,9 +43,9 @@ fn synthetic(seed: u64) -> Snapshot {
     b.reserve_traces(TRACES);
     for _ in 0..TRACES {
         // Skewed towards low indices so a few sites dominate, like a real heap.
-        let tb = tracebacks[rng.below(TRACEBACKS) * rng.below(TRACEBACKS) / TRACEBACKS];
-        let domain = if rng.below(50) == 0 { 1 } else { 0 };
-        b.push_trace(domain, 16 + rng.below(500) as u64, tb);
+        let tb = tracebacks[rng.usize(..TRACEBACKS) * rng.usize(..TRACEBACKS) / TRACEBACKS];
+        let domain = if rng.usize(..50) == 0 { 1 } else { 0 };
+        b.push_trace(domain, 16 + rng.usize(..500) as u64, tb);
     }
     b.finish()
 }

@@ -9,15 +9,11 @@ use heaptrail_core::snapshot_file::{decode, encode_to_vec};
 use heaptrail_core::{Snapshot, SnapshotBuilder};
 use std::time::{Duration, Instant};
 
-/// A small deterministic PRNG (xorshift64*), so runs are comparable without a dependency.
-#[path = "support/rng.rs"]
-mod rng;
-use rng::Rng;
 
 /// Tracebacks share their outer frames (a few entry points, a framework, then app code), and
 /// a few hot sites own most traces: roughly what a web service's heap looks like.
 pub fn synthetic_snapshot(ntraces: usize, ntracebacks: usize, depth: usize) -> Snapshot {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let mut b = SnapshotBuilder::new(depth as u32);
     let files: Vec<_> = (0..400)
         .map(|i| {
@@ -36,11 +32,11 @@ pub fn synthetic_snapshot(ntraces: usize, ntracebacks: usize, depth: usize) -> S
         for level in 0..depth {
             // Outer levels (the end of the list: most recent first) come from few places.
             let spread = 4u64 << (2 * (depth - level)).min(12);
-            let site = rng.below_u64(spread);
+            let site = rng.u64(..spread);
             let file = files[(site as usize * 7 + level * 13) % files.len()];
             frames.push(b.intern_frame(file, 1 + (site as u32 * 37 + level as u32 * 11) % 3000));
         }
-        let total = depth as u32 + rng.below_u64(30) as u32;
+        let total = depth as u32 + rng.u64(..30) as u32;
         let id = b.intern_traceback(&frames, total);
         if id as usize == tbs.len() {
             tbs.push(id);
@@ -49,12 +45,12 @@ pub fn synthetic_snapshot(ntraces: usize, ntracebacks: usize, depth: usize) -> S
     b.reserve_traces(ntraces);
     for _ in 0..ntraces {
         // Skewed popularity: squaring a uniform pick favours low ids.
-        let r = rng.below_u64(1 << 20);
+        let r = rng.u64(..1 << 20);
         let tb = tbs[((((r * r) >> 40) as usize) * ntracebacks) >> 20];
-        let size = match rng.below_u64(10) {
-            0..=5 => 16 + 8 * rng.below_u64(16),
-            6..=8 => 64 + rng.below_u64(1024),
-            _ => 1024 + rng.below_u64(1 << 16),
+        let size = match rng.u64(..10) {
+            0..=5 => 16 + 8 * rng.u64(..16),
+            6..=8 => 64 + rng.u64(..1024),
+            _ => 1024 + rng.u64(..1 << 16),
         };
         b.push_trace(0, size, tb);
     }

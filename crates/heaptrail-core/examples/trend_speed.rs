@@ -10,9 +10,6 @@ const SITES: usize = 20_000;
 const WARM: usize = 40;
 const TIMED: usize = 60;
 
-#[path = "support/rng.rs"]
-mod rng;
-use rng::Rng;
 
 #[derive(Clone, Copy)]
 enum Shape {
@@ -23,19 +20,19 @@ enum Shape {
     Leak,
 }
 
-fn size(shape: Shape, base: f64, w: usize, rng: &mut Rng) -> Option<u64> {
+fn size(shape: Shape, base: f64, w: usize, rng: &mut fastrand::Rng) -> Option<u64> {
     let v = match shape {
         Shape::Constant => base,
-        Shape::Noisy => base * (1.0 + 0.1 * (rng.unit() - 0.5)),
+        Shape::Noisy => base * (1.0 + 0.1 * (rng.f64() - 0.5)),
         Shape::Sawtooth => base * (1.0 + (w % 7) as f64 / 7.0),
         Shape::Churn => {
-            if rng.unit() < 0.3 {
+            if rng.f64() < 0.3 {
                 base
             } else {
                 return None;
             }
         }
-        Shape::Leak => base + 100_000.0 * w as f64 + base * 0.02 * rng.unit(),
+        Shape::Leak => base + 100_000.0 * w as f64 + base * 0.02 * rng.f64(),
     };
     Some(v as u64)
 }
@@ -49,10 +46,10 @@ fn thread_cpu() -> Option<Duration> {
 }
 
 fn run(name: &str, threads: usize, shape_of: &dyn Fn(usize) -> Shape) {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let shapes: Vec<Shape> = (0..SITES).map(shape_of).collect();
     let bases: Vec<f64> = (0..SITES)
-        .map(|_| 1000.0 + rng.unit() * 50_000_000.0)
+        .map(|_| 1000.0 + rng.f64() * 50_000_000.0)
         .collect();
     let mut d = TrendDetector::new(TrendConfig::default());
     d.set_threads(threads);
