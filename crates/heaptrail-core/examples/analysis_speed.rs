@@ -15,7 +15,6 @@ const DEPTH: usize = 10;
 const FILES: usize = 300;
 const TARGET: Duration = Duration::from_millis(50);
 
-
 /// Two calls with different seeds give snapshots with different id tables but overlapping
 /// frames, like two snapshots of one process.
 fn synthetic(seed: u64) -> Snapshot {

@@ -9,7 +9,6 @@ use heaptrail_core::snapshot_file::{decode, encode_to_vec};
 use heaptrail_core::{Snapshot, SnapshotBuilder};
 use std::time::{Duration, Instant};
 
-
 /// Tracebacks share their outer frames (a few entry points, a framework, then app code), and
 /// a few hot sites own most traces: roughly what a web service's heap looks like.
 pub fn synthetic_snapshot(ntraces: usize, ntracebacks: usize, depth: usize) -> Snapshot {

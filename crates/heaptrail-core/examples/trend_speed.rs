@@ -10,7 +10,6 @@ const SITES: usize = 20_000;
 const WARM: usize = 40;
 const TIMED: usize = 60;
 
-
 #[derive(Clone, Copy)]
 enum Shape {
     Constant,
