@@ -30,7 +30,7 @@ def entry_details(entry):
         parts.append(f"held by {entry['holder']}")
     elif entry.get("note"):
         parts.append(entry["note"])
-    if entry.get("pattern") and entry["pattern"] != "unknown":
+    if entry.get("pattern") and entry.get("hint"):  # a known pattern, which has a fix
         parts.append(f"pattern {entry['pattern']}: {entry['hint']}")
     others = [f"{s['filename']}:{s['lineno']} ({s['role']})" for s in entry.get("sites", ())[1:]]
     if others:
