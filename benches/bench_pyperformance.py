@@ -127,6 +127,9 @@ def main():
     p.add_argument("--no-memray", action="store_true", help="leave memray out")
     p.add_argument("--no-stdlib", action="store_true",
                    help="leave stdlib tracemalloc out (its runs are the longest)")
+    p.add_argument("--no-exact", action="store_true",
+                   help="leave exact heaptrail out (to decide sampled mode's target with "
+                        "pyperf's full 4 x 3 values per cell in half the time)")
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds allowed per benchmark script and tracer (default 900)")
     args = p.parse_args()
@@ -135,7 +138,8 @@ def main():
     _common.ensure_packages({"pyperformance": PYPERFORMANCE}
                             | ({} if args.no_memray else {"memray": "memray"}))
 
-    modes = (["untraced"] + [f"sampled:{r}" for r in args.sample] + ["heaptrail"]
+    modes = (["untraced"] + [f"sampled:{r}" for r in args.sample]
+             + ([] if args.no_exact else ["heaptrail"])
              + ([] if args.no_stdlib else ["stdlib"]) + ([] if args.no_memray else ["memray"]))
     env = _common.environment()
     label = {m: (f"sampled {int(m.split(':')[1]) >> 10}K" if m.startswith("sampled:") else m)
