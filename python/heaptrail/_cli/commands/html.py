@@ -6,11 +6,11 @@ kind, shows progress and writes the file."""
 import os
 import sys
 
-from .. import _native
-from .errors import CliError
-from .fleet import INPUTS_HELP, read_fleet
-from .inputs import HEAPTRAIL, PICKLE, WATCH_REPORT, add_trust_pickle, file_kind, load_snapshot
-from .progress import Progress
+from ... import _native
+from ..errors import CliError
+from ..fleet import INPUTS_HELP, read_fleet
+from ..inputs import HEAPTRAIL, PICKLE, WATCH_REPORT, add_trust_pickle, file_kind, load_snapshot
+from ..progress import Progress
 
 DEFAULT_LIMIT = 30
 
