@@ -1,13 +1,14 @@
 """`heaptrail report FILE`: the top allocation sites of a snapshot, in tracemalloc's line
 format or as JSON. Over watcher reports (a directory, several files, one report) it prints the
-fleet summary (_cli/fleet.py)."""
+fleet summary (reading the reports: _cli/fleet.py)."""
 
 import json
 import sys
 
 from ..._classes import _format_size
 from ... import _native
-from ..fleet import INPUTS_HELP, fleet_report, is_fleet_input
+from ..errors import CliError
+from ..fleet import INPUTS_HELP, is_fleet_input, read_fleet
 from ..inputs import load_snapshot
 from ..progress import Progress
 from ..statistics import (REPORT_SCHEMA, add_statistics_options, check_options, filtered,
@@ -45,7 +46,7 @@ def register(commands):
 def report_command(args):
     check_options(args)
     if is_fleet_input(args.file):
-        return fleet_report(args)
+        return _fleet_report(args)
     args.file = args.file[0]
     snapshot = filtered(load_snapshot(args.file, args.trust_pickle), args)
     with Progress(f"grouping {len(snapshot.traces):,} traces by {args.key}"):
@@ -72,4 +73,26 @@ def report_command(args):
     print_rest(stats[len(shown):], lambda s: s.size, lambda s: s.count)
     print(f"Total: {_format_size(total_size, False)} in {total_count:,} blocks, "
           f"{len(stats):,} {plural(args.key)}")
+    return 0
+
+
+def _refuse_snapshot_options(args):
+    """--key, --cumulative, --include, --exclude and --all-frames shape a snapshot's
+    statistics; over watcher reports they would be silently ignored."""
+    given = [name for name, on in (("--key", args.key != "lineno"),
+                                   ("--cumulative", args.cumulative),
+                                   ("--include", args.include), ("--exclude", args.exclude),
+                                   ("--all-frames", args.all_frames)) if on]
+    if given:
+        raise CliError(f"{', '.join(given)}: for a snapshot, not for watcher reports", 2)
+
+
+def _fleet_report(args):
+    """`heaptrail report` over watcher reports: the fleet summary, as text or JSON."""
+    _refuse_snapshot_options(args)
+    summary = read_fleet(args.file, "report")
+    if args.json:
+        print(summary.json(args.limit))
+    else:
+        sys.stdout.write(summary.text(args.limit))
     return 0
