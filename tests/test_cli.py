@@ -92,7 +92,8 @@ def test_missing_command_and_bad_options():
 
 def test_bad_environment_settings_do_not_break_the_program(tmp_path):
     env = dict(os.environ, HEAPTRAIL_NFRAME="lots",
-               PYTHONPATH=str(Path(__import__("heaptrail").__file__).parent / "_bootstrap"))
+               PYTHONPATH=str(Path(__import__("heaptrail").__file__).parent / "_inject"
+                              / "bootstrap"))
     out = subprocess.run([sys.executable, "-c", "print('still runs')"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "still runs" in out.stdout

@@ -1,4 +1,4 @@
-"""The `heaptrail` command line: one module per command in heaptrail._cli."""
+"""The `heaptrail` command line: one module per verb in heaptrail._cli.commands."""
 
 import argparse
 import sys

@@ -1,6 +1,18 @@
-"""heaptrail's command-line commands, one module each; every module has ``register(commands)``
-that adds its sub-parser(s) and sets ``func`` to the function that runs the command."""
+"""heaptrail's command line (entry point: heaptrail.__main__).
 
-from . import attach, export, html, report, run
+* ``commands/``: one module per verb (run, attach, detach, snapshot, report, diff, export,
+  html), each with ``register(commands)``; ``COMMANDS`` lists them in the order of
+  `heaptrail --help`.
+* beside them, what several verbs share: ``errors`` (CliError, how every command fails),
+  ``inputs`` (telling and loading snapshots, dumps and watcher reports), ``progress``,
+  ``watch_options`` (the watcher's flags: run, attach), ``session`` and ``remote`` (a request
+  to the agent in a running process, and its delivery through ptrace: attach, detach,
+  snapshot), ``statistics`` (report, diff) and ``fleet`` (the fleet summary over many
+  processes' reports: report, html).
 
-COMMANDS = [run, attach, report, export, html]
+The code that runs inside the attached process is not here: heaptrail._inject.agent.
+"""
+
+from .commands import COMMANDS
+
+__all__ = ["COMMANDS"]

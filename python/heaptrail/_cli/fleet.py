@@ -115,25 +115,3 @@ def read_fleet(paths, command):
 def warn(command, messages):
     for message in messages:
         print(f"heaptrail {command}: warning: {message}", file=sys.stderr)
-
-
-def refuse_snapshot_options(args):
-    """--key, --cumulative, --include, --exclude and --all-frames shape a snapshot's
-    statistics; over watcher reports they would be silently ignored."""
-    given = [name for name, on in (("--key", args.key != "lineno"),
-                                   ("--cumulative", args.cumulative),
-                                   ("--include", args.include), ("--exclude", args.exclude),
-                                   ("--all-frames", args.all_frames)) if on]
-    if given:
-        raise CliError(f"{', '.join(given)}: for a snapshot, not for watcher reports", 2)
-
-
-def fleet_report(args):
-    """`heaptrail report` over watcher reports: the fleet summary, as text or JSON."""
-    refuse_snapshot_options(args)
-    summary = read_fleet(args.file, "report")
-    if args.json:
-        print(summary.json(args.limit))
-    else:
-        sys.stdout.write(summary.text(args.limit))
-    return 0

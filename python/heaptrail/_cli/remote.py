@@ -1,5 +1,5 @@
-"""Running heaptrail's agent (agent.py) inside another, running Python process, for `heaptrail
-attach`, `detach` and `snapshot`.
+"""Running heaptrail's agent (heaptrail._inject.agent) inside another, running Python process,
+for `heaptrail attach`, `detach` and `snapshot` (session.py makes the requests).
 
 How: for Python 3.11 to 3.13, heaptrail's native ``_queue_pending_call`` (Rust,
 ``remote_call/``) stops the target's main thread for a moment with ptrace and queues a pending
@@ -26,7 +26,7 @@ import tempfile
 import time
 
 from .. import _native
-from .. import _agent as agent
+from .._inject import agent
 from .errors import CliError
 
 SUPPORTED = ((3, 11), (3, 13))  # the versions a pending call is queued into with ptrace

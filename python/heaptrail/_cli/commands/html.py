@@ -6,11 +6,11 @@ kind, shows progress and writes the file."""
 import os
 import sys
 
-from .. import _native
-from .errors import CliError
-from .fleet import INPUTS_HELP, read_fleet
-from .inputs import HEAPTRAIL, PICKLE, WATCH_REPORT, add_trust_pickle, file_kind, load_snapshot
-from .progress import Progress
+from ... import _native
+from ..errors import CliError
+from ..fleet import INPUTS_HELP, read_fleet
+from ..inputs import HEAPTRAIL, PICKLE, WATCH_REPORT, add_trust_pickle, file_kind, load_snapshot
+from ..progress import Progress
 
 DEFAULT_LIMIT = 30
 
@@ -66,7 +66,7 @@ def html_command(args):
         raise CliError(f"--pid must be a process id, not {args.pid}", 2)
     limit = min(args.limit, 2**31)  # any larger number means "all rows" just as well
     if len(args.file) > 1 or os.path.isdir(args.file[0]):
-        return fleet_html(args, limit)
+        return _fleet_html(args, limit)
     path = args.file[0]
     out = args.output or default_output(path)
     kind = file_kind(path)
@@ -104,7 +104,7 @@ def html_command(args):
     return 0
 
 
-def fleet_html(args, limit):
+def _fleet_html(args, limit):
     """The fleet page of a directory or several report files."""
     if args.pid is not None:
         raise CliError("--pid applies to one watcher report file, not to a directory or "

@@ -4,9 +4,9 @@ import argparse
 import os
 import sys
 
-from .errors import CliError
-from .inputs import add_trust_pickle, load_snapshot
-from .progress import Progress
+from ..errors import CliError
+from ..inputs import add_trust_pickle, load_snapshot
+from ..progress import Progress
 
 FORMATS = ("pprof", "collapsed", "json")
 VALUES = ("bytes", "blocks")
@@ -67,7 +67,7 @@ def register(commands):
 
 
 def export_command(args):
-    from .._native import export_snapshot, export_snapshot_bytes
+    from ..._native import export_snapshot, export_snapshot_bytes
 
     if args.format not in FORMATS:
         raise CliError(f"unknown format {args.format!r} (choose pprof, collapsed or json)", 2)

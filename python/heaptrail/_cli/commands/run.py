@@ -5,10 +5,9 @@ import os
 import shutil
 import subprocess
 
-from .errors import CliError
-from .watch_options import add_watch_options, watch_settings
-
-BOOTSTRAP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
+from ..._inject import BOOTSTRAP
+from ..errors import CliError
+from ..watch_options import add_watch_options, watch_settings
 
 
 def register(commands):
