@@ -170,7 +170,7 @@ def test_attach_with_duration_flags_the_leaking_line(target, tmp_path):
     assert out.returncode == 0, t.explain(out)
     assert f"watching process {t.pid}" in out.stdout
     # The summary printed at the end names the leaking line, its growth and its holder.
-    assert f"LEAK at {t.script}:{LEAK_LINE}: " in out.stdout, out.stdout
+    assert f"LEAK at {t.script}:{LEAK_LINE} in handle: " in out.stdout, out.stdout
     assert "held by __main__.cache" in out.stdout
     windows = [json.loads(line) for line in report.read_text().splitlines()]
     assert 8 <= len(windows) <= 17, len(windows)
@@ -269,7 +269,7 @@ def test_threaded_http_service(target, tmp_path):
         time.sleep(0.5)
     out = heaptrail_cli("detach", str(t.pid))
     assert out.returncode == 0, t.explain(out)
-    assert f"LEAK at {t.script}:37: " in out.stdout, out.stdout
+    assert f"LEAK at {t.script}:37 in render_order: " in out.stdout, out.stdout
     assert "held by __main__._rendered_orders" in out.stdout
     t.assert_running()
 
@@ -565,7 +565,7 @@ def test_main_thread_blocked_while_a_worker_leaks(target):
         assert "The request was withdrawn" in out.stderr
     else:
         assert out.returncode == 0, t.explain(out)
-        assert f"LEAK at {t.script}:{BLOCKED_LEAK_LINE}: " in out.stdout, out.stdout
+        assert f"LEAK at {t.script}:{BLOCKED_LEAK_LINE} in worker: " in out.stdout, out.stdout
     t.assert_running()
 
 
@@ -692,7 +692,7 @@ def test_replace_switches_a_heaptrail_run_service_to_exact_and_back(target, tmp_
         assert out.returncode == 0, out.stderr
         assert "the watcher of `heaptrail run` in process" in out.stdout, out.stdout
         assert "is watching again, with its own settings" in out.stdout, out.stdout
-        assert f"LEAK at {t.script}:{LEAK_LINE}: " in out.stdout, out.stdout
+        assert f"LEAK at {t.script}:{LEAK_LINE} in handle: " in out.stdout, out.stdout
         hunt = [json.loads(line) for line in hunt_report.read_text().splitlines()]
         assert hunt and all(w.get("sample_rate") in (None, 0) for w in hunt), hunt[-1]
         ended = time.time()

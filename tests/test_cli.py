@@ -25,8 +25,9 @@ def test_reports_the_leaking_line_of_the_example_service(tmp_path):
               sys.executable, str(SERVICE), "--seconds", "8")
     assert out.returncode == 0, out.stderr
     summary = out.stderr
-    leaks = set(re.findall(r"LEAK at (\S+):(\d+): ", summary))
-    assert (str(SERVICE), "37") in leaks, summary  # body = json.dumps(...): the cached responses
+    leaks = set(re.findall(r"LEAK at (\S+):(\d+) in (\S+): ", summary))
+    # body = json.dumps(...) in render_order: the cached responses
+    assert (str(SERVICE), "37", "render_order") in leaks, summary
     assert "held by __main__._rendered_orders" in summary
     assert "pattern unbounded-cache" in summary
     assert "/s (confidence" in summary

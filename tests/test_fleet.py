@@ -148,6 +148,7 @@ def test_every_worker_that_served_the_leak_counts_once(fleet_dir, fleet_json):
     assert len(ours) == 1, json.dumps(doc["leaks"], indent=1)[:3000]
     leak = ours[0]
     assert leak["site"]["lineno"] == line_of("LEAK")
+    assert leak["site"]["function"] == "order", "the function the workers recorded"
     assert leak["pattern"] == "unbounded-list" and "bound it" in leak["hint"]
     assert leak["holder"] == "fleet_wsgi.audit_log"
     workers_with_leaking_requests = sorted(pid for pid, n in served.items() if n > 0)
@@ -177,7 +178,7 @@ def test_the_text_summary(fleet_dir):
     text = out.stdout
     assert text.startswith(f"Fleet: {WORKERS} processes in {WORKERS} report files, ")
     assert "Each process counts with its latest window." in text
-    assert text.count(f"{APP}:{line_of('LEAK')} unbounded-list") == 1, text
+    assert text.count(f"{APP}:{line_of('LEAK')} in order: unbounded-list") == 1, text
     n = sum(1 for v in served.values() if v)
     assert f"in {n} of {WORKERS} processes: +" in text, text
     assert "held by: fleet_wsgi.audit_log" in text and "fix: collection that only grows" in text
@@ -194,7 +195,7 @@ def test_the_fleet_page(fleet_dir, tmp_path):
     finally:
         page.unlink(missing_ok=True)
     assert "<h2>Leaks</h2>" in text and "fleet_wsgi.audit_log" in text
-    assert f"<b>fleet_wsgi.py:{line_of('LEAK')}</b>" in text
+    assert f"<b>fleet_wsgi.py:{line_of('LEAK')}</b> <span class=\"fn\">order</span>" in text
     assert f"<b>{WORKERS}</b> of {WORKERS}" in text
 
 

@@ -162,6 +162,18 @@ def outcomes(junit):
     return result
 
 
+# The function that runs each `# LEAK-...` line of APP, as the failure names it.
+FUNCTIONS = {"LEAK-MODULE-CACHE": "remember", "LEAK-LISTENER": "subscribe",
+             "LEAK-EXCEPTION": "record_failure", "LEAK-THREAD-LOCAL": "per_thread",
+             "LEAK-LRU-METHOD": "Repository.load", "LEAK-LOGGER": "request_logger",
+             "LEAK-TASKS": "fire_and_forget.<locals>.main", "LEAK-ASYNC": "remember_later"}
+
+
+def leak_at(tmp_path, marker):
+    """How the failure names the leak at `marker`: its file, line and function."""
+    return f"LEAK at {tmp_path / 'app.py'}:{line_of(APP, marker)} in {FUNCTIONS[marker]}: "
+
+
 @pytest.mark.parametrize("pattern", sorted(TESTS))
 def test_a_leaking_test_fails_at_the_leaking_line_and_its_fix_passes(tmp_path, pattern):
     marker, leaking, fixed = TESTS[pattern]
@@ -177,8 +189,7 @@ def test_a_leaking_test_fails_at_the_leaking_line_and_its_fix_passes(tmp_path, p
     done, junit = run_pytest(tmp_path, source)
     assert junit is not None, done.stdout + done.stderr
     assert outcomes(junit) == {"test_leaks": "failed", "test_fixed": "passed"}, done.stdout
-    where = f"LEAK at {tmp_path / 'app.py'}:{line_of(APP, marker)}:"
-    assert where in done.stdout, done.stdout
+    assert leak_at(tmp_path, marker) in done.stdout, done.stdout
     assert "per iteration" in done.stdout
     assert "allocated at (most recent call first):" in done.stdout
 
@@ -308,7 +319,7 @@ def test_unittest_test_cases_are_repeated_with_setup_and_teardown(tmp_path):
     assert outcomes(junit) == {"test_leaks": "failed", "test_fixed": "passed",
                                "test_fails_on_its_fourth_run": "failed",
                                "test_skipped": "skipped"}, done.stdout
-    assert f"LEAK at {tmp_path / 'app.py'}:{line_of(APP, 'LEAK-MODULE-CACHE')}:" in done.stdout
+    assert leak_at(tmp_path, "LEAK-MODULE-CACHE") in done.stdout, done.stdout
     # The fourth run's own failure is what pytest reports, and heaptrail says which run it was.
     assert "AssertionError: 4 not less than 4" in done.stdout, done.stdout
     assert "the test failed on run 4, while checked for leaks" in done.stdout, done.stdout
@@ -331,7 +342,7 @@ def test_async_tests_are_repeated_through_pytest_asyncio(tmp_path):
     done, junit = run_pytest(tmp_path, ASYNC_SOURCE)
     assert junit is not None, done.stdout + done.stderr
     assert outcomes(junit) == {"test_leaks": "failed", "test_fixed": "passed"}, done.stdout
-    assert f"LEAK at {tmp_path / 'app.py'}:{line_of(APP, 'LEAK-ASYNC')}:" in done.stdout
+    assert leak_at(tmp_path, "LEAK-ASYNC") in done.stdout, done.stdout
 
 
 def test_a_test_that_stops_tracing_itself_is_reported_unchecked(tmp_path):

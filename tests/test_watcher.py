@@ -16,6 +16,7 @@ once under `heaptrail run --interval 0.5 --report FILE` (the slow leak with its 
 and the JSON Lines reports (schema `heaptrail.watch/2`) are scored.
 """
 
+import ast
 import json
 import os
 import re
@@ -227,6 +228,37 @@ def test_leak_line_is_the_first_leak(reports, program):
     assert got == leak_line(program), f"{program}: first leak at {got}, not line {m['lines']}"
     within = LEAK_WITHIN if m["interval"] == INTERVAL else SLOW_WITHIN
     assert first["window"] <= within, f"{program}: flagged only at window {first['window']}"
+
+
+def enclosing_function(path, lineno):
+    """The qualified name Python gives the code at `lineno` of `path` (`Cart.total`,
+    `handle`, `<module>`), from its `def`/`class` nesting."""
+    def visit(node, prefix, name):
+        for child in ast.iter_child_nodes(node):
+            if (isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                    and child.body[0].lineno <= lineno <= child.end_lineno):
+                qualname = prefix + child.name
+                inner = qualname + ("." if isinstance(child, ast.ClassDef) else ".<locals>.")
+                return visit(child, inner, qualname)
+        return name
+    return visit(ast.parse(Path(path).read_text()), "", "<module>")
+
+
+@pytest.mark.parametrize("program", LEAKS)
+def test_leak_entries_name_the_function_of_their_line(reports, program):
+    """The leak's line comes with the function that runs it, as the snapshot recorded it (a
+    lambda or, on 3.11, a comprehension on that line is a function inside it)."""
+    windows, _ = reports[program]
+    expected = enclosing_function(*leak_line(program))
+    entries = entries_at(windows, leak_line(program))
+    assert entries, f"{program}: no leak entry at its line"
+    for _, entry in entries:
+        got = entry["site"].get("function")
+        assert got == expected or (got or "").startswith(expected + ".<locals>.<"), \
+            f"{program}: {got!r}, not {expected!r}"
+        for site in entry["sites"]:
+            if where(site) == where(entry["site"]):
+                assert site.get("function") == got, f"{program}: {site}"
 
 
 @pytest.mark.parametrize("program", LEAKS)

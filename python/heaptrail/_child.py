@@ -12,7 +12,7 @@ from dataclasses import replace
 from . import _native
 from ._classes import _format_rate, _format_size
 from ._settings import Settings
-from ._sinks import entry_details
+from ._sinks import entry_details, site_text
 from ._watcher import Watcher
 
 _state = {}
@@ -78,7 +78,7 @@ def summary_lines(report, windows):
         site = entry["site"]
         row = rows.get((site["filename"], site["lineno"]), {})
         confidence = f" (confidence {row['confidence']:.2f})" if row else ""
-        lines.append(f"heaptrail [pid {pid}]: LEAK at {site['filename']}:{site['lineno']}: "
+        lines.append(f"heaptrail [pid {pid}]: LEAK at {site_text(site)}: "
                      f"{_format_size(entry['size'], False)} live in {entry['count']} blocks, growing "
                      f"{_format_size(entry['bytes_per_second'], True)}/s{confidence}")
         lines.extend(f"    {part}" for part in entry_details(entry))
@@ -86,7 +86,7 @@ def summary_lines(report, windows):
             lines.append("    allocated at (most recent call first):")
             lines.extend(f"      {f}:{n}" for f, n in row["traceback"][:8])
     for row in report["sites"]:
-        where = f"heaptrail [pid {pid}]: {row['verdict'].upper()} at {row['filename']}:{row['lineno']}: "
+        where = f"heaptrail [pid {pid}]: {row['verdict'].upper()} at {site_text(row)}: "
         if row["verdict"] == _native.FIXED:
             lines.append(f"{where}was leaking, now flat at {_format_size(row['size'], False)} "
                          f"in {row['count']} blocks")

@@ -77,6 +77,15 @@ def _library_module(name, rules):
     return not _native._is_user_file(path, *rules)
 
 
+def _named(line, functions):
+    """`line` (a dict with filename and lineno) with the function running it, when the
+    window's rows know it (the name the snapshot recorded for the site's frame)."""
+    function = functions.get((line["filename"], line["lineno"]))
+    if function:
+        line["function"] = function
+    return line
+
+
 def _rows_at(by_key, sites):
     """(key, row) of the rows of `by_key` whose line is one of `sites` (dicts with filename
     and lineno)."""
@@ -178,6 +187,8 @@ class LeakAnalyser:
             row["verdict"] = LEAK if a["primary"] else PART_OF_LEAK
             if not a["primary"]:
                 row["leak_site"] = f"{entry['filename']}:{entry['lineno']}"
+        functions = {(row["filename"], row["lineno"]): row["function"] for row in rows
+                     if row.get("function")}
         leaks = []
         for entry in entries:
             if entry["pattern"] == BOUNDED:
@@ -189,9 +200,11 @@ class LeakAnalyser:
             root = entry["path"][0] if entry["path"] else None
             feeding = None
             if root and root["kind"] == "module" and _library_module(root["name"], (self._library, self._include, self._exclude)):
-                feeding = {"filename": entry["filename"], "lineno": entry["lineno"]}
+                feeding = _named({"filename": entry["filename"], "lineno": entry["lineno"]},
+                                 functions)
             leak = {
-                "site": {"filename": entry["filename"], "lineno": entry["lineno"]},
+                "site": _named({"filename": entry["filename"], "lineno": entry["lineno"]},
+                               functions),
                 "holder": entry["holder"],
                 "holder_type": entry["holder_type"],
                 "path": entry["path"],
@@ -200,7 +213,7 @@ class LeakAnalyser:
                 "size": entry["size"],
                 "count": entry["count"],
                 "bytes_per_second": round(entry["bytes_per_second"], 3),
-                "sites": entry["sites"],
+                "sites": [_named(site, functions) for site in entry["sites"]],
                 "feeding_line": feeding,
             }
             if entry.get("note"):

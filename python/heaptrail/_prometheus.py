@@ -47,7 +47,7 @@ log = logging.getLogger("heaptrail")
 
 _VERDICTS = tuple(_native.SITE_VERDICTS)
 _PROCESS_VERDICTS = tuple(_native.PROCESS_VERDICTS)
-_MAX_HOLDER_LABEL = 200  # characters of a holder path kept in a label
+_MAX_LABEL = 200  # characters of a holder path or a function name kept in a label
 _CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -108,7 +108,10 @@ def render_metrics(report, per_site=True, max_series=MAX_SITE_SERIES):
            [({}, len(sites) - len(exported) + len(all_leaks) - len(leaks))])
     if not per_site:
         return "\n".join(out) + "\n"
-    labels = [({"filename": s["filename"], "lineno": s["lineno"], "verdict": s["verdict"],
+    # `function` (the code running the line, empty when unknown) is named by the site itself:
+    # it adds no series.
+    labels = [({"filename": s["filename"], "lineno": s["lineno"],
+                "function": (s.get("function") or "")[:_MAX_LABEL], "verdict": s["verdict"],
                 "pattern": s.get("pattern", "")}, s) for s in exported]
     metric("heaptrail_site_bytes", "gauge", "Live memory allocated at a site.",
            [(lab, s["size"]) for lab, s in labels])
@@ -118,7 +121,8 @@ def render_metrics(report, per_site=True, max_series=MAX_SITE_SERIES):
            "Growth rate of a site's live memory (Sen's slope).",
            [(lab, s["bytes_per_second"]) for lab, s in labels])
     leak_labels = [({"filename": e["site"]["filename"], "lineno": e["site"]["lineno"],
-                     "holder": (e["holder"] or "")[:_MAX_HOLDER_LABEL], "pattern": e["pattern"]}, e)
+                     "function": (e["site"].get("function") or "")[:_MAX_LABEL],
+                     "holder": (e["holder"] or "")[:_MAX_LABEL], "pattern": e["pattern"]}, e)
                    for e in leaks]
     metric("heaptrail_leak_bytes", "gauge",
            "Live memory of a leak: every site feeding one holder (one series per leak).",

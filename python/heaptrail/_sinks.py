@@ -10,8 +10,12 @@ from ._classes import _format_size
 from ._report_file import ReportFile
 
 
-def _site_text(row):
-    return f"{row['filename']}:{row['lineno']}"
+def site_text(line):
+    """How a site is named to people: ``app/cache.py:42 in Cache.remember``, or
+    ``app/cache.py:42`` when the function running the line is not known. `line`: a site row,
+    a leak entry's ``site`` or one of its ``sites``."""
+    text = f"{line['filename']}:{line['lineno']}"
+    return f"{text} in {line['function']}" if line.get("function") else text
 
 
 def leak_entry(report, row):
@@ -32,13 +36,13 @@ def entry_details(entry):
         parts.append(entry["note"])
     if entry.get("pattern") and entry.get("hint"):  # a known pattern, which has a fix
         parts.append(f"pattern {entry['pattern']}: {entry['hint']}")
-    others = [f"{s['filename']}:{s['lineno']} ({s['role']})" for s in entry.get("sites", ())[1:]]
+    others = [f"{site_text(s)} ({s['role']})" for s in entry.get("sites", ())[1:]]
     if others:
         parts.append("growing with it: " + ", ".join(others[:5])
                      + (f" and {len(others) - 5} more" if len(others) > 5 else ""))
     if entry.get("feeding_line"):
         f = entry["feeding_line"]
-        parts.append(f"the holder is library state fed by {f['filename']}:{f['lineno']}")
+        parts.append(f"the holder is library state fed by {site_text(f)}")
     return parts
 
 
@@ -52,7 +56,8 @@ class LoggingSink:
     def emit(self, report, transitions):
         for row, old in transitions:
             extra = {
-                "heaptrail_site": _site_text(row),
+                "heaptrail_site": f"{row['filename']}:{row['lineno']}",
+                "heaptrail_function": row.get("function"),
                 "heaptrail_verdict": row["verdict"],
                 "heaptrail_previous_verdict": old,
                 "heaptrail_bytes_per_second": row["bytes_per_second"],
@@ -66,12 +71,12 @@ class LoggingSink:
                 extra.update(heaptrail_holder=entry.get("holder"),
                              heaptrail_pattern=entry.get("pattern"))
                 self.logger.warning("heaptrail: leak at %s: %s live, growing %s/s (confidence %.2f)%s",
-                                    _site_text(row), _format_size(row["size"], False),
+                                    site_text(row), _format_size(row["size"], False),
                                     _format_size(row["bytes_per_second"], True), row["confidence"],
                                     "".join(f"; {part}" for part in entry_details(entry)),
                                     extra=extra)
             elif row["verdict"] == _native.FIXED:
-                self.logger.info("heaptrail: leak at %s is fixed: flat at %s", _site_text(row),
+                self.logger.info("heaptrail: leak at %s is fixed: flat at %s", site_text(row),
                                  _format_size(row["size"], False), extra=extra)
 
     def close(self):

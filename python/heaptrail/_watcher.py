@@ -84,7 +84,8 @@ class Watcher:
         self._last = None         # the latest report as a dict
         self._last_window = None  # (report, per-traceback totals) of the latest window, one
                                   # reference swapped at once: profiles pair them right
-        self._site_info = {}      # key -> (filename, lineno, traceback), sites of the last window
+        self._site_info = {}      # key -> (filename, lineno, traceback, function), sites of the
+                                  # last window
         self._verdicts = {}       # (filename, lineno) -> last verdict, rows of the last window
         self._leaks = LeakAnalyser(self._library, settings.patterns("include"),
                                    settings.patterns("exclude"))
@@ -198,10 +199,10 @@ class Watcher:
         rss = rss_bytes()
         sites = table.sites(self._library, self.settings.patterns("include"),
                             self.settings.patterns("exclude"))
-        self._site_info = {key: (filename, lineno, frames)
-                           for key, filename, lineno, _size, _count, frames in sites}
+        self._site_info = {key: (filename, lineno, frames, function)
+                           for key, filename, lineno, _size, _count, frames, function in sites}
         judged = self._detector.observe(
-            mono, rss, traced, peak, [(key, size, count) for key, _, _, size, count, _ in sites])
+            mono, rss, traced, peak, [(key, size, count) for key, _, _, size, count, *_ in sites])
         self._window = judged["window"]
         report = {
             "schema": SCHEMA,
@@ -256,15 +257,19 @@ class Watcher:
 
     def _site_rows(self, judged):
         """The report's site rows from the detector's (same field names), with the site's
-        place in the code added; the leaks, suspects and fixed sites plus the `top` others."""
+        place in the code added (file, line, the function running it when known, traceback);
+        the leaks, suspects and fixed sites plus the `top` others."""
         rows = []
         for row in judged:
             if len(rows) >= self.settings.top and row["verdict"] not in _native.ALWAYS_REPORTED:
                 continue
             key = row.pop("key")
-            filename, lineno, frames = self._site_info.get(key, ("<unknown>", 0, ()))
-            row.update(_key=key, filename=filename, lineno=lineno,
-                       traceback=[[f, n] for f, n in frames],
+            filename, lineno, frames, function = self._site_info.get(
+                key, ("<unknown>", 0, (), None))
+            row.update(_key=key, filename=filename, lineno=lineno)
+            if function:
+                row["function"] = function
+            row.update(traceback=[[f, n] for f, n in frames],
                        bytes_per_second=round(row["bytes_per_second"], 3),
                        confidence=round(row["confidence"], 4))
             rows.append(row)

@@ -34,7 +34,7 @@ from _pytest.unittest import TestCaseFunction
 
 from ._classes import _format_size
 from ._settings import parse_bytes
-from ._sinks import entry_details
+from ._sinks import entry_details, site_text
 
 ITERATIONS = 10  # measured iterations (>= MIN_ITERATIONS)
 WARMUP = 3       # iterations run before measuring
@@ -366,7 +366,8 @@ def _check_leaks(item, options):
         item.user_properties.append(
             ("heaptrail_leak", f"{where[0]}:{where[1]} {entry['bytes_per_second']:.0f} B "
                                f"{blocks:.1f} blocks per iteration"))
-        lines.append(f"LEAK at {where[0]}:{where[1]}: {_format_size(entry['bytes_per_second'], True)}"
+        lines.append(f"LEAK at {site_text(entry['site'])}: "
+                     f"{_format_size(entry['bytes_per_second'], True)}"
                      f" and {blocks:+.1f} blocks per iteration; {_format_size(entry['size'], False)}"
                      f" live in {entry['count']} blocks at the end")
         lines.extend(f"    {part}" for part in entry_details(entry))

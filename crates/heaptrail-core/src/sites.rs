@@ -7,9 +7,11 @@
 //! force files in or out. When no frame qualifies, the innermost frame is the site.
 
 use crate::fnmatch::{normalize_filename, Pattern};
+use crate::export::source_scopes::SourceScopes;
 use crate::model::{Filename, FrameId, Snapshot, TracebackId};
 use rustc_hash::FxHashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Which files count as "not the user's code".
 #[derive(Default)]
@@ -66,6 +68,10 @@ pub struct Site {
     pub count: u64,
     /// The traceback holding the most memory at this site (shown beside it).
     pub traceback: TracebackId,
+    /// The function that runs the site's line in that traceback: its code object's
+    /// `co_qualname` as the snapshot recorded it (None when the snapshot has no name for it;
+    /// see [`name_sites_from_source`]).
+    pub function: Option<Arc<str>>,
 }
 
 /// The stable key of a site (same filename and line in any snapshot -> same key).
@@ -101,19 +107,33 @@ impl<'a> SiteFinder<'a> {
         *self.user_file[fid].get_or_insert_with(|| rules.is_user_file(&snapshot.filenames[fid]))
     }
 
+    /// The position in traceback `tb`'s frames of its site's frame (None: no frames).
+    fn site_index(&mut self, tb: TracebackId) -> Option<usize> {
+        let frames = &self.snapshot.tracebacks[tb as usize].frames;
+        frames
+            .iter()
+            .position(|&f| self.is_user(f))
+            .or((!frames.is_empty()).then_some(0))
+    }
+
     /// The site (filename, line) of traceback `tb`.
     pub fn site(&mut self, tb: TracebackId) -> (Filename, u32) {
         let snapshot = self.snapshot;
-        let frames = &snapshot.tracebacks[tb as usize].frames;
-        let site_frame = frames
-            .iter()
-            .copied()
-            .find(|&f| self.is_user(f))
-            .or(frames.first().copied());
-        match site_frame {
-            Some(f) => (snapshot.filename(f).clone(), snapshot.frame(f).lineno),
+        match self.site_index(tb) {
+            Some(i) => {
+                let f = snapshot.tracebacks[tb as usize].frames[i];
+                (snapshot.filename(f).clone(), snapshot.frame(f).lineno)
+            }
             None => (Filename::from("<unknown>"), 0),
         }
+    }
+
+    /// The recorded function (`co_qualname`) that runs the site's line of traceback `tb`.
+    pub fn site_function(&mut self, tb: TracebackId) -> Option<Arc<str>> {
+        let snapshot = self.snapshot;
+        let i = self.site_index(tb)?;
+        let sf = snapshot.stack(tb).nth(i)?;
+        snapshot.function(sf.function).map(|f| f.qualname.clone())
     }
 }
 
@@ -158,6 +178,7 @@ pub fn site_statistics_from_totals(
         .into_iter()
         .map(|((filename, lineno), acc)| Site {
             key: site_key(&filename, lineno),
+            function: site_of.site_function(acc.best.1),
             filename,
             lineno,
             size: acc.size,
@@ -173,6 +194,23 @@ pub fn site_statistics_from_totals(
             .then(a.lineno.cmp(&b.lineno))
     });
     out
+}
+
+/// Names the function of each site the snapshot recorded none for (snapshots without names,
+/// frames heaptrail could not attribute) from its source file, read as text
+/// ([`SourceScopes`]), the way exports fall back. Sites that have a recorded name are left
+/// alone and their files are not read; each other file is read at most once.
+pub fn name_sites_from_source(sites: &mut [Site]) {
+    let mut files: FxHashMap<Filename, Option<SourceScopes>> = FxHashMap::default();
+    for site in sites.iter_mut().filter(|s| s.function.is_none() && s.lineno > 0) {
+        let scopes = files
+            .entry(site.filename.clone())
+            .or_insert_with(|| SourceScopes::read(&site.filename));
+        site.function = scopes
+            .as_ref()
+            .and_then(|s| s.scope_of(site.lineno))
+            .map(|(_, scope)| Arc::from(scope.qualname.as_str()));
+    }
 }
 
 #[cfg(test)]
@@ -315,5 +353,44 @@ mod tests {
         let mut r = rules();
         r.exclude.push(Pattern::new("/srv/app/main.py"));
         assert_eq!(site_statistics(&s, &r)[0].lineno, 3); // nothing qualifies: innermost
+    }
+
+    #[test]
+    fn a_site_names_the_function_recorded_for_its_frame() {
+        let mut b = SnapshotBuilder::new(10);
+        let lib = b.intern_filename("/usr/lib/python3.12/functools.py");
+        let app = b.intern_filename("/srv/app/cache.py");
+        let lib_frame = b.intern_frame(lib, 500);
+        let app_frame = b.intern_frame(app, 42);
+        let wrapper = b.intern_function(&Arc::from("_lru_cache_wrapper"), 480);
+        let remember = b.intern_function(&Arc::from("Cache.remember"), 40);
+        let tb = b.intern_traceback_with_functions(&[lib_frame, app_frame], &[wrapper, remember], 2);
+        b.push_trace(0, 100, tb);
+        let other_line = b.intern_frame(app, 7);
+        let unnamed = b.intern_traceback(&[other_line], 1);
+        b.push_trace(0, 10, unnamed);
+        let sites = site_statistics(&b.finish(), &rules());
+        // The user's frame, not the library's innermost one.
+        assert_eq!((sites[0].lineno, sites[0].function.as_deref()), (42, Some("Cache.remember")));
+        assert_eq!((sites[1].lineno, sites[1].function.as_deref()), (7, None));
+    }
+
+    #[test]
+    fn sites_without_a_recorded_name_are_named_from_the_source() {
+        let dir = std::env::temp_dir().join(format!("heaptrail-sites-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.py");
+        std::fs::write(&path, "class Cache:\n    def remember(self, k):\n        return [k]\n").unwrap();
+        let file = path.to_str().unwrap();
+        let s = snapshot(&[(&[(file, 3)], 10), (&[("/no/such/file.py", 1)], 5)]);
+        let mut sites = site_statistics(&s, &rules());
+        name_sites_from_source(&mut sites);
+        assert_eq!(sites[0].function.as_deref(), Some("Cache.remember"));
+        assert_eq!(sites[1].function, None);
+        // A recorded name is kept, whatever the source says now.
+        sites[0].function = Some(Arc::from("Old.name"));
+        name_sites_from_source(&mut sites);
+        assert_eq!(sites[0].function.as_deref(), Some("Old.name"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -61,6 +61,11 @@ pub struct WindowReport {
 pub struct SiteRow {
     pub filename: String,
     pub lineno: u32,
+    /// The function that runs the line: its code object's qualified name (`co_qualname`,
+    /// `Cache.remember`), as captured when the window was taken. Absent when unknown and in
+    /// reports written before heaptrail recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     /// `[filename, lineno]` pairs, innermost first.
     #[serde(default)]
     pub traceback: Vec<(String, u32)>,
@@ -108,6 +113,18 @@ impl SiteRow {
 pub struct Line {
     pub filename: String,
     pub lineno: u32,
+    /// The function that runs the line (`co_qualname`), when known; see [`SiteRow::function`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+}
+
+/// `file.py:12 in Cache.remember`, or `file.py:12` when the function is not known: how a
+/// site is named to people (logs, summaries, pages).
+pub fn site_text(filename: &str, lineno: u32, function: Option<&str>) -> String {
+    match function {
+        Some(f) if !f.is_empty() => format!("{filename}:{lineno} in {f}"),
+        _ => format!("{filename}:{lineno}"),
+    }
 }
 
 /// One leak: a holder and the sites that feed it.
@@ -144,6 +161,9 @@ pub struct LeakRow {
 pub struct LeakSiteRow {
     pub filename: String,
     pub lineno: u32,
+    /// The function that runs the line, when known; see [`SiteRow::function`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     /// `element`, `content`, `key`, `storage`, `internal`, `unknown`.
     pub role: String,
     pub size: u64,
@@ -199,6 +219,7 @@ impl WindowReport {
                 site: Line {
                     filename: s.filename.clone(),
                     lineno: s.lineno,
+                    function: s.function.clone(),
                 },
                 holder: s.holder_text().map(str::to_owned),
                 holder_type: None,
@@ -211,6 +232,7 @@ impl WindowReport {
                 sites: vec![LeakSiteRow {
                     filename: s.filename.clone(),
                     lineno: s.lineno,
+                    function: s.function.clone(),
                     role: "unknown".into(),
                     size: s.size,
                     count: s.count,
@@ -277,6 +299,39 @@ mod tests {
         let a: serde_json::Value = serde_json::from_str(line()).unwrap();
         let b: serde_json::Value = serde_json::from_str(&written).unwrap();
         assert_eq!(a, b, "no field added, dropped or renamed");
+    }
+
+    #[test]
+    fn function_names_are_optional_and_round_trip() {
+        // Written before names were recorded: every function is None.
+        let old: WindowReport = serde_json::from_str(line()).unwrap();
+        assert_eq!(old.sites[0].function, None);
+        assert_eq!(old.leaks[0].site.function, None);
+        assert_eq!(old.leaks[0].sites[0].function, None);
+        assert!(!encode_window(&old).unwrap().contains("function"), "absent, not null");
+        // With names: kept by the reader, written back by the writer.
+        let text = line()
+            .replace(
+                r#""lineno":3,"traceback""#,
+                r#""lineno":3,"function":"Cache.remember","traceback""#,
+            )
+            .replace(
+                r#""site":{"filename":"a.py","lineno":3}"#,
+                r#""site":{"filename":"a.py","lineno":3,"function":"Cache.remember"}"#,
+            )
+            .replace(
+                r#""lineno":3,"role""#,
+                r#""lineno":3,"function":"Cache.remember","role""#,
+            );
+        let named: WindowReport = serde_json::from_str(&text).unwrap();
+        assert!(named.unknown_fields().is_empty());
+        assert_eq!(named.sites[0].function.as_deref(), Some("Cache.remember"));
+        assert_eq!(named.leaks[0].site.function.as_deref(), Some("Cache.remember"));
+        assert_eq!(named.leaks[0].sites[0].function.as_deref(), Some("Cache.remember"));
+        let again: WindowReport = serde_json::from_str(&encode_window(&named).unwrap()).unwrap();
+        assert_eq!(named, again);
+        assert_eq!(site_text("a.py", 3, Some("Cache.remember")), "a.py:3 in Cache.remember");
+        assert_eq!(site_text("a.py", 3, None), "a.py:3");
     }
 
     #[test]

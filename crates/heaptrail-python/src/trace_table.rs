@@ -10,7 +10,9 @@ use heaptrail_core::filter::{filter_traces, FrameFilter, TraceFilter};
 use heaptrail_core::fnmatch::{normalize_filename, Pattern};
 use heaptrail_core::group::{statistics, KeyFrame, KeyType};
 use heaptrail_core::model::TOTAL_NFRAME_UNKNOWN;
-use heaptrail_core::sites::{site_statistics, site_statistics_from_totals, SiteRules};
+use heaptrail_core::sites::{
+    name_sites_from_source, site_statistics, site_statistics_from_totals, SiteRules,
+};
 use heaptrail_core::{snapshot_file, Snapshot, SnapshotBuilder};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
@@ -438,8 +440,10 @@ impl TraceTable {
     }
 
     /// Live memory per site in the user's code (see `heaptrail_core::sites`), biggest first:
-    /// a list of `(key, filename, lineno, size, count, frames)`, `frames` being the biggest
-    /// traceback at the site, most recent first. Patterns use fnmatch syntax.
+    /// a list of `(key, filename, lineno, size, count, frames, function)`, `frames` being the
+    /// biggest traceback at the site, most recent first, and `function` the qualified name of
+    /// the code running the site's line in it (as recorded, else from the source; None when
+    /// unknown). Patterns use fnmatch syntax.
     #[pyo3(signature = (library=vec![], include=vec![], exclude=vec![], limit=None))]
     fn sites<'py>(
         &self,
@@ -452,17 +456,22 @@ impl TraceTable {
         let rules = SiteRules::from_patterns(&library, &include, &exclude);
         let snapshot = self.snapshot.clone();
         let totals = self.per_traceback.clone();
-        let mut sites = py.detach(|| match totals {
-            Some(per_tb) => site_statistics_from_totals(&snapshot, &per_tb, &rules),
-            None => site_statistics(&snapshot, &rules),
+        let sites = py.detach(|| {
+            let mut sites = match totals {
+                Some(per_tb) => site_statistics_from_totals(&snapshot, &per_tb, &rules),
+                None => site_statistics(&snapshot, &rules),
+            };
+            sites.truncate(limit.unwrap_or(usize::MAX));
+            name_sites_from_source(&mut sites);
+            sites
         });
-        sites.truncate(limit.unwrap_or(usize::MAX));
         let _own = OwnWork::begin();
         let mut cache = self.cache.lock();
         let mut rows = Vec::with_capacity(sites.len());
         for s in &sites {
             let frames = self.traceback_obj(py, &mut cache, s.traceback)?;
-            rows.push((s.key, &*s.filename, s.lineno, s.size, s.count, frames).into_pyobject(py)?);
+            let function = s.function.as_deref();
+            rows.push((s.key, &*s.filename, s.lineno, s.size, s.count, frames, function).into_pyobject(py)?);
         }
         PyList::new(py, rows)
     }

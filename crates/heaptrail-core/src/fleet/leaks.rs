@@ -17,6 +17,8 @@ struct Share<'a> {
     count: u64,
     holders: Vec<Option<&'a str>>,
     hint: &'a str,
+    /// The function its entries name for the line (None: not recorded, an older report).
+    function: Option<&'a str>,
 }
 
 pub(super) fn fleet_leaks(
@@ -34,12 +36,14 @@ pub(super) fn fleet_leaks(
                 Vec::new()
             });
             let holder = leak.holder.as_deref();
+            let function = leak.site.function.as_deref();
             match list.last_mut() {
                 Some(share) if std::ptr::eq(share.process, &p.id) => {
                     share.bytes_per_second += leak.bytes_per_second;
                     share.size += leak.size;
                     share.count += leak.count;
                     share.holders.push(holder);
+                    share.function = share.function.or(function);
                 }
                 _ => list.push(Share {
                     process: &p.id,
@@ -48,6 +52,7 @@ pub(super) fn fleet_leaks(
                     count: leak.count,
                     holders: vec![holder],
                     hint: &leak.hint,
+                    function,
                 }),
             }
         }
@@ -68,9 +73,14 @@ pub(super) fn fleet_leaks(
                 .get(&key)
                 .copied()
                 .unwrap_or((f64::NAN, f64::NAN));
+            let function = main_function(list);
             let (filename, lineno, pattern) = key;
             FleetLeak {
-                site: Line { filename, lineno },
+                site: Line {
+                    filename,
+                    lineno,
+                    function,
+                },
                 pattern,
                 hint,
                 processes: list.len(),
@@ -129,6 +139,21 @@ fn main_holder(list: &[Share]) -> (Option<String>, usize, usize) {
         Some((h, n)) => (Some(h.to_owned()), n, votes.len() - 1),
         None => (None, none, 0),
     }
+}
+
+/// The function most processes name for the leak's line (processes running another version
+/// of the file can differ; those that recorded none do not count). Ties go to the name that
+/// sorts first.
+fn main_function(list: &[Share]) -> Option<String> {
+    let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in list.iter().filter_map(|s| s.function) {
+        *votes.entry(f).or_default() += 1;
+    }
+    let best = votes.iter().fold(None, |best: Option<(&str, usize)>, (&f, &n)| match best {
+        Some((_, m)) if m >= n => best,
+        _ => Some((f, n)),
+    });
+    best.map(|(f, _)| f.to_owned())
 }
 
 /// This heaptrail's fix for a pattern, for entries written without one.

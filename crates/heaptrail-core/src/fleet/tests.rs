@@ -409,6 +409,42 @@ fn the_text() {
     );
 }
 
+/// `window(...)` with the function of `file:line` recorded in its leak entries.
+fn named(window: String, file: &str, line: u32, function: &str) -> String {
+    window.replace(
+        &format!(r#""site":{{"filename":"{file}","lineno":{line}}}"#),
+        &format!(r#""site":{{"filename":"{file}","lineno":{line},"function":"{function}"}}"#),
+    )
+}
+
+#[test]
+fn the_function_most_processes_name_is_shown_beside_the_line() {
+    let leak = |bps| [(X, 5, "unbounded-list", Some("x.LOG"), bps, 100)];
+    let a = report(&[
+        named(window(1, 1, 100.0, "python-growth", &leak(1.0)), X, 5, "Log.add"),
+        named(window(2, 1, 100.0, "python-growth", &leak(2.0)), X, 5, "Log.add"),
+        named(window(3, 1, 100.0, "python-growth", &leak(3.0)), X, 5, "Log.old_add"),
+        // Written before names were recorded: counts for the leak, not for its name.
+        window(4, 1, 100.0, "python-growth", &leak(4.0)),
+    ]);
+    let mut builder = FleetBuilder::default();
+    builder.add_report("a.jsonl", "a.jsonl", a);
+    let f = builder.finish();
+    assert_eq!(f.leaks.len(), 1);
+    assert_eq!(f.leaks[0].processes, 4);
+    assert_eq!(f.leaks[0].site.function.as_deref(), Some("Log.add"));
+    let out = text::render(&f, 0);
+    assert!(out.contains("#1 /app/x.py:5 in Log.add: unbounded-list\n"), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&f.to_json(0)).unwrap();
+    assert_eq!(doc["leaks"][0]["site"]["function"], "Log.add");
+    assert_eq!(doc["leaks"][0]["site"]["filename"], X, "the line's fields are unchanged");
+    // Reports without names: no field, the line alone.
+    let old = fleet();
+    assert_eq!(old.leaks[0].site.function, None);
+    let doc: serde_json::Value = serde_json::from_str(&old.to_json(0)).unwrap();
+    assert!(doc["leaks"][0]["site"].get("function").is_none());
+}
+
 #[test]
 fn terminal_escapes_in_names_are_not_printed() {
     let r = report(&[window(

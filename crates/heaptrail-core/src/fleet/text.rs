@@ -4,6 +4,7 @@
 
 use super::{Fleet, FleetLeak};
 use crate::html::format::{count, rate, size, utc};
+use crate::watch_report::site_text;
 use std::fmt::Write;
 
 /// `s` with control characters (terminal escape sequences in a hostile file's names) replaced
@@ -80,11 +81,19 @@ pub fn render(fleet: &Fleet, limit: usize) -> String {
 }
 
 fn leak_lines(out: &mut String, index: usize, leak: &FleetLeak, processes: usize) {
+    // `#1 app/cache.py:42 in Cache.remember: unbounded-cache`; `#1 app/cache.py:42
+    // unbounded-cache` when the reports recorded no function for the line.
+    let site = site_text(
+        &leak.site.filename,
+        leak.site.lineno,
+        leak.site.function.as_deref(),
+    );
+    let named = leak.site.function.as_deref().is_some_and(|f| !f.is_empty());
+    let separator = if named { ":" } else { "" };
     let _ = writeln!(
         out,
-        "#{index} {}:{} {}",
-        printable(&leak.site.filename),
-        leak.site.lineno,
+        "#{index} {}{separator} {}",
+        printable(&site),
         printable(&leak.pattern)
     );
     let spread = &leak.process_bytes_per_second;

@@ -7,7 +7,9 @@ use std::fmt::Write;
 
 use super::escape::escape;
 use super::format::{count, rate, size, utc};
-use super::page::{badge, end_table, process_class, process_meaning, site_cell, stat, Page};
+use super::page::{
+    badge, end_table, named_site_cell, process_class, process_meaning, stat, Page,
+};
 use super::PageOptions;
 use crate::fleet::{Fleet, FleetLeak};
 
@@ -172,7 +174,11 @@ fn leak_row(leak: &FleetLeak, total: usize) -> String {
          <td class=\"num\"><b>{}</b></td><td class=\"num\">{} median<div class=\"muted\">{} to {}\
          </div></td><td class=\"num\">{}<div class=\"muted\">{} blocks</div></td><td>{holder}</td>\
          <td>{}{fix}</td><td>{}<div class=\"muted\">to {}</div></td></tr>",
-        site_cell(&leak.site.filename, leak.site.lineno),
+        named_site_cell(
+            &leak.site.filename,
+            leak.site.lineno,
+            leak.site.function.as_deref()
+        ),
         leak.processes,
         total,
         share * 100.0,
@@ -280,6 +286,17 @@ mod tests {
         for raw in ["<a>", "<LOG>", "<it>", "<bad>", "<w>", "<x>"] {
             assert!(!html.contains(raw), "{raw} unescaped");
         }
+    }
+
+    #[test]
+    fn a_leaks_function_is_named_when_its_reports_recorded_it() {
+        let named = window(1, "/app/a.py", "h").replace(
+            r#""lineno":7}"#,
+            r#""lineno":7,"function":"Log.<add>"}"#,
+        );
+        let html = page(&[named, window(2, "/app/b.py", "h")], 10);
+        assert!(html.contains("<b>a.py:7</b> <span class=\"fn\">Log.&lt;add&gt;</span>"));
+        assert!(html.contains("<b>b.py:7</b> <span class=\"dir\">"), "no name: the line");
     }
 
     #[test]

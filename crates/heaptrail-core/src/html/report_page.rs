@@ -13,7 +13,7 @@ use super::escape::escape;
 use super::flame::{flame_graph, report_stacks};
 use super::format::{change, count, elapsed, rate, size, utc};
 use super::page::{
-    badge, end_table, process_class, process_meaning, site_cell, stat, traceback_details, verdict_class,
+    badge, end_table, named_site_cell, process_class, process_meaning, stat, traceback_details, verdict_class,
     verdict_severity, warnings_box, Page,
 };
 use super::report::{Report, Run, SiteRow};
@@ -336,7 +336,7 @@ fn site_charts(run: &Run) -> String {
              <div class=\"facts\"><b>{}</b> live in {} blocks · growing <b>{}</b> · \
              confidence {:.2} · seen in {} windows</div>",
             badge(class, &site.verdict),
-            site_cell(&site.filename, site.lineno),
+            named_site_cell(&site.filename, site.lineno, site.function.as_deref()),
             escape(&size(site.size as f64)),
             count(site.count),
             escape(&rate(site.bytes_per_second)),
@@ -443,7 +443,7 @@ fn sites_table(run: &Run, limit: usize) -> String {
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{:.2}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             badge(verdict_class(&site.verdict), &site.verdict),
-            site_cell(&site.filename, site.lineno),
+            named_site_cell(&site.filename, site.lineno, site.function.as_deref()),
             traceback_details(&site.traceback),
             escape(&size(site.size as f64)),
             count(site.count),
@@ -535,6 +535,31 @@ mod tests {
         assert!(html.contains("<iframe class=\"flame\""));
         assert!(html.contains("Live memory by call stack, window 12"));
         assert!(!html.contains("<x>"));
+    }
+
+    #[test]
+    fn the_function_of_a_site_is_named_beside_its_line_when_recorded() {
+        let lines: Vec<String> = (1..=3u64)
+            .map(|n| {
+                let sites = [
+                    ("/app/cache.py", 42, n * 4096, "leak"),
+                    ("/app/old.py", 3, 10, "plateau"),
+                ];
+                window(7, n, 1000, &sites)
+                    .replace("heaptrail.watch/1", "heaptrail.watch/2")
+                    .replace(
+                        r#""lineno":42,"traceback""#,
+                        r#""lineno":42,"function":"Cache.<remember>","traceback""#,
+                    )
+            })
+            .collect();
+        let report = read_report(lines.join("\n").as_bytes(), None).unwrap();
+        let html = report_page(&report, &opts());
+        let named = "<b>cache.py:42</b> <span class=\"fn\">Cache.&lt;remember&gt;</span>";
+        // In the leak's card and in the table of sites.
+        assert_eq!(html.matches(named).count(), 2, "{html}");
+        // A row without the field: its line alone.
+        assert!(html.contains("<b>old.py:3</b> <span class=\"dir\">"));
     }
 
     #[test]
