@@ -12,32 +12,20 @@
 //! * `remote_call`: `heaptrail attach`'s pending call queued into another process (ptrace).
 //! * `testing_hooks`: `heaptrail._native.testing`, what only tests and benchmarks call.
 
-mod allocator_hooks;
-mod block_headers;
-mod code_registry;
-mod errors;
-mod export;
-mod fleet;
-mod frames;
-mod holders;
-mod html;
-mod leak_entries;
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-mod remote_call;
-mod watch_report;
-mod retainers;
-mod sampler;
-mod trace_store;
-mod trace_table;
-mod traceback_table;
-mod testing_hooks;
-mod tracer;
-mod trend_detector;
+mod engine;
+mod python_api;
 
+use engine::{frames, sampler, tracer};
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+use python_api::remote_call;
+use python_api::{
+    errors, export, fleet, holders, html, leak_entries, retainers, testing_hooks,
+    trend_detector, watch_report,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use trace_table::TraceTable;
+use python_api::snapshot_table::TraceTable;
 
 /// Starts tracing Python memory allocations, keeping up to `nframe` frames per traceback;
 /// `sample` > 0: sampled mode, a sample point every `sample` bytes on average.

@@ -25,7 +25,7 @@
 //! The registry also says which held code objects are library code, when the leak watcher has
 //! set the rules (`_set_user_code_rules`): each code object is classified once, when first held.
 
-use crate::frames::{code_filename_in_hook, code_function, frame_lineno, RawFrame};
+use crate::engine::frames::{code_filename_in_hook, code_function, frame_lineno, RawFrame};
 use heaptrail_core::model::Function;
 use heaptrail_core::sites::SiteRules;
 use heaptrail_core::Filename;

@@ -23,8 +23,8 @@
 //! attribute, key, index, closure variable, local variable...) are computed only for the path
 //! from the root to the holder.
 
-use crate::frames::object_block_address;
-use crate::tracer;
+use crate::engine::frames::object_block_address;
+use crate::engine::tracer;
 use heaptrail_core::fnmatch::{normalize_filename, Pattern};
 use heaptrail_core::sites::SiteRules;
 use pyo3::ffi;

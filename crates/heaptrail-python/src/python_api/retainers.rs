@@ -13,8 +13,8 @@
 //! strings to bytes, the typical cache — so `gc.get_objects()` misses them. Untracked
 //! containers met during the walk are walked too.
 
-use crate::frames::object_block_address;
-use crate::tracer;
+use crate::engine::frames::object_block_address;
+use crate::engine::tracer;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;

@@ -5,8 +5,8 @@
 //! (`csrc/sampled_fast_path.c`): they pass the unsampled majority straight through and call
 //! the hooks of this file (exported as `ht_*_slow`) for everything else.
 
-use crate::block_headers::{self, HEADER};
-use crate::tracer;
+use crate::engine::block_headers::{self, HEADER};
+use crate::engine::tracer;
 use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
 use std::cell::UnsafeCell;
 use std::os::raw::c_void;
@@ -264,14 +264,14 @@ mod ref_tracer {
 
     /// An object of a free-list type is being deallocated (its block may be parked).
     pub extern "C" fn on_dead_object(block: usize) -> c_int {
-        crate::tracer::on_dead_object(block);
+        crate::engine::tracer::on_dead_object(block);
         0
     }
 
     /// `size`: the block's size when the C shim knows it (a free-list type), else 0;
     /// `fresh`: the block is the thread's latest allocation (not reused from a free list).
     pub extern "C" fn on_new_object(block: usize, size: usize, fresh: c_int) -> c_int {
-        crate::tracer::on_new_object(block, size, fresh != 0);
+        crate::engine::tracer::on_new_object(block, size, fresh != 0);
         0
     }
 }
@@ -366,7 +366,7 @@ pub unsafe fn install(headers_allowed: bool) {
     }
     for (i, domain) in DOMAINS.iter().enumerate() {
         if fresh[i] {
-            let mut hook = hook_for(i, crate::sampler::sampling());
+            let mut hook = hook_for(i, crate::engine::sampler::sampling());
             PyMem_SetAllocator(*domain, &mut hook);
         }
     }

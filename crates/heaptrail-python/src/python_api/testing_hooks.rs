@@ -3,7 +3,8 @@
 
 use pyo3::prelude::*;
 
-use crate::{block_headers, frames, holders, tracer};
+use crate::engine::{block_headers, frames, tracer};
+use crate::python_api::holders;
 
 pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     let m = PyModule::new(parent.py(), "testing")?;
