@@ -5,6 +5,7 @@ pub mod allocator_hooks;
 pub mod block_headers;
 pub mod code_registry;
 pub mod frames;
+pub mod gil;
 pub mod live_blocks;
 pub mod sampler;
 pub mod traceback_interner;

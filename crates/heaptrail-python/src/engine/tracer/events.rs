@@ -7,6 +7,7 @@ use super::{
 };
 use crate::engine::block_headers::{self, Header};
 use crate::engine::frames::{self, CurrentThread};
+use crate::engine::gil::MainGil;
 use crate::engine::sampler;
 use std::sync::atomic::Ordering;
 
@@ -24,9 +25,8 @@ pub fn on_sampled_alloc(addr: usize, size: usize) {
 /// latest allocation: that tells a new object's fresh block from one reused from a free list
 /// (3.13, [`on_new_object`]).
 #[inline]
-pub fn allocated_untraced(_addr: usize) {
-    #[cfg(Py_3_13)]
-    frames::swap_last_alloc(_addr);
+pub fn allocated_untraced(addr: usize) {
+    frames::note_allocated(addr);
 }
 
 /// A new block at `addr`; `draw`: in sampled mode the sampler decides whether it is traced.
@@ -36,10 +36,9 @@ fn allocated(addr: usize, size: usize, draw: bool) {
         return;
     }
     // The block this thread allocated last: a new object in it needs no re-stamping (3.13).
-    #[cfg(Py_3_13)]
-    frames::swap_last_alloc(addr);
+    frames::note_allocated(addr);
     let thread = frames::current_thread();
-    if thread.busy || (thread.holds_gil && NESTED.load(Ordering::Relaxed)) {
+    if thread.busy() || (thread.holds_gil() && NESTED.load(Ordering::Relaxed)) {
         // Own work, or part of a block being allocated above us (see `NESTED`): not an
         // allocation of its own, not even one for the sampler to count.
         return;
@@ -53,14 +52,11 @@ fn allocated(addr: usize, size: usize, draw: bool) {
 /// Traces the block at `addr` in the table: an allocation that is traced (sampled, in
 /// sampled mode), by the calling `thread`.
 pub fn record_alloc(thread: CurrentThread, addr: usize, size: usize) {
-    if thread.holds_gil {
-        // SAFETY: GIL held; the closure stays in Rust.
-        unsafe {
-            with_tracer(|t| {
-                let tb = t.capture(thread);
-                t.table_add(addr, size, tb, false);
-            })
-        };
+    if let Some(gil) = MainGil::of_thread(&thread) {
+        with_tracer(gil, |t| {
+            let tb = t.capture(thread);
+            t.table_add(addr, size, tb, false);
+        });
     } else {
         if sampler::sampling() {
             sampler::entered(addr); // counted from now: a free may come before the queue runs
@@ -88,7 +84,7 @@ pub fn header_plan() -> Option<HeaderPlan> {
         return None;
     }
     let thread = frames::current_thread();
-    (thread.holds_gil && !thread.busy).then_some(HeaderPlan { thread })
+    (thread.holds_gil() && !thread.busy()).then_some(HeaderPlan { thread })
 }
 
 /// What to do with a new MEM/OBJ block of `size` bytes.
@@ -132,8 +128,8 @@ pub fn block_plan(size: usize) -> BlockPlan {
     // A bigger one is decided here, once, its RAW blocks guarded (by the GIL holder, whose
     // flag NESTED is); without the GIL or in own work, `on_alloc` decides.
     let thread = frames::current_thread();
-    if !thread.holds_gil || thread.busy {
-        return BlockPlan::Table { nest: thread.holds_gil, sampled: false };
+    if !thread.holds_gil() || thread.busy() {
+        return BlockPlan::Table { nest: thread.holds_gil(), sampled: false };
     }
     if sampler::take(size) {
         BlockPlan::Table { nest: true, sampled: true }
@@ -146,7 +142,7 @@ pub fn block_plan(size: usize) -> BlockPlan {
 /// guarded against a second sampling decision: sampled mode, on the GIL holder.
 #[inline]
 pub fn guards_nested() -> bool {
-    sampler::sampling() && !hooks_off() && frames::current_thread().holds_gil
+    sampler::sampling() && !hooks_off() && frames::current_thread().holds_gil()
 }
 
 /// The plan for a headered block reallocated to `size` bytes: a new trace (sampled afresh in
@@ -173,25 +169,30 @@ pub fn set_nested(on: bool) {
 /// Records the trace of the new headered block `q` in its header.
 ///
 /// # Safety
-/// `q` is marked and `q - HEADER` starts a live block of `size + HEADER` bytes; `plan` was
-/// made on this thread for this allocation (so the main GIL is held).
+/// `q` is marked and `q - HEADER` starts a live block of `size + HEADER` bytes.
 pub unsafe fn on_alloc_headered(q: usize, size: usize, plan: HeaderPlan) {
-    #[cfg(Py_3_13)]
-    frames::swap_last_alloc(q);
-    let traced = with_tracer(|t| {
-        let tb = t.capture(plan.thread);
-        block_headers::write(
-            q,
-            Header {
-                size: size as u64,
-                tb,
-                gen: t.gen,
-            },
-        );
-        t.store.count_in(size as u64, tb);
+    frames::note_allocated(q);
+    let traced = MainGil::of_thread(&plan.thread).and_then(|gil| {
+        with_tracer(gil, |t| {
+            let tb = t.capture(plan.thread);
+            // SAFETY: `q` is a marked live block with room for a header (the caller's
+            // contract).
+            unsafe {
+                block_headers::write(
+                    q,
+                    Header {
+                        size: size as u64,
+                        tb,
+                        gen: t.gen,
+                    },
+                )
+            };
+            t.store.count_in(size as u64, tb);
+        })
     });
     if traced.is_none() {
-        block_headers::write(q, Header::untraced(size));
+        // SAFETY: as above.
+        unsafe { block_headers::write(q, Header::untraced(size)) };
     }
 }
 
@@ -199,29 +200,35 @@ pub unsafe fn on_alloc_headered(q: usize, size: usize, plan: HeaderPlan) {
 /// `plan` says so, else an untraced header.
 ///
 /// # Safety
-/// As for [`on_alloc_headered`], with `plan` made on this thread for this reallocation.
+/// As for [`on_alloc_headered`].
 pub unsafe fn on_realloc_headered(q: usize, size: usize, plan: Option<HeaderPlan>) {
     match plan {
-        Some(plan) => on_alloc_headered(q, size, plan),
-        None => block_headers::write(q, Header::untraced(size)),
+        // SAFETY: the caller's contract is `on_alloc_headered`'s.
+        Some(plan) => unsafe { on_alloc_headered(q, size, plan) },
+        // SAFETY: as above.
+        None => unsafe { block_headers::write(q, Header::untraced(size)) },
     }
 }
 
-/// Called when a headered block whose header is `header` is released (or moved). The caller
-/// holds the main GIL, as every MEM/OBJ free must (see `block_headers.rs`).
+/// Called when a headered block whose header is `header` is released (or moved).
+///
+/// # Safety
+/// The caller is the MEM/OBJ free or realloc hook, releasing a block it found marked: such a
+/// block was handed out by the main-GIL holder, and CPython requires the GIL for every
+/// MEM/OBJ free (see `block_headers.rs`), so the calling thread holds the main GIL.
 #[inline]
-pub fn forget_headered(header: Header) {
+pub unsafe fn forget_headered(header: Header) {
     if header.gen == 0 || FORK_CHILD.load(Ordering::Relaxed) {
         return;
     }
-    // SAFETY: GIL held (above); the closure stays in Rust.
-    unsafe {
-        with_tracer(|t| {
-            if header.gen == t.gen {
-                t.store.count_out(header.size, header.tb);
-            }
-        })
-    };
+    // SAFETY: the calling thread holds the main GIL (the caller's contract), for the whole
+    // call.
+    let gil = unsafe { MainGil::assume_held() };
+    with_tracer(gil, |t| {
+        if header.gen == t.gen {
+            t.store.count_out(header.size, header.tb);
+        }
+    });
 }
 
 /// Called after the real realloc. (Without the GIL, the old address is queued as freed only
@@ -243,9 +250,9 @@ pub fn on_free(addr: usize) {
     if sampler::sampling() && !sampler::may_be_in_table(addr) {
         return; // never sampled: the common case in sampled mode, no lock, no probe
     }
-    if frames::current_thread().holds_gil {
-        // SAFETY: GIL held; the closure stays in Rust.
-        unsafe { with_tracer(|t| t.table_remove(addr)) };
+    let thread = frames::current_thread();
+    if let Some(gil) = MainGil::of_thread(&thread) {
+        with_tracer(gil, |t| t.table_remove(addr));
     } else {
         queue(PendingOp::Free { addr });
     }
@@ -265,7 +272,6 @@ pub fn on_free(addr: usize) {
 /// latest allocation was not an object (a dict's key table), was freed, and another thread's
 /// object was allocated at that address and then parked in a free list — so a headered block
 /// is skipped only if it holds a live trace.
-#[allow(dead_code)] // only called on 3.13+
 pub fn on_new_object(block: usize, size: usize, just_allocated: bool) {
     if hooks_off() {
         return;
@@ -280,65 +286,64 @@ pub fn on_new_object(block: usize, size: usize, just_allocated: bool) {
         return;
     }
     let thread = frames::current_thread();
-    if !thread.holds_gil {
+    let Some(gil) = MainGil::of_thread(&thread) else {
         return;
-    }
-    let own_work = thread.busy;
-    // SAFETY: GIL held; the closure stays in Rust.
-    unsafe {
-        with_tracer(|t| {
-            let sampled = sampler::sampling();
-            if block_headers::is_marked(block) {
-                let mut h = block_headers::read(block);
-                let live = h.gen == t.gen;
-                // Sampled mode re-stamps only sampled blocks: tracing another would count a
-                // block that was not drawn.
-                if (just_allocated && live) || (!live && (own_work || sampled)) {
-                    return;
-                }
-                if live {
-                    t.store.count_out(h.size, h.tb);
-                }
-                if own_work {
-                    h.gen = 0;
-                } else {
-                    // Also a block that held no trace: an object heaptrail's own work made and
-                    // dropped into a free list. Left untraced, every object of the program
-                    // re-initialised there would be invisible (on 3.13 the watcher's windows
-                    // fill the tuple free list, and most tuples a leak kept went unseen).
-                    h.tb = t.capture(thread);
-                    h.gen = t.gen;
-                    t.store.count_in(h.size, h.tb);
-                }
-                block_headers::write(block, h);
-            } else if just_allocated {
-                // Stamped by the allocation (or deliberately left untraced, or counted by the
-                // sampler and not drawn).
-            } else if t.store.get(block).is_some() {
-                if own_work {
-                    // heaptrail's own object now lives there: like its allocations, untraced.
-                    t.table_remove(block);
-                } else if sampled {
-                    // A sampled block reused without its object's death being seen (CPython
-                    // 3.13.0-3.13.2's eval loop deallocates without telling the reference
-                    // tracer; specialized float operations still do). The new object is a new
-                    // allocation for the sampler: inheriting the old sample would keep a block
-                    // sampled through all its reuses.
-                    t.table_remove(block);
-                    if size > 0 && sampler::take(size) {
-                        let tb = t.capture(thread);
-                        t.table_add(block, size, tb, false);
-                    }
-                } else {
-                    let tb = t.capture(thread);
-                    t.store.retag(block, tb);
-                }
-            } else if size > 0 && !own_work && (!sampled || sampler::take(size)) {
-                let tb = t.capture(thread);
-                t.table_add(block, size, tb, false);
-            }
-        })
     };
+    let own_work = thread.busy();
+    with_tracer(gil, |t| {
+        let sampled = sampler::sampling();
+        if block_headers::is_marked(block) {
+            // SAFETY: marked, so a live headered block; the main GIL is held (`gil`).
+            let mut h = unsafe { block_headers::read(block) };
+            let live = h.gen == t.gen;
+            // Sampled mode re-stamps only sampled blocks: tracing another would count a
+            // block that was not drawn.
+            if (just_allocated && live) || (!live && (own_work || sampled)) {
+                return;
+            }
+            if live {
+                t.store.count_out(h.size, h.tb);
+            }
+            if own_work {
+                h.gen = 0;
+            } else {
+                // Also a block that held no trace: an object heaptrail's own work made and
+                // dropped into a free list. Left untraced, every object of the program
+                // re-initialised there would be invisible (on 3.13 the watcher's windows
+                // fill the tuple free list, and most tuples a leak kept went unseen).
+                h.tb = t.capture(thread);
+                h.gen = t.gen;
+                t.store.count_in(h.size, h.tb);
+            }
+            // SAFETY: as above.
+            unsafe { block_headers::write(block, h) };
+        } else if just_allocated {
+            // Stamped by the allocation (or deliberately left untraced, or counted by the
+            // sampler and not drawn).
+        } else if t.store.get(block).is_some() {
+            if own_work {
+                // heaptrail's own object now lives there: like its allocations, untraced.
+                t.table_remove(block);
+            } else if sampled {
+                // A sampled block reused without its object's death being seen (CPython
+                // 3.13.0-3.13.2's eval loop deallocates without telling the reference
+                // tracer; specialized float operations still do). The new object is a new
+                // allocation for the sampler: inheriting the old sample would keep a block
+                // sampled through all its reuses.
+                t.table_remove(block);
+                if size > 0 && sampler::take(size) {
+                    let tb = t.capture(thread);
+                    t.table_add(block, size, tb, false);
+                }
+            } else {
+                let tb = t.capture(thread);
+                t.store.retag(block, tb);
+            }
+        } else if size > 0 && !own_work && (!sampled || sampler::take(size)) {
+            let tb = t.capture(thread);
+            t.table_add(block, size, tb, false);
+        }
+    });
 }
 
 /// An object of a free-list type is being deallocated (3.13+ reference tracer, GIL held):
@@ -347,16 +352,16 @@ pub fn on_new_object(block: usize, size: usize, just_allocated: bool) {
 /// their last creation line: a line making many temporary tuples then looks as if it kept
 /// up to 2000 of them.) The block is traced again when an object is re-initialised in it
 /// ([`on_new_object`]: from its header, or with the size the C shim computes).
-#[allow(dead_code)] // only called on 3.13+
 pub fn on_dead_object(block: usize) {
     if hooks_off()
         || (sampler::sampling()
             && !block_headers::is_marked(block)
             && !sampler::may_be_in_table(block))
-        || !frames::current_thread().holds_gil
     {
         return;
     }
-    // SAFETY: GIL held; the closure stays in Rust.
-    unsafe { with_tracer(|t| t.forget_dead(block)) };
+    let thread = frames::current_thread();
+    if let Some(gil) = MainGil::of_thread(&thread) {
+        with_tracer(gil, |t| t.forget_dead(block));
+    }
 }

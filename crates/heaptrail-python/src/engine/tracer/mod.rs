@@ -1,18 +1,20 @@
 //! The tracer: global tracing state shared by the allocator hooks and the Python API.
 //!
 //! Synchronisation, chosen for the hot path:
-//! * The tables (trace store, traceback table, code registry) are touched **only by threads
-//!   holding the main interpreter's GIL** — every MEM/OBJ allocation, most RAW ones and all
-//!   API calls. The GIL already serialises those threads, so they take no lock of their own:
-//!   an allocation costs no atomic read-modify-write at all.
+//! * The tables (live blocks, interned tracebacks, code registry) are touched **only by
+//!   threads holding the main interpreter's GIL** — every MEM/OBJ allocation, most RAW ones
+//!   and all API calls. The GIL already serialises those threads, so they take no lock of
+//!   their own: an allocation costs no atomic read-modify-write at all. They live in
+//!   [`GilCell`]s, reached with a [`MainGil`] token (`engine/gil.rs`): from the API's
+//!   `Python<'_>`, or from the hooks' runtime check of the calling thread.
 //! * A RAW allocation or free made without the GIL (a thread that released it, thread
 //!   teardown) is queued in [`PENDING`] under a small mutex; the next GIL holder applies the
 //!   queue before it touches the tables. A free is queued before the block is released and an
 //!   allocation after it is obtained, so queued and direct operations on one address are
 //!   always applied in the order they happened.
 //! * Nothing that can call back into Python's allocators runs while the tables are borrowed
-//!   (Rust's own allocations use the system `malloc`, which is not hooked).
-
+//!   (Rust's own allocations use the system `malloc`, which is not hooked); if something
+//!   did, the re-entrant borrow would be refused, not aliased.
 //!
 //! One file per job: [`tables`] (the `Tracer` type: capture, interning, compaction),
 //! [`events`] (what the allocator hooks call), [`operations`] (the tracemalloc API's
@@ -30,7 +32,6 @@ pub use events::{
     on_alloc_headered, on_free, on_realloc, on_realloc_headered, on_sampled_alloc,
     realloc_plan, record_alloc, set_header_mode, set_nested, BlockPlan, HeaderPlan,
 };
-#[cfg_attr(not(Py_3_13), allow(unused_imports))]
 pub use events::{on_dead_object, on_new_object};
 pub use operations::{
     block_traceback, blocks_at_site, blocks_through, clear, is_tracing, own_memory,
@@ -42,9 +43,9 @@ use tables::{capture_without_gil, Tracer};
 
 use crate::engine::code_registry::LineResolver;
 use crate::engine::frames::{self, RawFrame};
+use crate::engine::gil::{GilCell, MainGil};
 use heaptrail_core::sites::SiteRules;
 use parking_lot::Mutex;
-use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -52,9 +53,9 @@ pub const MAX_NFRAME: usize = 65535;
 
 /// Fast check done by every hook before anything else.
 static TRACING: AtomicBool = AtomicBool::new(false);
-/// Set only in the child the holder analysis forks (`holders.rs`): every hook passes straight
-/// through to the allocator, so the child never touches the tables or a lock that a thread
-/// that vanished in the fork may have held. The tables stay readable (they are the parent's,
+/// Set only in the child the holder analysis forks (`python_api/holders.rs`): every hook
+/// passes straight through to the allocator, so the child never touches the tables or a lock
+/// that a thread that vanished in the fork may have held. The tables stay readable (they are the parent's,
 /// copied at the fork, consistent because the forking thread held the GIL).
 static FORK_CHILD: AtomicBool = AtomicBool::new(false);
 
@@ -91,18 +92,13 @@ pub fn last_snapshot_pause() -> f64 {
     LAST_SNAPSHOT_PAUSE_NS.load(Ordering::Relaxed) as f64 / 1e9
 }
 
-/// State accessed only with the main interpreter's GIL held.
-struct GilGuarded<T>(UnsafeCell<T>);
-// SAFETY: every access goes through `with_tracer`/`RESOLVER` users that hold the GIL, which
-// serialises them.
-unsafe impl<T> Sync for GilGuarded<T> {}
-
-static TRACER: GilGuarded<Option<Tracer>> = GilGuarded(UnsafeCell::new(None));
-/// Line-number cache, also GIL-only (used when snapshots are taken).
-static RESOLVER: GilGuarded<Option<LineResolver>> = GilGuarded(UnsafeCell::new(None));
-/// Which files are library code (`_set_user_code_rules`), GIL-only; `None` until set, and again
-/// after `stop()`. See `Tracer::capture` for what it changes.
-static USER_RULES: GilGuarded<Option<Arc<SiteRules>>> = GilGuarded(UnsafeCell::new(None));
+/// The tables; `None` until the first `start()`.
+static TRACER: GilCell<Option<Tracer>> = GilCell::new(None);
+/// Line-number cache (used when snapshots are taken).
+static RESOLVER: GilCell<Option<LineResolver>> = GilCell::new(None);
+/// Which files are library code (`_set_user_code_rules`); `None` until set, and again after
+/// `stop()`. See `Tracer::capture` for what it changes.
+static USER_RULES: GilCell<Option<Arc<SiteRules>>> = GilCell::new(None);
 
 /// Operations made without the GIL, waiting for the next GIL holder.
 static PENDING: Mutex<Vec<PendingOp>> = Mutex::new(Vec::new());
@@ -120,25 +116,28 @@ enum PendingOp {
     },
 }
 
-/// Runs `f` on the tracer's tables, first applying operations queued without the GIL.
-///
-/// # Safety
-/// The calling thread holds the main interpreter's GIL, and `f` does not call into Python
-/// (which could re-enter the hooks while the tables are borrowed).
-unsafe fn with_tracer<R>(f: impl FnOnce(&mut Tracer) -> R) -> Option<R> {
-    let tracer = (*TRACER.0.get()).as_mut()?;
+/// Runs `f` on the tracer's tables, first applying operations queued without the GIL. `None`
+/// before the first `start()`, or if the tables are borrowed already further up this thread's
+/// stack (`f` called into Python, which allocated: see [`GilCell`]).
+#[inline]
+fn with_tracer<R>(gil: MainGil<'_>, f: impl FnOnce(&mut Tracer) -> R) -> Option<R> {
+    let mut slot = TRACER.borrow_mut(gil)?;
+    let tracer = slot.as_mut()?;
     if HAS_PENDING.load(Ordering::Acquire) {
         tracer.apply_pending();
     }
     Some(f(tracer))
 }
 
-/// # Safety
-/// GIL held; no other reference to the resolver is alive.
-unsafe fn resolver() -> &'static mut LineResolver {
-    (*RESOLVER.0.get()).get_or_insert_with(LineResolver::default)
+/// Runs `f` on the line-number cache (a fresh one if it is borrowed already further up this
+/// thread's stack: resolving lines calls into Python, which can run a finalizer that asks
+/// heaptrail for a traceback).
+fn with_resolver<R>(gil: MainGil<'_>, f: impl FnOnce(&mut LineResolver) -> R) -> R {
+    match RESOLVER.borrow_mut(gil) {
+        Some(mut slot) => f(slot.get_or_insert_with(LineResolver::default)),
+        None => f(&mut LineResolver::default()),
+    }
 }
-
 
 fn queue(op: PendingOp) {
     let mut pending = PENDING.lock();

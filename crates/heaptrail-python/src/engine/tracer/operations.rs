@@ -2,9 +2,10 @@
 //! clear, the counters, a block's traceback, the blocks of a site.
 
 use super::{
-    fork::register_fork_handlers, resolver, with_tracer, OwnWork, Tracer, GENERATION, NFRAME,
-    PENDING, TRACER, TRACING, USER_RULES,
+    fork::register_fork_handlers, with_resolver, with_tracer, OwnWork, Tracer, GENERATION,
+    NFRAME, PENDING, TRACER, TRACING, USER_RULES,
 };
+use crate::engine::gil::MainGil;
 use crate::engine::code_registry;
 use crate::engine::frames::{self, RawFrame};
 use crate::engine::traceback_interner::TbId;
@@ -40,7 +41,8 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
         }
     }
     register_fork_handlers();
-    frames::init();
+    let gil = MainGil::from_py(py);
+    frames::init(gil);
     let _own = OwnWork::begin();
     // Stdlib tracemalloc hooked below us would see headered blocks 16 bytes bigger and at
     // another address: no headers then (see `allocator_hooks::install`).
@@ -50,14 +52,13 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
         .and_then(|r| r.is_truthy())
         .unwrap_or(true);
     NFRAME.store(nframe, Ordering::Relaxed);
-    // SAFETY: GIL held; no Python call while the slot is borrowed.
-    unsafe {
-        let slot = &mut *TRACER.0.get();
+    let user_rules = USER_RULES.borrow_mut(gil).and_then(|rules| (*rules).clone());
+    if let Some(mut slot) = TRACER.borrow_mut(gil) {
         match slot.as_mut() {
             Some(t) => t.scratch.resize(nframe, RawFrame::UNKNOWN),
             None => {
                 let mut t = Tracer::new(nframe);
-                t.set_user_rules((*USER_RULES.0.get()).clone());
+                t.set_user_rules(user_rules);
                 *slot = Some(t);
             }
         }
@@ -70,8 +71,7 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
         }
     }
     if !TRACING.load(Ordering::Relaxed) {
-        // SAFETY: GIL held, hooks not installed by us while not tracing.
-        unsafe { allocator_hooks::install(!stdlib_tracing) };
+        allocator_hooks::install(gil, !stdlib_tracing);
         TRACING.store(true, Ordering::Relaxed);
         // 3.11/3.12: every dict, list and tuple created from now on is allocated, not popped
         // from a free list (see csrc/free_list_bypass.c), so that it is blamed on the line
@@ -81,7 +81,7 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
         // (a request that frees ten dicts and keeps one) is named at the churn's line
         // (bench_sampled_accuracy: a line of temporaries read +110% live, the line that kept
         // its dicts +40%).
-        frames::set_free_list_bypass(true);
+        frames::set_free_list_bypass(gil, true);
     }
     Ok(())
 }
@@ -90,7 +90,7 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
 /// patterns, as the watcher computes them); all empty: no rules, tracebacks as tracemalloc's.
 /// In force until `stop()`.
 pub fn set_user_code_rules(
-    _py: Python<'_>,
+    py: Python<'_>,
     library: &[String],
     include: &[String],
     exclude: &[String],
@@ -98,11 +98,11 @@ pub fn set_user_code_rules(
     let rules = SiteRules::from_patterns(library, include, exclude);
     let rules = (!rules.is_empty()).then(|| Arc::new(rules));
     let _own = OwnWork::begin();
-    // SAFETY: GIL held; no Python call while the slot is borrowed.
-    unsafe {
-        *USER_RULES.0.get() = rules.clone();
-        with_tracer(|t| t.set_user_rules(rules));
+    let gil = MainGil::from_py(py);
+    if let Some(mut slot) = USER_RULES.borrow_mut(gil) {
+        *slot = rules.clone();
     }
+    with_tracer(gil, |t| t.set_user_rules(rules));
 }
 
 /// Stops tracing and forgets every trace.
@@ -110,39 +110,35 @@ pub fn stop(py: Python<'_>) {
     if !TRACING.swap(false, Ordering::Relaxed) {
         return;
     }
-    // SAFETY: GIL held.
-    unsafe { allocator_hooks::uninstall() };
-    frames::set_free_list_bypass(false);
-    // SAFETY: GIL held; no Python call while the slots are borrowed.
-    unsafe {
-        *USER_RULES.0.get() = None;
-        with_tracer(|t| t.set_user_rules(None));
+    let gil = MainGil::from_py(py);
+    allocator_hooks::uninstall(gil);
+    frames::set_free_list_bypass(gil, false);
+    if let Some(mut slot) = USER_RULES.borrow_mut(gil) {
+        *slot = None;
     }
+    with_tracer(gil, |t| t.set_user_rules(None));
     clear(py);
 }
 
 /// Forgets every trace (tracing continues).
 pub fn clear(py: Python<'_>) {
     let _own = OwnWork::begin();
-    // SAFETY: GIL held; the closure stays in Rust.
-    let codes = unsafe {
-        with_tracer(|t| {
-            t.store.clear();
-            t.tracebacks.clear();
-            t.depth_memo.clear();
-            t.library_cache.clear();
-            t.gen = t.gen.checked_add(1).unwrap_or(1);
-            t.codes.take()
-        })
-    }
+    let gil = MainGil::from_py(py);
+    let codes = with_tracer(gil, |t| {
+        t.store.clear();
+        t.tracebacks.clear();
+        t.depth_memo.clear();
+        t.library_cache.clear();
+        t.gen = t.gen.checked_add(1).unwrap_or(1);
+        t.codes.take()
+    })
     .unwrap_or_default();
     PENDING.lock().clear();
     if sampler::sampling() {
         sampler::forget_all();
     }
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: GIL held.
-    unsafe { resolver().clear() };
+    with_resolver(gil, |resolver| resolver.clear());
     // After the tables are released: dropping a code object frees memory through the hooks.
     code_registry::release(py, codes);
 }
@@ -154,12 +150,12 @@ pub fn clear(py: Python<'_>) {
 /// like the program's memory because heaptrail still holds it. GIL held, outside the hooks.
 pub fn release_unused(py: Python<'_>) {
     let _own = OwnWork::begin();
+    let gil = MainGil::from_py(py);
     // Letting go of one code object can free blocks whose tracebacks named others, which
     // then become unused or orphaned in turn: a few rounds, until nothing changes.
     for _ in 0..4 {
-        // SAFETY: GIL held; the closures stay in Rust.
-        let mut codes = unsafe { with_tracer(|t| t.drop_unused()) }.unwrap_or_default();
-        codes.extend(unsafe { with_tracer(|t| t.take_orphans()) }.unwrap_or_default());
+        let mut codes = with_tracer(gil, |t| t.drop_unused()).unwrap_or_default();
+        codes.extend(with_tracer(gil, |t| t.take_orphans()).unwrap_or_default());
         if codes.is_empty() {
             break;
         }
@@ -174,41 +170,35 @@ pub fn release_unused(py: Python<'_>) {
 /// named them are dropped at the next compaction, as any unused traceback.
 pub fn release_orphans(py: Python<'_>) {
     let _own = OwnWork::begin();
-    // SAFETY: GIL held; the closure stays in Rust.
-    let orphans = unsafe { with_tracer(|t| t.take_orphans()) }.unwrap_or_default();
+    let orphans = with_tracer(MainGil::from_py(py), |t| t.take_orphans()).unwrap_or_default();
     code_registry::release(py, orphans);
 }
 
 /// `(traced, peak)` in bytes.
-pub fn traced_memory(_py: Python<'_>) -> (u64, u64) {
+pub fn traced_memory(py: Python<'_>) -> (u64, u64) {
     if !is_tracing() {
         return (0, 0);
     }
-    // SAFETY: GIL held.
-    unsafe {
-        with_tracer(|t| {
-            t.forget_parked();
-            (t.store.traced(), t.store.peak())
-        })
-    }
+    let gil = MainGil::from_py(py);
+    with_tracer(gil, |t| {
+        t.forget_parked(gil);
+        (t.store.traced(), t.store.peak())
+    })
     .unwrap_or((0, 0))
 }
 
-pub fn reset_peak(_py: Python<'_>) {
-    // SAFETY: GIL held.
-    unsafe { with_tracer(|t| t.store.reset_peak()) };
+pub fn reset_peak(py: Python<'_>) {
+    with_tracer(MainGil::from_py(py), |t| t.store.reset_peak());
 }
 
 /// Bytes heaptrail itself uses to store traces.
-pub fn own_memory(_py: Python<'_>) -> usize {
-    // SAFETY: GIL held.
-    unsafe { with_tracer(|t| t.heap_bytes()) }.unwrap_or(0)
+pub fn own_memory(py: Python<'_>) -> usize {
+    with_tracer(MainGil::from_py(py), |t| t.heap_bytes()).unwrap_or(0)
 }
 
 /// Number of live traces.
-pub fn trace_count(_py: Python<'_>) -> usize {
-    // SAFETY: GIL held.
-    unsafe { with_tracer(|t| t.store.len()) }.unwrap_or(0)
+pub fn trace_count(py: Python<'_>) -> usize {
+    with_tracer(MainGil::from_py(py), |t| t.store.len()).unwrap_or(0)
 }
 
 /// The traceback (most recent frame first) of the block at `addr`, if traced.
@@ -217,22 +207,19 @@ pub fn block_traceback(py: Python<'_>, addr: usize) -> Option<Vec<(Filename, u32
         return None;
     }
     let _own = OwnWork::begin();
-    // SAFETY: GIL held; the closure stays in Rust.
-    let frames: Vec<RawFrame> = unsafe {
-        with_tracer(|t| {
-            t.trace_of(addr)
-                .map(|(_, tb)| t.tracebacks.frames(tb).to_vec())
-        })
-    }??;
-    // SAFETY: GIL held; the frames' code objects are held by the registry until `clear`,
-    // which needs the GIL we hold.
-    let resolver = unsafe { resolver() };
-    Some(
+    let gil = MainGil::from_py(py);
+    let frames: Vec<RawFrame> = with_tracer(gil, |t| {
+        t.trace_of(addr)
+            .map(|(_, tb)| t.tracebacks.frames(tb).to_vec())
+    })??;
+    Some(with_resolver(gil, |resolver| {
         frames
             .into_iter()
+            // SAFETY: GIL held; the frames' code objects are held by the registry until
+            // `clear`, which needs the GIL we hold.
             .map(|f| unsafe { resolver.resolve(py, f) })
-            .collect(),
-    )
+            .collect()
+    }))
 }
 
 /// Addresses of the live blocks whose traceback passes through `filename:lineno`.
@@ -279,43 +266,39 @@ fn try_blocks_matching(
     py: Python<'_>,
     wanted: &impl Fn(&[(heaptrail_core::Filename, u32)]) -> bool,
 ) -> Option<rustc_hash::FxHashSet<usize>> {
-    // SAFETY: GIL held; the closure stays in Rust.
-    let (tracebacks, compactions): (Vec<Vec<RawFrame>>, u64) = unsafe {
-        with_tracer(|t| {
-            let frames = (0..t.tracebacks.len() as u32)
-                .map(|id| t.tracebacks.frames(id).to_vec())
-                .collect();
-            (frames, t.compactions)
-        })
-    }?;
-    // SAFETY: GIL held; the frames' code objects are held by the registry.
-    let resolver = unsafe { resolver() };
-    let matching: Vec<bool> = tracebacks
-        .iter()
-        .map(|frames| {
-            let resolved: Vec<_> = frames
-                .iter()
-                .map(|f| unsafe { resolver.resolve(py, *f) })
-                .collect();
-            wanted(&resolved)
-        })
-        .collect();
+    let gil = MainGil::from_py(py);
+    let (tracebacks, compactions): (Vec<Vec<RawFrame>>, u64) = with_tracer(gil, |t| {
+        let frames = (0..t.tracebacks.len() as u32)
+            .map(|id| t.tracebacks.frames(id).to_vec())
+            .collect();
+        (frames, t.compactions)
+    })?;
+    let matching: Vec<bool> = with_resolver(gil, |resolver| {
+        tracebacks
+            .iter()
+            .map(|frames| {
+                let resolved: Vec<_> = frames
+                    .iter()
+                    // SAFETY: GIL held; the frames' code objects are held by the registry.
+                    .map(|f| unsafe { resolver.resolve(py, *f) })
+                    .collect();
+                wanted(&resolved)
+            })
+            .collect()
+    });
     let mut blocks = rustc_hash::FxHashSet::default();
-    // SAFETY: GIL held; the closure stays in Rust.
-    let same = unsafe {
-        with_tracer(|t| {
-            if t.compactions != compactions {
-                return false;
+    let same = with_tracer(gil, |t| {
+        if t.compactions != compactions {
+            return false;
+        }
+        let mut visit = |addr: usize, tb: TbId| {
+            if matching.get(tb as usize).copied().unwrap_or(false) {
+                blocks.insert(addr);
             }
-            let mut visit = |addr: usize, tb: TbId| {
-                if matching.get(tb as usize).copied().unwrap_or(false) {
-                    blocks.insert(addr);
-                }
-            };
-            t.store.for_each_block(&mut visit);
-            t.for_each_headered(|addr, _, tb| visit(addr, tb));
-            true
-        })
-    }?;
+        };
+        t.store.for_each_block(&mut visit);
+        t.for_each_headered(|addr, _, tb| visit(addr, tb));
+        true
+    })?;
     same.then_some(blocks)
 }

@@ -2,9 +2,10 @@
 //! short stretches, and built into a core [`Snapshot`] without it.
 
 use super::{
-    is_tracing, resolver, traceback_limit, with_tracer, OwnWork, GENERATION,
+    is_tracing, traceback_limit, with_resolver, with_tracer, OwnWork, GENERATION,
     LAST_SNAPSHOT_PAUSE_NS, MAX_HOLD,
 };
+use crate::engine::gil::MainGil;
 use crate::engine::code_registry;
 use crate::engine::frames::RawFrame;
 use crate::engine::sampler;
@@ -71,53 +72,51 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
     let mut longest = std::time::Duration::ZERO;
     // 1. Copy only: per trace (size, compact traceback id), or per traceback its totals, and
     //    the frames of the tracebacks that live traces use.
-    // SAFETY: GIL held; the closure stays in Rust.
-    let (copied, tracebacks) = unsafe {
-        with_tracer(|t| {
-            t.forget_parked();
-            let mut used: Vec<(Vec<RawFrame>, u16)> = Vec::new();
-            let mut use_tb = |tb: TbId| {
-                used.push((
-                    t.tracebacks.frames(tb).to_vec(),
-                    t.tracebacks.total_nframe(tb),
-                ));
-                (used.len() - 1) as u32
-            };
-            let copied = match kind {
-                Kind::Totals => {
-                    let mut totals = Vec::new();
-                    for (tb, &(bytes, units)) in t.store.totals().iter().enumerate() {
-                        if units > 0 {
-                            use_tb(tb as TbId);
-                            totals.push((bytes, heaptrail_core::sampling::blocks(units)));
-                        }
+    let gil = MainGil::from_py(py);
+    let (copied, tracebacks) = with_tracer(gil, |t| {
+        t.forget_parked(gil);
+        let mut used: Vec<(Vec<RawFrame>, u16)> = Vec::new();
+        let mut use_tb = |tb: TbId| {
+            used.push((
+                t.tracebacks.frames(tb).to_vec(),
+                t.tracebacks.total_nframe(tb),
+            ));
+            (used.len() - 1) as u32
+        };
+        let copied = match kind {
+            Kind::Totals => {
+                let mut totals = Vec::new();
+                for (tb, &(bytes, units)) in t.store.totals().iter().enumerate() {
+                    if units > 0 {
+                        use_tb(tb as TbId);
+                        totals.push((bytes, heaptrail_core::sampling::blocks(units)));
                     }
-                    Copied::Totals(totals)
                 }
-                Kind::Traces => {
-                    let mut compact: Vec<u32> = vec![u32::MAX; t.tracebacks.len()];
-                    // 8 bytes a trace: the copy is the one part of a snapshot that cannot be
-                    // split up.
-                    let mut sizes: Vec<(u32, u32)> = Vec::with_capacity(t.store.len());
-                    let mut big_sizes: Vec<(usize, u64)> = Vec::new();
-                    let mut copy = |size: u64, tb: TbId| {
-                        let slot = &mut compact[tb as usize];
-                        if *slot == u32::MAX {
-                            *slot = use_tb(tb);
-                        }
-                        if size >= u32::MAX as u64 {
-                            big_sizes.push((sizes.len(), size));
-                        }
-                        sizes.push((size.min(u32::MAX as u64) as u32, *slot));
-                    };
-                    t.store.for_each_trace(&mut copy);
-                    t.for_each_headered(|_, size, tb| copy(size, tb));
-                    Copied::Traces { sizes, big_sizes }
-                }
-            };
-            (copied, used)
-        })
-    }?;
+                Copied::Totals(totals)
+            }
+            Kind::Traces => {
+                let mut compact: Vec<u32> = vec![u32::MAX; t.tracebacks.len()];
+                // 8 bytes a trace: the copy is the one part of a snapshot that cannot be
+                // split up.
+                let mut sizes: Vec<(u32, u32)> = Vec::with_capacity(t.store.len());
+                let mut big_sizes: Vec<(usize, u64)> = Vec::new();
+                let mut copy = |size: u64, tb: TbId| {
+                    let slot = &mut compact[tb as usize];
+                    if *slot == u32::MAX {
+                        *slot = use_tb(tb);
+                    }
+                    if size >= u32::MAX as u64 {
+                        big_sizes.push((sizes.len(), size));
+                    }
+                    sizes.push((size.min(u32::MAX as u64) as u32, *slot));
+                };
+                t.store.for_each_trace(&mut copy);
+                t.for_each_headered(|_, size, tb| copy(size, tb));
+                Copied::Traces { sizes, big_sizes }
+            }
+        };
+        (copied, used)
+    })?;
     // 2. Resolve each distinct frame once: its line, and the function its code object names
     //    (read once per code object, from the object's fields). New code objects make this
     //    slow (a line table to decode each), so every MAX_HOLD the GIL is released for a
@@ -131,10 +130,12 @@ fn try_take(py: Python<'_>, kind: Kind) -> Option<(Snapshot, Vec<(u64, u64)>)> {
             let id = match frame_ids.get(&f) {
                 Some(&id) => id,
                 None => {
-                    // SAFETY: GIL held; the registry holds the frame's code object, unless a
-                    // `clear` ran while the GIL was released, which the generation check
-                    // below catches before any frame is resolved.
-                    resolved.push(unsafe { resolver().resolve_with_function(py, f) });
+                    resolved.push(with_resolver(gil, |resolver| {
+                        // SAFETY: GIL held; the registry holds the frame's code object,
+                        // unless a `clear` ran while the GIL was released, which the
+                        // generation check below catches before any frame is resolved.
+                        unsafe { resolver.resolve_with_function(py, f) }
+                    }));
                     let id = (resolved.len() - 1) as u32;
                     frame_ids.insert(f, id);
                     id

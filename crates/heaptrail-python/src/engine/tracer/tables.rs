@@ -6,6 +6,7 @@ use super::{PendingOp, HAS_PENDING, NFRAME, PENDING};
 use crate::engine::block_headers::{self, HEADER};
 use crate::engine::code_registry::{self, CodeRegistry};
 use crate::engine::frames::{self, CurrentThread, RawFrame};
+use crate::engine::gil::MainGil;
 use crate::engine::live_blocks::TraceStore;
 use crate::engine::sampler;
 use crate::engine::traceback_interner::{TbId, TracebackTable};
@@ -13,8 +14,8 @@ use heaptrail_core::sites::SiteRules;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Memo of stack depths below a frame (3.11 only, where the interpreter keeps no count).
-#[cfg_attr(Py_3_12, allow(dead_code))]
+/// Memo of stack depths below a frame (used where the interpreter keeps no count: 3.11, see
+/// `frames::capture_counts_whole_stack`).
 const DEPTH_MEMO_SIZE: usize = 4096;
 
 /// Cache of code object -> "is library code" for the user-frame walk (see
@@ -22,7 +23,6 @@ const DEPTH_MEMO_SIZE: usize = 4096;
 /// registry holds, so they stay valid until `clear`, which empties the cache.
 const LIBRARY_CACHE_SIZE: usize = 512;
 
-#[cfg_attr(Py_3_12, allow(dead_code))]
 #[derive(Clone, Copy, Default)]
 pub(super) struct DepthMemo {
     frame: usize,
@@ -31,6 +31,8 @@ pub(super) struct DepthMemo {
     depth: u32,
 }
 
+/// The tables. A `Tracer` lives only in `TRACER`, a `GilCell`: whoever has `&mut Tracer` holds
+/// the main GIL, which the methods' `SAFETY` comments rely on ("we have the tracer").
 pub(super) struct Tracer {
     pub(super) store: TraceStore,
     pub(super) tracebacks: TracebackTable,
@@ -100,7 +102,9 @@ impl Tracer {
             self.library_cache = vec![(0, true); LIBRARY_CACHE_SIZE];
         }
         let mut frame = rest;
-        while let Some((raw, next)) = frames::next_complete_frame(frame) {
+        // SAFETY: `frame` is `rest` or a frame below it on this thread's stack (the caller's
+        // contract), or null at the bottom.
+        while let Some((raw, next)) = unsafe { frames::next_complete_frame(frame) } {
             let code = raw.code as usize;
             let slot = (code >> 4) % LIBRARY_CACHE_SIZE;
             let library = match self.library_cache[slot] {
@@ -108,7 +112,9 @@ impl Tracer {
                 _ => {
                     // Holds the code object (alive on this stack): the cache entry stays
                     // valid until `clear`.
-                    let library = self.codes.is_library(raw.code);
+                    // SAFETY: GIL held (we have the tracer); the code object is alive on this
+                    // thread's stack.
+                    let library = unsafe { self.codes.is_library(raw.code) };
                     self.library_cache[slot] = (code, library);
                     library
                 }
@@ -128,7 +134,6 @@ impl Tracer {
     ///
     /// # Safety
     /// `rest` is a live frame of the calling thread, `identity` its `(previous, code)`.
-    #[cfg_attr(Py_3_12, allow(dead_code))]
     pub(super) unsafe fn depth_below(&mut self, rest: frames::InterpreterFrame, identity: [usize; 2]) -> u32 {
         if self.depth_memo.is_empty() {
             self.depth_memo = vec![DepthMemo::default(); DEPTH_MEMO_SIZE];
@@ -138,7 +143,8 @@ impl Tracer {
         if slot.frame == rest as usize && slot.previous == previous && slot.code == code {
             return slot.depth;
         }
-        let depth = frames::count_frames(rest);
+        // SAFETY: `rest` is a live frame of this thread (the caller's contract).
+        let depth = unsafe { frames::count_frames(rest) };
         *slot = DepthMemo {
             frame: rest as usize,
             previous,
@@ -161,8 +167,7 @@ impl Tracer {
         let cap = unsafe { frames::capture(thread, &mut self.scratch) };
         let total = cap.total_nframe;
         // 3.11: the interpreter keeps no count of the frames below the copied ones.
-        #[cfg(not(Py_3_12))]
-        let total = if cap.rest.is_null() {
+        let total = if frames::capture_counts_whole_stack() || cap.rest.is_null() {
             total
         } else {
             // SAFETY: `rest` is a frame of this thread's stack, just walked.
@@ -275,11 +280,8 @@ impl Tracer {
     /// [`CodeRegistry::take_orphans`]), first erasing their frames from every traceback, and
     /// returns them to let go of. A block they own dies with them; a block allocated by one of
     /// them and kept elsewhere stays traced, its frames of that code reading `<unknown>`.
-    ///
-    /// # Safety
-    /// The calling thread holds the GIL.
-    pub(super) unsafe fn take_orphans(&mut self) -> Vec<usize> {
-        // SAFETY: the caller holds the GIL.
+    pub(super) fn take_orphans(&mut self) -> Vec<usize> {
+        // SAFETY: the main GIL is held (we have the tracer: see the `Tracer` type).
         let orphans = unsafe { self.codes.take_orphans() };
         if !orphans.is_empty() {
             let set: rustc_hash::FxHashSet<usize> = orphans.iter().copied().collect();
@@ -358,8 +360,8 @@ impl Tracer {
     /// Forgets every traced block parked in CPython 3.13's free lists: dead, though the
     /// reference tracer did not always say so (`csrc/parked_blocks.c`). Called before the
     /// traces are reported. Nothing to do before 3.13.
-    pub(super) fn forget_parked(&mut self) {
-        frames::for_each_parked_block(|block| self.forget_dead(block));
+    pub(super) fn forget_parked(&mut self, gil: MainGil<'_>) {
+        frames::for_each_parked_block(gil, |block| self.forget_dead(block));
     }
 
     /// Calls `f(block address, size, traceback)` for every live trace kept in a block header.
@@ -416,8 +418,7 @@ pub(super) fn capture_without_gil(thread: CurrentThread) -> (Box<[RawFrame]>, u3
     // SAFETY: `thread` is the calling thread.
     let cap = unsafe { frames::capture(thread, &mut buf) };
     let total = cap.total_nframe;
-    #[cfg(not(Py_3_12))]
-    let total = if cap.rest.is_null() {
+    let total = if frames::capture_counts_whole_stack() || cap.rest.is_null() {
         total
     } else {
         // SAFETY: a frame of this thread's own stack.
