@@ -1,14 +1,18 @@
-//! Compiles the C shims (`csrc/cpython_frames.c`: frame capture; `csrc/free_list_bypass.c`;
-//! `csrc/sampled_fast_path.c`: sampled mode's allocator fast path; `csrc/parked_blocks.c`: 3.13's
-//! free lists; `csrc/cpython_internals.c`:
-//! container storage for the holder analysis) against the headers
+//! Compiles the C shims (`csrc/cpython_frames.c`: frame capture, 3.13's reference tracer;
+//! `csrc/free_list_bypass.c`: 3.11/3.12's free lists; `csrc/sampled_fast_path.c`: sampled
+//! mode's allocator fast path; `csrc/parked_blocks.c`: 3.13's free lists;
+//! `csrc/cpython_internals.c`: container storage for the holder analysis) against the headers
 //! of the interpreter this extension is built for: they read that exact version's private
 //! struct layouts.
+//!
+//! The shims are the only place that tells CPython versions apart: they export the same
+//! functions on every version (no-ops or constant answers where a version lacks the thing),
+//! and the Rust code has no version cfgs (PyO3's `Py_3_*` cfgs are deliberately not enabled
+//! for this crate, so a `#[cfg(Py_3_13)]` there would be an unknown cfg, a warning).
 
 use std::process::Command;
 
 fn main() {
-    pyo3_build_config::use_pyo3_cfgs();
     let config = pyo3_build_config::get();
     let python = config
         .executable()
@@ -37,7 +41,8 @@ fn main() {
         .opt_level(3)
         .warnings(true)
         .compile("heaptrail_cpython_frames");
-    // Private structures read by the holder analysis (src/holders.rs), in the forked child.
+    // Private structures read by the holder analysis (src/python_api/holders.rs), in the
+    // forked child.
     cc::Build::new()
         .file("csrc/cpython_internals.c")
         .include(include)

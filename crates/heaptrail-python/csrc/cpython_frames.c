@@ -31,7 +31,7 @@
 #error "heaptrail reads interpreter frames of CPython 3.11, 3.12 and 3.13 only"
 #endif
 
-/* Mirrors `RawFrame` in src/frames.rs: two whole words, no padding, so that frames compare
+/* Mirrors `RawFrame` in src/engine/frames.rs: two whole words, no padding, so that frames compare
    and hash as plain words. */
 typedef struct {
     PyCodeObject *code;
@@ -71,13 +71,25 @@ ht_set_busy(int busy)
     return old;
 }
 
-uintptr_t
-ht_swap_last_alloc(uintptr_t block)
+/* Records `block` as the calling thread's latest allocation: 3.13's reference tracer tells a
+   new object's fresh block from one reused from a free list with it. A no-op before 3.13. */
+void
+ht_note_allocated(uintptr_t block)
 {
-    uintptr_t old = ht_last_alloc;
+#if PY_VERSION_HEX >= 0x030D0000
     ht_last_alloc = block;
-    return old;
+#else
+    (void)block;
+#endif
 }
+
+/* Whether ht_capture_frames's `*total` is the depth of the whole stack (1: 3.12+) or only the
+   frames copied, the caller adding the depth below `*rest` (0: 3.11; see ht_capture_frames). */
+#if PY_VERSION_HEX >= 0x030C0000
+const int ht_capture_total_is_complete = 1;
+#else
+const int ht_capture_total_is_complete = 0;
+#endif
 
 /*
  * The thread state of the calling thread, and in `*flags` whether this thread holds the GIL
@@ -398,4 +410,17 @@ ht_set_ref_tracer(int (*on_new_object)(uintptr_t block, size_t size, int fresh),
     }
     return 0;
 }
+
+#else
+
+/* Before 3.13 there is no reference tracer: nothing to install, success. */
+int
+ht_set_ref_tracer(int (*on_new_object)(uintptr_t block, size_t size, int fresh),
+                  int (*on_dead_object)(uintptr_t block))
+{
+    (void)on_new_object;
+    (void)on_dead_object;
+    return 0;
+}
+
 #endif

@@ -1,5 +1,5 @@
 /*
- * Private struct access for the holder analysis (src/holders.rs), which runs in a forked child
+ * Private struct access for the holder analysis (src/python_api/holders.rs), which runs in a forked child
  * that holds the GIL and runs no Python code: a container's internal storage blocks (a dict's
  * key table and values array, a list's item array, a set's hash table, an instance's values
  * array), and the local variables of interpreter frames (a thread's stack, a frame object).

@@ -1,6 +1,6 @@
 /*
  * Sampled mode's allocator fast path: the MEM and OBJ hooks and the RAW free hook, as
- * installed in sampled mode (src/allocator_hooks.rs installs them and owns every decision).
+ * installed in sampled mode (src/engine/allocator_hooks.rs installs them and owns every decision).
  *
  * In sampled mode almost every allocation holds no sample point, and almost every free is of
  * a block that was never sampled. Those two cases are answered here and passed straight to
@@ -26,11 +26,11 @@ atomic_int ht_sampled;
 atomic_size_t ht_marked_blocks;
 /* Counters of trace-table entries per hash of the address (256 KiB in .bss: only pages that
    entries hash to are ever written; the rest read as the shared zero page). Kept by the Rust
-   tracer as table entries come and go (sampler.rs). */
+   tracer as table entries come and go (src/engine/sampler.rs). */
 atomic_uint ht_free_filter[1u << HT_FILTER_BITS];
 
 /* Bytes left until this thread's next sample point. A thread starts far below zero: "no gap
-   drawn yet" (sampler.rs draws it at the thread's first allocation). */
+   drawn yet" (src/engine/sampler.rs draws it at the thread's first allocation). */
 static __thread __attribute__((tls_model("initial-exec"))) int64_t ht_sample_left = INT64_MIN / 2;
 
 /* The filter, for the Rust tracer (its table's entries come and go rarely: sample points). */
@@ -70,10 +70,10 @@ ht_filter_clear(void)
 
 /* pymalloc serves requests up to this many bytes from its own pools, never through the RAW
    domain (CPython 3.8+). A bigger one goes to Rust, which guards the RAW blocks taken for it
-   (they are part of it, not allocations to sample again). Mirrors SMALL_REQUEST in tracer.rs. */
+   (they are part of it, not allocations to sample again). Mirrors SMALL_REQUEST in src/engine/tracer/events.rs. */
 #define HT_SMALL_REQUEST 512
 
-/* The Rust hooks (src/allocator_hooks.rs). */
+/* The Rust hooks (src/engine/allocator_hooks.rs). */
 void *ht_obj_malloc_slow(void *ctx, size_t size);
 void *ht_obj_calloc_slow(void *ctx, size_t nelem, size_t elsize);
 void *ht_obj_realloc_slow(void *ctx, void *ptr, size_t size);
@@ -81,7 +81,7 @@ void ht_obj_free_slow(void *ctx, void *ptr);
 void ht_raw_free_slow(void *ctx, void *ptr);
 
 /* Counts `size` bytes allocated by this thread; returns the bytes left until its next sample
-   point (> 0: this allocation is not sampled). Used by sampler.rs. */
+   point (> 0: this allocation is not sampled). Used by src/engine/sampler.rs. */
 /* The bytes a block of `size` counts for: zero-byte blocks count as one (the estimator's
    rule, heaptrail_core::sampling: every block has a chance to be sampled). */
 static inline int64_t
@@ -141,7 +141,7 @@ ht_allocated(void *block)
     return block;
 }
 
-/* `ctx` of every hook is the allocator below it (allocator_hooks.rs's SAVED). */
+/* `ctx` of every hook is the allocator below it (src/engine/allocator_hooks.rs's SAVED). */
 void *
 ht_obj_malloc(void *ctx, size_t size)
 {

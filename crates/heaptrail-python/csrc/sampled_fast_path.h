@@ -9,10 +9,10 @@
 #include <stddef.h>
 
 /* 1 in sampled mode (the rate is not 0): allocations that hold no sample point and frees of
-   blocks never sampled are answered here. Written by sampler.rs, only while not tracing. */
+   blocks never sampled are answered here. Written by src/engine/sampler.rs, only while not tracing. */
 extern atomic_int ht_sampled;
 
-/* Blocks that carry a heaptrail header, counted by block_headers.rs (main-GIL holder only).
+/* Blocks that carry a heaptrail header, counted by src/engine/block_headers.rs (main-GIL holder only).
    While there is one, a free may be of a headered block, which only the Rust hook frees
    correctly (it gives the allocator the block's true start). */
 extern atomic_size_t ht_marked_blocks;
@@ -54,7 +54,7 @@ ht_certainly_unsampled(uintptr_t addr)
 extern __thread __attribute__((tls_model("initial-exec"))) uintptr_t ht_last_alloc;
 
 /* Counts `size` bytes toward this thread's next sample point. 1: counted, no sample point
-   reached. 0: the count would reach one; nothing is counted (Rust's sampler.rs counts it
+   reached. 0: the count would reach one; nothing is counted (Rust's src/engine/sampler.rs counts it
    again and draws the next gap). Zero-byte blocks count as one byte. */
 int ht_sample_count_unsampled(int64_t size);
 

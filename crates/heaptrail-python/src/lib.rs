@@ -1,43 +1,59 @@
-//! `heaptrail._native`: the CPython extension.
+//! `heaptrail._native`: the CPython extension. This file holds the one `#[pymodule]` export
+//! list (and the tracemalloc-API functions it exports directly).
 //!
-//! * `allocator_hooks`: PyMem hooks on the RAW, MEM and OBJ domains.
-//! * `frames`: frame capture through the per-version C shim (`csrc/cpython_frames.c`).
-//! * `traceback_table`, `trace_store`, `block_headers`, `code_registry`: what is recorded per
-//!   allocation (traces of MEM/OBJ blocks in a header in front of the block, others in a table).
-//! * `sampler`: sampled mode's per-thread byte counter and free filter.
-//! * `tracer`: the global tracing state and the operations of the tracemalloc API.
-//! * `trace_table`: core snapshots exposed to Python.
-//! * `leak_entries`: leak grouping by holder, and the report's verdict and pattern names.
-//! * `fleet`: many processes' watch reports summed up (`heaptrail report DIR`, `html DIR`).
-//! * `remote_call`: `heaptrail attach`'s pending call queued into another process (ptrace).
-//! * `testing_hooks`: `heaptrail._native.testing`, what only tests and benchmarks call.
+//! `engine/`: what runs inside the allocator hooks and keeps the live traces.
+//! * `engine::allocator_hooks`: PyMem hooks on the RAW, MEM and OBJ domains (and 3.13's
+//!   reference tracer callbacks).
+//! * `engine::frames`: the Rust side of the C shim (`csrc/`, the only version-specific code):
+//!   frame capture, code object fields, free lists.
+//! * `engine::gil`: `MainGil`, the proof that the main interpreter's GIL is held, and
+//!   `GilCell`, state reached only with it.
+//! * `engine::block_headers`: traces of MEM/OBJ blocks in a header in front of the block,
+//!   and the radix bitmap of blocks that have one.
+//! * `engine::live_blocks`: the live address -> (size, traceback) table and its counters.
+//! * `engine::traceback_interner`: captured tracebacks interned to small ids.
+//! * `engine::code_registry`: the code objects tracebacks name, held, classified, resolved
+//!   to lines.
+//! * `engine::sampler`: sampled mode's per-thread byte counter and free filter.
+//! * `engine::tracer`: the global tracing state: the `Tracer` tables, what the hooks call,
+//!   the tracemalloc API's operations, snapshots, fork safety.
+//!
+//! `python_api/`: the `#[pyfunction]`/`#[pyclass]` modules.
+//! * `python_api::snapshot_table`: `TraceTable`, a core snapshot seen from Python.
+//! * `python_api::trend_detector`: the `TrendDetector` binding.
+//! * `python_api::watch_report`: the watcher's window written as its JSON line, through the
+//!   core's schema.
+//! * `python_api::holders`: who holds a site's memory, in a forked child.
+//! * `python_api::leak_entries`: leak grouping by holder, and the report's verdict and
+//!   pattern names.
+//! * `python_api::export`: pprof, collapsed stacks, JSON.
+//! * `python_api::html`: the HTML report.
+//! * `python_api::fleet`: many processes' watch reports summed up (`heaptrail report DIR`).
+//! * `python_api::errors`: exceptions heaptrail raises besides the built-in ones.
+//! * `python_api::remote_call`: `heaptrail attach`'s pending call queued into another process
+//!   (ptrace).
+//! * `python_api::retainers`: the old in-process holder walk (`_find_holders`).
+//! * `python_api::testing_hooks`: `heaptrail._native.testing`, what only tests and
+//!   benchmarks call.
 
-mod allocator_hooks;
-mod block_headers;
-mod code_registry;
-mod errors;
-mod export;
-mod fleet;
-mod frames;
-mod holders;
-mod html;
-mod leak_entries;
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::missing_safety_doc)]
+
+mod engine;
+mod python_api;
+
+use engine::{frames, sampler, tracer};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-mod remote_call;
-mod watch_report;
-mod retainers;
-mod sampler;
-mod trace_store;
-mod trace_table;
-mod traceback_table;
-mod testing_hooks;
-mod tracer;
-mod trend_detector;
-
+use python_api::remote_call;
+use python_api::{
+    errors, export, fleet, holders, html, leak_entries, retainers, testing_hooks,
+    trend_detector, watch_report,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use trace_table::TraceTable;
+use python_api::snapshot_table::TraceTable;
 
 /// Starts tracing Python memory allocations, keeping up to `nframe` frames per traceback;
 /// `sample` > 0: sampled mode, a sample point every `sample` bytes on average.

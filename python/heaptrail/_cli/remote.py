@@ -2,7 +2,7 @@
 for `heaptrail attach`, `detach` and `snapshot` (session.py makes the requests).
 
 How: for Python 3.11 to 3.13, heaptrail's native ``_queue_pending_call`` (Rust,
-``remote_call/``) stops the target's main thread for a moment with ptrace and queues a pending
+``python_api/remote_call/``) stops the target's main thread for a moment with ptrace and queues a pending
 call that runs the agent's code (the module says why that is a safe point); on Python 3.14+
 ``sys.remote_exec`` does the same. The agent answers through JSON files in a fresh directory
 made for one request. The directory is made through /proc/PID/root, so it is the target's own /tmp even when the target

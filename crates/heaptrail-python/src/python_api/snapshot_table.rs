@@ -22,8 +22,8 @@ use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::errors::{os_error, SnapshotFileError};
-use crate::tracer::OwnWork;
+use crate::python_api::errors::{os_error, SnapshotFileError};
+use crate::engine::tracer::OwnWork;
 
 #[pyclass(module = "heaptrail._native", frozen, sequence)]
 pub struct TraceTable {

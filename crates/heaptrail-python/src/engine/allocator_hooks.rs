@@ -5,8 +5,9 @@
 //! (`csrc/sampled_fast_path.c`): they pass the unsampled majority straight through and call
 //! the hooks of this file (exported as `ht_*_slow`) for everything else.
 
-use crate::block_headers::{self, HEADER};
-use crate::tracer;
+use crate::engine::block_headers::{self, HEADER};
+use crate::engine::gil::MainGil;
+use crate::engine::tracer;
 use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
 use std::cell::UnsafeCell;
 use std::os::raw::c_void;
@@ -112,8 +113,7 @@ fn headered(p: *mut c_void, size: usize, plan: tracer::HeaderPlan) -> *mut c_voi
         tracer::record_alloc(plan.thread, p as usize, size);
         return p;
     }
-    // SAFETY: `p` is a live block of `size + HEADER` bytes, just marked; the plan says we
-    // hold the main GIL.
+    // SAFETY: `p` is a live block of `size + HEADER` bytes, just marked.
     unsafe { tracer::on_alloc_headered(q, size, plan) };
     q as *mut c_void
 }
@@ -215,7 +215,8 @@ extern "C" fn obj_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     }
     let moved = p as usize + HEADER;
     block_headers::take_mark(q);
-    tracer::forget_headered(before);
+    // SAFETY: the MEM/OBJ realloc hook, releasing a block it found marked.
+    unsafe { tracer::forget_headered(before) };
     if block_headers::mark(moved) {
         // SAFETY: `p` is the live block of `total` bytes the realloc returned.
         unsafe { tracer::on_realloc_headered(moved, size, plan) };
@@ -242,7 +243,8 @@ extern "C" fn obj_free(ctx: *mut c_void, p: *mut c_void) {
     if block_headers::take_mark(q) {
         // SAFETY: it was marked: a live headered block, freed by its owner (with the GIL).
         let header = unsafe { block_headers::read(q) };
-        tracer::forget_headered(header);
+        // SAFETY: the MEM/OBJ free hook, releasing a block it found marked.
+        unsafe { tracer::forget_headered(header) };
         free(a.ctx, (q - HEADER) as *mut c_void);
     } else {
         tracer::on_free(q);
@@ -250,12 +252,14 @@ extern "C" fn obj_free(ctx: *mut c_void, p: *mut c_void) {
     }
 }
 
-#[cfg(Py_3_13)]
+/// CPython 3.13's reference tracer (the C shim installs it; before 3.13 installing it does
+/// nothing).
 mod ref_tracer {
     use std::os::raw::c_int;
 
     extern "C" {
-        /// Installs (Some) or removes (None) the reference tracer; see the C shim.
+        /// Installs (Some) or removes (None) the reference tracer; see the C shim (a no-op
+        /// before 3.13).
         pub fn ht_set_ref_tracer(
             on_new_object: Option<extern "C" fn(usize, usize, c_int) -> c_int>,
             on_dead_object: Option<extern "C" fn(usize) -> c_int>,
@@ -264,14 +268,14 @@ mod ref_tracer {
 
     /// An object of a free-list type is being deallocated (its block may be parked).
     pub extern "C" fn on_dead_object(block: usize) -> c_int {
-        crate::tracer::on_dead_object(block);
+        crate::engine::tracer::on_dead_object(block);
         0
     }
 
     /// `size`: the block's size when the C shim knows it (a free-list type), else 0;
     /// `fresh`: the block is the thread's latest allocation (not reused from a free list).
     pub extern "C" fn on_new_object(block: usize, size: usize, fresh: c_int) -> c_int {
-        crate::tracer::on_new_object(block, size, fresh != 0);
+        crate::engine::tracer::on_new_object(block, size, fresh != 0);
         0
     }
 }
@@ -327,6 +331,7 @@ fn is_runtime_allocator(f: *const ()) -> bool {
     let object_of = |addr: *const ()| {
         // SAFETY: dladdr only reads the loader's tables; a zeroed Dl_info is valid.
         let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `info` is a valid out-parameter.
         let found = unsafe { libc::dladdr(addr.cast(), &mut info) } != 0;
         found.then_some(info.dli_fbase)
     };
@@ -334,19 +339,23 @@ fn is_runtime_allocator(f: *const ()) -> bool {
     runtime.is_some() && object_of(f) == runtime
 }
 
-/// Installs the hooks on all three domains. Caller holds the GIL.
+/// Installs the hooks on all three domains.
 ///
 /// `headers_allowed`: no other tracer (stdlib tracemalloc) is hooked below us. Block headers
 /// are used only when, in addition, the MEM and OBJ allocators below are the runtime's own:
 /// a tracer below us would see every block 16 bytes bigger and at another address. The
 /// choice is made when the MEM and OBJ hooks are installed afresh, and kept while they stay
 /// (a tracer started later hooks above us and sees only what our hooks hand out).
-pub unsafe fn install(headers_allowed: bool) {
-    let saved = &mut *SAVED.0.get();
+pub fn install(_gil: MainGil<'_>, headers_allowed: bool) {
+    // SAFETY: the main GIL is held (`_gil`), and `install`/`uninstall` are the only writers of
+    // SAVED, so no other reference to it is alive; the hooks only read entries of domains
+    // whose hook is not (re)installed yet (see `Saved`).
+    let saved = unsafe { &mut *SAVED.0.get() };
     let mut fresh = [false; 3];
     for (i, domain) in DOMAINS.iter().enumerate() {
         let mut current = EMPTY;
-        PyMem_GetAllocator(*domain, &mut current);
+        // SAFETY: GIL held; `current` is a valid out-parameter.
+        unsafe { PyMem_GetAllocator(*domain, &mut current) };
         if is_our_hook(&current) || LEFT_IN_CHAIN[i].load(Ordering::Relaxed) {
             continue; // still in the chain from an earlier start
         }
@@ -366,35 +375,41 @@ pub unsafe fn install(headers_allowed: bool) {
     }
     for (i, domain) in DOMAINS.iter().enumerate() {
         if fresh[i] {
-            let mut hook = hook_for(i, crate::sampler::sampling());
-            PyMem_SetAllocator(*domain, &mut hook);
+            let mut hook = hook_for(i, crate::engine::sampler::sampling());
+            // SAFETY: GIL held; `hook` chains to `saved[i]`, written above.
+            unsafe { PyMem_SetAllocator(*domain, &mut hook) };
         }
     }
-    #[cfg(Py_3_13)]
-    ref_tracer::ht_set_ref_tracer(
-        Some(ref_tracer::on_new_object),
-        Some(ref_tracer::on_dead_object),
-    );
+    // SAFETY: GIL held; the callbacks are plain functions that live forever.
+    unsafe {
+        ref_tracer::ht_set_ref_tracer(
+            Some(ref_tracer::on_new_object),
+            Some(ref_tracer::on_dead_object),
+        )
+    };
 }
 
 /// Puts the saved allocators back where our hook is still on top of a domain. Where someone
 /// else hooked the domain after us, our hook stays in their chain and simply stops tracing.
 /// The MEM and OBJ hooks also stay while blocks with headers are allocated: only they can free
-/// those. Caller holds the GIL.
-pub unsafe fn uninstall() {
-    let saved = &mut *SAVED.0.get();
+/// those.
+pub fn uninstall(_gil: MainGil<'_>) {
+    // SAFETY: as in `install` (GIL held, the only writers).
+    let saved = unsafe { &mut *SAVED.0.get() };
     let headers_live = block_headers::marked_count() > 0;
     for (i, domain) in DOMAINS.iter().enumerate() {
         let mut current = EMPTY;
-        PyMem_GetAllocator(*domain, &mut current);
+        // SAFETY: GIL held; `current` is a valid out-parameter.
+        unsafe { PyMem_GetAllocator(*domain, &mut current) };
         let needed = headers_live && i != RAW;
         if is_our_hook(&current) && !needed {
-            PyMem_SetAllocator(*domain, &mut saved[i]);
+            // SAFETY: GIL held; puts back the allocator our hook replaced.
+            unsafe { PyMem_SetAllocator(*domain, &mut saved[i]) };
             LEFT_IN_CHAIN[i].store(false, Ordering::Relaxed);
         } else {
             LEFT_IN_CHAIN[i].store(true, Ordering::Relaxed);
         }
     }
-    #[cfg(Py_3_13)]
-    ref_tracer::ht_set_ref_tracer(None, None);
+    // SAFETY: GIL held.
+    unsafe { ref_tracer::ht_set_ref_tracer(None, None) };
 }

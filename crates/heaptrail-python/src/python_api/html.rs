@@ -9,7 +9,7 @@ use heaptrail_core::html::{read_report, report_page, snapshot_page, PageOptions,
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::trace_table::TraceTable;
+use crate::python_api::snapshot_table::TraceTable;
 
 /// The HTML page of a snapshot: totals, flame graph, the `limit` largest lines.
 #[pyfunction]

@@ -1,7 +1,7 @@
 //! Interning of captured tracebacks: each distinct (frames, total depth) gets a small id, so a
 //! live trace costs 8 bytes of traceback reference instead of a copy of its stack.
 
-use crate::frames::RawFrame;
+use crate::engine::frames::RawFrame;
 use hashbrown::HashTable;
 use std::hash::{BuildHasher, Hash, Hasher};
 

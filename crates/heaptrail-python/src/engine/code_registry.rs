@@ -25,7 +25,7 @@
 //! The registry also says which held code objects are library code, when the leak watcher has
 //! set the rules (`_set_user_code_rules`): each code object is classified once, when first held.
 
-use crate::frames::{code_filename_in_hook, code_function, frame_lineno, RawFrame};
+use crate::engine::frames::{code_filename_in_hook, code_function, frame_lineno, RawFrame};
 use heaptrail_core::model::Function;
 use heaptrail_core::sites::SiteRules;
 use heaptrail_core::Filename;
@@ -63,7 +63,8 @@ impl CodeRegistry {
     /// # Safety
     /// The calling thread holds the GIL and `code` is alive (it is on the thread's stack).
     pub unsafe fn hold(&mut self, code: *mut ffi::PyCodeObject) {
-        self.hold_and_classify(code);
+        // SAFETY: the caller's contract is `hold_and_classify`'s.
+        unsafe { self.hold_and_classify(code) };
     }
 
     /// Whether `code` is library code under the rules in force (null: unknown, counted as
@@ -76,9 +77,14 @@ impl CodeRegistry {
         if code.is_null() {
             return true;
         }
-        self.hold_and_classify(code) == Class::Library
+        // SAFETY: the caller's contract is `hold_and_classify`'s.
+        unsafe { self.hold_and_classify(code) == Class::Library }
     }
 
+    /// [`hold`](Self::hold), returning the code object's class.
+    ///
+    /// # Safety
+    /// As for [`hold`](Self::hold).
     unsafe fn hold_and_classify(&mut self, code: *mut ffi::PyCodeObject) -> Class {
         if code.is_null() {
             return Class::Library;
@@ -86,8 +92,10 @@ impl CodeRegistry {
         if let Some(&class) = self.held.get(&(code as usize)) {
             return class;
         }
-        ffi::Py_INCREF(code.cast());
-        let class = classify(self.rules.as_deref(), code);
+        // SAFETY: GIL held and `code` alive (the caller's contract).
+        unsafe { ffi::Py_INCREF(code.cast()) };
+        // SAFETY: as above; we hold a reference to it now.
+        let class = unsafe { classify(self.rules.as_deref(), code) };
         self.held.insert(code as usize, class);
         class
     }
@@ -100,7 +108,8 @@ impl CodeRegistry {
         self.rules = rules;
         let rules = self.rules.clone();
         for (&code, class) in self.held.iter_mut() {
-            *class = classify(rules.as_deref(), code as *mut ffi::PyCodeObject);
+            // SAFETY: GIL held (the caller's contract); we own a reference to `code`.
+            *class = unsafe { classify(rules.as_deref(), code as *mut ffi::PyCodeObject) };
         }
     }
 
@@ -162,11 +171,15 @@ impl CodeRegistry {
 
 /// Classifies a live code object by its filename. Runs inside allocator hooks: reads the
 /// filename without any Python allocation.
+///
+/// # Safety
+/// The calling thread holds the GIL and `code` is alive.
 unsafe fn classify(rules: Option<&SiteRules>, code: *mut ffi::PyCodeObject) -> Class {
     let Some(rules) = rules else {
         return Class::Unclassified;
     };
-    let name = code_filename_in_hook(code).unwrap_or_else(|| "<unknown>".to_string());
+    // SAFETY: the caller's contract is `code_filename_in_hook`'s.
+    let name = unsafe { code_filename_in_hook(code) }.unwrap_or_else(|| "<unknown>".to_string());
     if rules.is_user_file(&name) {
         Class::User
     } else {
@@ -252,7 +265,8 @@ impl LineResolver {
     /// # Safety
     /// `frame.code` is null or a code object held by the [`CodeRegistry`].
     pub unsafe fn resolve(&mut self, py: Python<'_>, frame: RawFrame) -> (Filename, u32) {
-        let (filename, lineno, _) = self.resolve_with_function(py, frame);
+        // SAFETY: the caller's contract is `resolve_with_function`'s.
+        let (filename, lineno, _) = unsafe { self.resolve_with_function(py, frame) };
         (filename, lineno)
     }
 
@@ -281,7 +295,8 @@ impl LineResolver {
         let (filename, function) = match self.codes.get(&key) {
             Some(code) => code.clone(),
             None => {
-                let name = code_filename(py, frame.code);
+                // SAFETY: the registry holds `frame.code` alive and the caller holds the GIL.
+                let name = unsafe { code_filename(py, frame.code) };
                 // SAFETY: the registry holds `frame.code` alive and the caller holds the GIL.
                 let function =
                     unsafe { code_function(frame.code) }.map(|(qualname, first)| Function {
@@ -297,7 +312,8 @@ impl LineResolver {
         let lineno = *self
             .lines
             .entry((key, frame.lasti))
-            .or_insert_with(|| frame_lineno(frame));
+            // SAFETY: as above: GIL held, `frame.code` held by the registry (or null).
+            .or_insert_with(|| unsafe { frame_lineno(frame) });
         (filename, lineno, function)
     }
 }
@@ -307,8 +323,12 @@ fn unknown_filename() -> Filename {
 }
 
 /// `code.co_filename`, or "<unknown>" if it is not a string (as tracemalloc reports it).
+///
+/// # Safety
+/// `code` is a live code object (`py`: the GIL is held).
 unsafe fn code_filename(py: Python<'_>, code: *mut ffi::PyCodeObject) -> Filename {
-    let code = Bound::from_borrowed_ptr(py, code.cast());
+    // SAFETY: `code` is a live object (the caller's contract); the new reference keeps it so.
+    let code = unsafe { Bound::from_borrowed_ptr(py, code.cast()) };
     match code
         .getattr("co_filename")
         .and_then(|f| f.extract::<String>())

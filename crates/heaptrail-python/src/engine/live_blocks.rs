@@ -11,7 +11,7 @@
 //! trace is 16 bytes in an open-addressing table (8-byte address key, 4-byte size, 4-byte
 //! traceback id). The rare block of 4 GiB or more keeps its real size in a side table.
 
-use crate::traceback_table::TbId;
+use crate::engine::traceback_interner::TbId;
 use hashbrown::HashMap;
 use heaptrail_core::sampling::{SampleRate, Weight};
 use rustc_hash::FxBuildHasher;

@@ -4,6 +4,7 @@
 //! filename and a line number is expensive (`PyCode_Addr2Line` decodes the line table), so it
 //! is done later, once per distinct frame, when a snapshot is taken (see `code_registry.rs`).
 
+use crate::engine::gil::MainGil;
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 
@@ -47,8 +48,8 @@ extern "C" {
     fn ht_init();
     fn ht_current_thread_state(flags: *mut c_int) -> *mut ffi::PyThreadState;
     fn ht_set_busy(busy: c_int) -> c_int;
-    #[cfg_attr(not(Py_3_13), allow(dead_code))]
-    fn ht_swap_last_alloc(block: usize) -> usize;
+    fn ht_note_allocated(block: usize);
+    static ht_capture_total_is_complete: c_int;
     fn ht_capture_frames(
         tstate: *mut ffi::PyThreadState,
         out: *mut RawFrame,
@@ -86,21 +87,36 @@ extern "C" {
     fn ht_object_block_address(obj: *mut ffi::PyObject) -> usize;
 }
 
-/// Prepares the shim (records the main interpreter). Call with the GIL held.
-pub fn init() {
-    // SAFETY: reads the runtime's main interpreter pointer; the caller holds the GIL.
+/// Prepares the shim (records the main interpreter).
+pub fn init(_gil: MainGil<'_>) {
+    // SAFETY: reads the runtime's main interpreter pointer, with the main GIL held (`_gil`).
     unsafe { ht_init() }
 }
 
-/// The calling thread as the hooks see it.
+/// The calling thread as the hooks see it. Made only by [`current_thread`] (its fields are
+/// private: `MainGil::of_thread` trusts `holds_gil`), and not `Send`.
 #[derive(Clone, Copy)]
 pub struct CurrentThread {
     /// Its thread state; null when it has none (a C thread, thread teardown).
-    pub tstate: *mut ffi::PyThreadState,
+    tstate: *mut ffi::PyThreadState,
     /// Whether it holds the main interpreter's GIL.
-    pub holds_gil: bool,
+    holds_gil: bool,
     /// Whether it is doing heaptrail's own work (see [`set_busy`]).
-    pub busy: bool,
+    busy: bool,
+}
+
+impl CurrentThread {
+    /// Whether it holds the main interpreter's GIL (see `gil::MainGil::of_thread`).
+    #[inline]
+    pub fn holds_gil(&self) -> bool {
+        self.holds_gil
+    }
+
+    /// Whether it is doing heaptrail's own work (see [`set_busy`]).
+    #[inline]
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
 }
 
 // Flags of `ht_current_thread_state`.
@@ -128,12 +144,22 @@ pub fn set_busy(busy: bool) -> bool {
     unsafe { ht_set_busy(busy as c_int) != 0 }
 }
 
-/// Records `block` as the calling thread's latest allocation; returns the previous one.
-/// (3.13 only: its reference tracer tells fresh blocks from reused ones.)
-#[cfg_attr(not(Py_3_13), allow(dead_code))]
-pub fn swap_last_alloc(block: usize) -> usize {
-    // SAFETY: writes a thread-local word of the calling thread.
-    unsafe { ht_swap_last_alloc(block) }
+/// Records `block` as the calling thread's latest allocation: CPython 3.13's reference tracer
+/// tells a new object's fresh block from one reused from a free list with it. The C shim makes
+/// it a no-op before 3.13.
+#[inline]
+pub fn note_allocated(block: usize) {
+    // SAFETY: writes a thread-local word of the calling thread (or nothing).
+    unsafe { ht_note_allocated(block) }
+}
+
+/// Whether a capture's `total_nframe` is the depth of the whole stack (3.12+: the interpreter
+/// counts its frames), or only the frames copied, the caller adding the depth below `rest`
+/// (3.11). The C shim's answer for the version it was compiled for.
+#[inline]
+pub fn capture_counts_whole_stack() -> bool {
+    // SAFETY: a constant the C shim defines; it is never written.
+    unsafe { ht_capture_total_is_complete != 0 }
 }
 
 /// What one capture saw.
@@ -142,12 +168,12 @@ pub struct Capture {
     pub nframe: usize,
     /// Depth of the stack, complete once `rest` is accounted for.
     pub total_nframe: u32,
-    /// First frame not copied (null at the bottom of the stack). On 3.11 the caller must add
-    /// the depth below it to `total_nframe`.
+    /// First frame not copied (null at the bottom of the stack). Unless
+    /// [`capture_counts_whole_stack`] (3.11), the caller must add the depth below it to
+    /// `total_nframe`.
     pub rest: InterpreterFrame,
-    /// `(rest->previous, code of rest)`: what identifies `rest`'s position in its stack (read
-    /// on 3.11 only, to memoise the depth below it).
-    #[cfg_attr(Py_3_12, allow(dead_code))]
+    /// `(rest->previous, code of rest)`: what identifies `rest`'s position in its stack (used
+    /// where the depth below it is counted, to memoise it).
     pub rest_identity: [usize; 2],
 }
 
@@ -170,14 +196,19 @@ pub unsafe fn capture(thread: CurrentThread, buf: &mut [RawFrame]) -> Capture {
     let mut rest: InterpreterFrame = std::ptr::null_mut();
     let mut rest_identity = [0usize; 2];
     let max = buf.len().min(c_int::MAX as usize) as c_int;
-    let n = ht_capture_frames(
-        thread.tstate,
-        buf.as_mut_ptr(),
-        max,
-        &mut total,
-        &mut rest,
-        &mut rest_identity,
-    );
+    // SAFETY: `thread.tstate` is the calling thread's own state (the caller's contract), so
+    // its frame chain is stable while walked; `buf` has room for `max` frames and the other
+    // pointers are valid out-parameters.
+    let n = unsafe {
+        ht_capture_frames(
+            thread.tstate,
+            buf.as_mut_ptr(),
+            max,
+            &mut total,
+            &mut rest,
+            &mut rest_identity,
+        )
+    };
     Capture {
         nframe: n as usize,
         total_nframe: total as u32,
@@ -195,7 +226,9 @@ pub unsafe fn capture(thread: CurrentThread, buf: &mut [RawFrame]) -> Capture {
 pub unsafe fn next_complete_frame(frame: InterpreterFrame) -> Option<(RawFrame, InterpreterFrame)> {
     let mut out = RawFrame::UNKNOWN;
     let mut next: InterpreterFrame = std::ptr::null_mut();
-    (ht_next_complete_frame(frame, &mut out, &mut next) != 0).then_some((out, next))
+    // SAFETY: `frame` is null or a live frame of this thread (the caller's contract); `out`
+    // and `next` are valid out-parameters.
+    (unsafe { ht_next_complete_frame(frame, &mut out, &mut next) } != 0).then_some((out, next))
 }
 
 /// `code.co_filename`, read without allocating anything Python could see (it runs inside the
@@ -210,7 +243,8 @@ pub unsafe fn code_filename_in_hook(code: *mut ffi::PyCodeObject) -> Option<Stri
     }
     let mut data: *const c_void = std::ptr::null();
     let (mut kind, mut len): (c_int, ffi::Py_ssize_t) = (0, 0);
-    if ht_code_filename(code, &mut data, &mut kind, &mut len) == 0 {
+    // SAFETY: GIL held and `code` alive (the caller's contract); valid out-parameters.
+    if unsafe { ht_code_filename(code, &mut data, &mut kind, &mut len) } == 0 {
         return None;
     }
     // SAFETY: the shim handed out the string's own buffer, which lives as long as `code`.
@@ -229,7 +263,8 @@ pub unsafe fn code_function(code: *mut ffi::PyCodeObject) -> Option<(String, u32
     }
     let mut data: *const c_void = std::ptr::null();
     let (mut kind, mut len, mut first): (c_int, ffi::Py_ssize_t, c_int) = (0, 0, 0);
-    if ht_code_function(code, &mut data, &mut kind, &mut len, &mut first) == 0 {
+    // SAFETY: GIL held and `code` alive (the caller's contract); valid out-parameters.
+    if unsafe { ht_code_function(code, &mut data, &mut kind, &mut len, &mut first) } == 0 {
         return None;
     }
     // SAFETY: as in `code_filename_in_hook`: the name string is owned by the live `code`.
@@ -252,22 +287,21 @@ unsafe fn string_from_units(
         return None;
     }
     let len = len.max(0) as usize;
+    // SAFETY (the three slices): `data` points at `len` live units of `kind` bytes (the
+    // caller's contract), and `kind` picks the unit type.
     let units: Box<dyn Iterator<Item = u32>> = match kind {
-        1 => Box::new(
-            std::slice::from_raw_parts(data.cast::<u8>(), len)
-                .iter()
-                .map(|&c| c as u32),
-        ),
-        2 => Box::new(
-            std::slice::from_raw_parts(data.cast::<u16>(), len)
-                .iter()
-                .map(|&c| c as u32),
-        ),
-        4 => Box::new(
-            std::slice::from_raw_parts(data.cast::<u32>(), len)
-                .iter()
-                .copied(),
-        ),
+        // SAFETY: see above.
+        1 => Box::new(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
+            .iter()
+            .map(|&c| c as u32)),
+        // SAFETY: see above.
+        2 => Box::new(unsafe { std::slice::from_raw_parts(data.cast::<u16>(), len) }
+            .iter()
+            .map(|&c| c as u32)),
+        // SAFETY: see above.
+        4 => Box::new(unsafe { std::slice::from_raw_parts(data.cast::<u32>(), len) }
+            .iter()
+            .copied()),
         _ => return None,
     };
     // A lone surrogate (possible in a str) cannot be a char: shown as U+FFFD.
@@ -279,26 +313,26 @@ unsafe fn string_from_units(
 }
 
 /// Turns CPython 3.11/3.12's dict, list and tuple free lists off (`true`) or back on: see
-/// `csrc/free_list_bypass.c`. A no-op on 3.13+. GIL required. Returns which types are as asked
-/// (bits: 1 dict, 2 list, 4 tuple).
-pub fn set_free_list_bypass(on: bool) -> u32 {
-    // SAFETY: the caller holds the GIL; the shim swaps three static type slots.
+/// `csrc/free_list_bypass.c`. A no-op on 3.13+. Returns which types are as asked (bits: 1
+/// dict, 2 list, 4 tuple).
+pub fn set_free_list_bypass(_gil: MainGil<'_>, on: bool) -> u32 {
+    // SAFETY: the main GIL is held (`_gil`); the shim swaps three static type slots.
     unsafe { ht_free_list_bypass(on as c_int) as u32 }
 }
 
 /// Calls `f(block)` for every block CPython 3.13 keeps parked in its free lists (dead objects
-/// kept for reuse: see `csrc/parked_blocks.c`); none before 3.13. The
-/// caller holds the GIL, and `f` must not allocate through Python nor run Python code (the
-/// lists must not change during the walk). Returns how many.
-pub fn for_each_parked_block<F: FnMut(usize)>(mut f: F) -> usize {
+/// kept for reuse: see `csrc/parked_blocks.c`); none before 3.13. `f` must not allocate
+/// through Python nor run Python code (the lists must not change during the walk). Returns
+/// how many.
+pub fn for_each_parked_block<F: FnMut(usize)>(_gil: MainGil<'_>, mut f: F) -> usize {
     extern "C" fn call<F: FnMut(usize)>(block: usize, data: *mut c_void) {
         // SAFETY: `data` is the `&mut F` passed below, alive for the whole walk.
         let f = unsafe { &mut *(data as *mut F) };
         f(block);
     }
     let data = &mut f as *mut F as *mut c_void;
-    // SAFETY: the caller holds the GIL, so the free lists stay as they are while the shim
-    // reads them; `call::<F>` gets back the `data` it expects.
+    // SAFETY: the main GIL is held (`_gil`), so the free lists stay as they are while the
+    // shim reads them; `call::<F>` gets back the `data` it expects.
     unsafe { ht_for_each_parked_block(call::<F>, data) }
 }
 
@@ -307,28 +341,36 @@ pub fn for_each_parked_block<F: FnMut(usize)>(mut f: F) -> usize {
 /// # Safety
 /// `frame` is a live frame of the calling thread (the `rest` of a capture just made).
 pub unsafe fn count_frames(frame: InterpreterFrame) -> u32 {
-    ht_count_frames(frame) as u32
+    // SAFETY: `frame` is a live frame of this thread (the caller's contract).
+    unsafe { ht_count_frames(frame) as u32 }
 }
 
 /// `(walked, reported)`: the calling thread's stack depth counted frame by frame, and as the
-/// interpreter's recursion counter reports it (-1 before 3.12). GIL required.
-pub fn stack_depths() -> (i32, i32) {
+/// interpreter's recursion counter reports it (-1 before 3.12).
+pub fn stack_depths(_gil: MainGil<'_>) -> (i32, i32) {
     let (mut walked, mut reported) = (0, 0);
-    // SAFETY: the caller holds the GIL, so the thread has a current thread state.
+    // SAFETY: the main GIL is held (`_gil`), so the thread has a current thread state.
     unsafe { ht_stack_depths(&mut walked, &mut reported) };
     (walked, reported)
 }
 
-/// Line number of a captured frame. Caller must hold the GIL and a reference to the code.
+/// Line number of a captured frame.
+///
+/// # Safety
+/// The caller holds the GIL and a reference to the frame's code object (or it is null).
 pub unsafe fn frame_lineno(frame: RawFrame) -> u32 {
     if frame.code.is_null() {
         return 0;
     }
-    ht_code_lineno(frame.code, frame.lasti as c_int) as u32
+    // SAFETY: the caller's contract.
+    unsafe { ht_code_lineno(frame.code, frame.lasti as c_int) as u32 }
 }
 
 /// Address of the memory block holding `obj` (objects can carry a GC/managed-dict pre-header).
-/// Caller must hold the GIL and a reference to `obj`.
+///
+/// # Safety
+/// The caller holds the GIL and a reference to `obj`.
 pub unsafe fn object_block_address(obj: *mut ffi::PyObject) -> usize {
-    ht_object_block_address(obj)
+    // SAFETY: the caller's contract (the shim reads `obj`'s type).
+    unsafe { ht_object_block_address(obj) }
 }

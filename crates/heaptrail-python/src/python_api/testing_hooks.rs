@@ -3,7 +3,9 @@
 
 use pyo3::prelude::*;
 
-use crate::{block_headers, frames, holders, tracer};
+use crate::engine::gil::MainGil;
+use crate::engine::{block_headers, frames, tracer};
+use crate::python_api::holders;
 
 pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     let m = PyModule::new(parent.py(), "testing")?;
@@ -15,8 +17,8 @@ pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// `(walked, reported)` depth of the calling thread's stack (tests of the depth shortcut).
 #[pyfunction]
-fn _stack_depths() -> (i32, i32) {
-    frames::stack_depths()
+fn _stack_depths(py: Python<'_>) -> (i32, i32) {
+    frames::stack_depths(MainGil::from_py(py))
 }
 
 /// `(in use, blocks carrying one, blocks counted as carrying one)`: whether new MEM/OBJ

@@ -53,7 +53,9 @@ impl Header {
 /// `q` is marked (so it is a live block heaptrail allocated with a header) and the caller
 /// holds the main interpreter's GIL (so no other thread frees it meanwhile).
 pub unsafe fn read(q: usize) -> Header {
-    std::ptr::read((q - HEADER) as *const Header)
+    // SAFETY: a marked block starts `HEADER` bytes after the start of a live block of ours,
+    // where its header was written; the GIL keeps it alive (the caller's contract).
+    unsafe { std::ptr::read((q - HEADER) as *const Header) }
 }
 
 /// Writes the header of block `q`.
@@ -62,7 +64,9 @@ pub unsafe fn read(q: usize) -> Header {
 /// `q - HEADER` is the start of a live block of at least `HEADER` bytes obtained by a
 /// headered hook, and the caller holds the main interpreter's GIL.
 pub unsafe fn write(q: usize, header: Header) {
-    std::ptr::write((q - HEADER) as *mut Header, header)
+    // SAFETY: `q - HEADER` starts a live block with room for a header (the caller's
+    // contract).
+    unsafe { std::ptr::write((q - HEADER) as *mut Header, header) }
 }
 
 // ---- the marks: a three-level radix bitmap, one bit per 16 bytes of address space ----------

@@ -12,9 +12,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::os_error;
-use crate::trace_table::TraceTable;
-use crate::tracer::OwnWork;
+use crate::python_api::errors::os_error;
+use crate::python_api::snapshot_table::TraceTable;
+use crate::engine::tracer::OwnWork;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(export_snapshot, m)?)?;

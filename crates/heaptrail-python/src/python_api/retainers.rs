@@ -13,8 +13,8 @@
 //! strings to bytes, the typical cache — so `gc.get_objects()` misses them. Untracked
 //! containers met during the walk are walked too.
 
-use crate::frames::object_block_address;
-use crate::tracer;
+use crate::engine::frames::object_block_address;
+use crate::engine::tracer;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -67,18 +67,24 @@ unsafe fn references_into(
         seen,
     };
     let arg = &mut v as *mut Visit as *mut c_void;
-    if ffi::PyDict_Check(obj) != 0 {
+    // SAFETY: GIL held and `obj` alive (the caller's contract).
+    if unsafe { ffi::PyDict_Check(obj) } != 0 {
         // A dict's tp_traverse skips string keys (they cannot form cycles), but a cache keyed
         // by per-request strings holds those keys alive: visit keys and values.
         let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-        while ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) != 0 {
+        // SAFETY: as above; `visit` only reads, so the dict does not change while iterated.
+        while unsafe { ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) } != 0 {
             visit(key, arg);
             visit(value, arg);
         }
-    } else if let Some(traverse) = (*ffi::Py_TYPE(obj)).tp_traverse {
+    } else if let Some(traverse) =
+        // SAFETY: as above: a live object's type is a live type object.
+        unsafe { (*ffi::Py_TYPE(obj)).tp_traverse }
+    {
         // Calling a type's tp_traverse with a visitor that only reads is what the garbage
         // collector itself does.
-        traverse(obj, visit, arg);
+        // SAFETY: as above; `arg` is the `Visit` that `visit` expects.
+        unsafe { traverse(obj, visit, arg) };
     }
     v.hits
 }
