@@ -71,6 +71,14 @@ ht_set_busy(int busy)
     return old;
 }
 
+/* Whether ht_note_allocated does anything (3.13+): Rust skips the call on every allocation
+   before 3.13 instead of paying for a call into an empty function. */
+#if PY_VERSION_HEX >= 0x030D0000
+const int ht_tracks_last_alloc = 1;
+#else
+const int ht_tracks_last_alloc = 0;
+#endif
+
 /* Records `block` as the calling thread's latest allocation: 3.13's reference tracer tells a
    new object's fresh block from one reused from a free list with it. A no-op before 3.13. */
 void

@@ -50,6 +50,7 @@ extern "C" {
     fn ht_set_busy(busy: c_int) -> c_int;
     fn ht_note_allocated(block: usize);
     static ht_capture_total_is_complete: c_int;
+    static ht_tracks_last_alloc: c_int;
     fn ht_capture_frames(
         tstate: *mut ffi::PyThreadState,
         out: *mut RawFrame,
@@ -145,12 +146,15 @@ pub fn set_busy(busy: bool) -> bool {
 }
 
 /// Records `block` as the calling thread's latest allocation: CPython 3.13's reference tracer
-/// tells a new object's fresh block from one reused from a free list with it. The C shim makes
-/// it a no-op before 3.13.
+/// tells a new object's fresh block from one reused from a free list with it. Skipped where the
+/// C shim says the version needs none (before 3.13).
 #[inline]
 pub fn note_allocated(block: usize) {
-    // SAFETY: writes a thread-local word of the calling thread (or nothing).
-    unsafe { ht_note_allocated(block) }
+    // SAFETY: a constant the C shim defines; it is never written.
+    if unsafe { ht_tracks_last_alloc } != 0 {
+        // SAFETY: writes a thread-local word of the calling thread.
+        unsafe { ht_note_allocated(block) }
+    }
 }
 
 /// Whether a capture's `total_nframe` is the depth of the whole stack (3.12+: the interpreter
