@@ -111,6 +111,32 @@ def _plain(stats):
     return out
 
 
+@pytest.mark.parametrize("key_type, cumulative", [
+    ("xyz", False), ("Lineno", False), ("it's", False), ("a\\b\n\x01\u00e9\u00a0", False),
+    (1, False), (None, True), (b"lineno", False), ("traceback", True), ("traceback", 1),
+])
+def test_bad_analysis_arguments_raise_what_stdlib_raises(key_type, cumulative):
+    """Same exception type and message as stdlib, from statistics and compare_to, whatever
+    the argument's type (the key type's rule is the core's; the message quotes Python's repr)."""
+    raw = [(0, 10, (("a.py", 2),), 1)]
+    ours, theirs = heaptrail.Snapshot(raw, 1), std.Snapshot(raw, 1)
+    calls = [(lambda s, o: s.statistics(key_type, cumulative)),
+             (lambda s, o: s.compare_to(o, key_type, cumulative))]
+    for call in calls:
+        with pytest.raises(Exception) as expected:
+            call(theirs, std.Snapshot([], 1))
+        with pytest.raises(Exception) as got:
+            call(ours, heaptrail.Snapshot([], 1))
+        assert (type(got.value), str(got.value)) == (type(expected.value), str(expected.value))
+
+
+def test_truthy_cumulative_is_cumulative_as_in_stdlib():
+    raw = [(0, 10, (("a.py", 2), ("b.py", 4)), 2)]
+    ours, theirs = heaptrail.Snapshot(raw, 2), std.Snapshot(raw, 2)
+    assert _plain(ours.statistics("lineno", 1)) == _plain(theirs.statistics("lineno", 1))
+    assert _plain(ours.statistics("filename", "yes")) == _plain(theirs.statistics("filename", "yes"))
+
+
 def test_str_output_matches_stdlib():
     raw = [(0, 10, (("a.py", 2), ("b.py", 4)), 3), (0, 5000, (("c.py", 9),), 1)] * 3
     ours, theirs = heaptrail.Snapshot(raw, 2), std.Snapshot(raw, 2)

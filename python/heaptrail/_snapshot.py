@@ -15,7 +15,6 @@ from ._native import SnapshotFileError, TraceTable, _ignore_current_thread
 
 __all__ = ["Snapshot", "SnapshotFileError"]
 
-_KEY_TYPES = ("traceback", "filename", "lineno")
 # Attributes every Snapshot has; anything else a user set is saved as JSON metadata.
 _OWN_ATTRIBUTES = ("traces", "traceback_limit")
 
@@ -55,13 +54,6 @@ def _own_work():
         yield
     finally:
         _ignore_current_thread(previous)
-
-
-def _check_key_type(key_type, cumulative):
-    if key_type not in _KEY_TYPES:
-        raise ValueError(f"unknown key_type: {key_type!r}")
-    if cumulative and key_type not in ("lineno", "filename"):
-        raise ValueError(f"cumulative mode cannot by used with key type {key_type!r}")
 
 
 def _table_limit(traceback_limit):
@@ -183,18 +175,17 @@ class Snapshot:
     def statistics(self, key_type, cumulative=False):
         """Statistics grouped by ``key_type`` ('filename', 'lineno' or 'traceback'), biggest
         first, as a list of Statistic. ``cumulative`` counts every frame of each traceback."""
-        _check_key_type(key_type, cumulative)
         with _own_work():
             return [Statistic(Traceback(frames), size, count)
-                    for frames, size, count in self._table.statistics(key_type, cumulative)]
+                    for frames, size, count in self._table.statistics(key_type, bool(cumulative))]
 
     def compare_to(self, old_snapshot, key_type, cumulative=False):
         """Differences from ``old_snapshot``, biggest change first, as StatisticDiff."""
-        _check_key_type(key_type, cumulative)
         with _own_work():
             return [StatisticDiff(Traceback(frames), size, size_diff, count, count_diff)
                     for frames, size, size_diff, count, count_diff
-                    in self._table.compare_to(old_snapshot._table, key_type, cumulative)]
+                    in self._table.compare_to(old_snapshot._table, key_type,
+                                                bool(cumulative))]
 
     # ---- stdlib interop --------------------------------------------------------------------
 

@@ -47,7 +47,8 @@ pub enum AnalysisError {
 impl fmt::Display for AnalysisError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AnalysisError::UnknownKeyType(k) => write!(f, "unknown key_type: {}", py_repr_str(k)),
+            // The extension words this one itself, with Python's repr() of the argument.
+            AnalysisError::UnknownKeyType(k) => write!(f, "unknown key_type: {k:?}"),
             // (sic: "by used" is the stdlib's wording, kept so messages match.)
             AnalysisError::CumulativeWithTraceback => {
                 f.write_str("cumulative mode cannot by used with key type 'traceback'")
@@ -353,60 +354,6 @@ pub(crate) fn group_by(
     Ok(Groups { arena, list })
 }
 
-/// Python's `repr()` of a `str`, for error messages: single quotes unless the text contains a
-/// single quote and no double quote; backslash escapes for the quote, `\\`, `\t`, `\n`, `\r` and
-/// non-printable characters. (Printability is approximated: control characters, non-space
-/// separators, common format characters and private-use characters are escaped; unassigned code
-/// points, which Python also escapes, are not recognized.)
-pub fn py_repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c == ' ' || (c.is_ascii() && !c.is_ascii_control()) => out.push(c),
-            c if is_printable_non_ascii(c) => out.push(c),
-            c => {
-                let v = c as u32;
-                if v < 0x100 {
-                    out.push_str(&format!("\\x{v:02x}"));
-                } else if v < 0x10000 {
-                    out.push_str(&format!("\\u{v:04x}"));
-                } else {
-                    out.push_str(&format!("\\U{v:08x}"));
-                }
-            }
-        }
-    }
-    out.push(quote);
-    out
-}
-
-fn is_printable_non_ascii(c: char) -> bool {
-    let v = c as u32;
-    !(c.is_control()
-        || c.is_whitespace() // Zs/Zl/Zp other than ' ' (handled by the caller)
-        || v == 0xAD
-        || (0x200B..=0x200F).contains(&v)
-        || (0x202A..=0x202E).contains(&v)
-        || (0x2060..=0x2064).contains(&v)
-        || v == 0xFEFF
-        || (0xE000..=0xF8FF).contains(&v)
-        || v >= 0xF0000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,15 +474,10 @@ mod tests {
         assert_eq!("traceback".parse::<KeyType>().unwrap(), KeyType::Traceback);
         assert_eq!("filename".parse::<KeyType>().unwrap(), KeyType::Filename);
         assert_eq!("lineno".parse::<KeyType>().unwrap(), KeyType::Lineno);
-        let msg = |s: &str| s.parse::<KeyType>().unwrap_err().to_string();
-        assert_eq!(msg("xyz"), "unknown key_type: 'xyz'");
-        assert_eq!(msg("Lineno"), "unknown key_type: 'Lineno'");
-        assert_eq!(msg("it's"), "unknown key_type: \"it's\"");
-        assert_eq!(msg("'\""), r#"unknown key_type: '\'"'"#);
-        assert_eq!(
-            msg("a\\b\n\x01é\u{a0}"),
-            r"unknown key_type: 'a\\b\n\x01é\xa0'"
-        );
+        assert!(matches!(
+            "Lineno".parse::<KeyType>(),
+            Err(AnalysisError::UnknownKeyType(k)) if k == "Lineno"
+        ));
     }
 
     #[test]

@@ -155,16 +155,18 @@ fn key_frames<'py>(
     PyTuple::new(py, out)
 }
 
-fn parse_key_type(key_type: &str, cumulative: bool) -> PyResult<KeyType> {
-    let key: KeyType = key_type
-        .parse()
-        .map_err(|e| PyValueError::new_err(format!("{e}")))?;
-    if cumulative && key == KeyType::Traceback {
-        return Err(PyValueError::new_err(
-            "cumulative mode cannot by used with key type 'traceback'",
-        ));
-    }
-    Ok(key)
+/// The core's key type named by `key_type` (any object, as tracemalloc accepts), with the
+/// standard library's message, which shows the argument's `repr()`, when it names none. The
+/// rule on `cumulative` is the core's (`group_by`).
+fn parse_key_type(key_type: &Bound<'_, PyAny>) -> PyResult<KeyType> {
+    key_type
+        .extract::<&str>()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| match key_type.repr() {
+            Ok(repr) => PyValueError::new_err(format!("unknown key_type: {repr}")),
+            Err(e) => e,
+        })
 }
 
 /// Builds a snapshot from stdlib-style raw traces.
@@ -395,10 +397,10 @@ impl TraceTable {
     fn statistics<'py>(
         &self,
         py: Python<'py>,
-        key_type: &str,
+        key_type: &Bound<'py, PyAny>,
         cumulative: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let key = parse_key_type(key_type, cumulative)?;
+        let key = parse_key_type(key_type)?;
         let snapshot = self.snapshot.clone();
         let stats = py
             .detach(|| statistics(&snapshot, key, cumulative))
@@ -421,10 +423,10 @@ impl TraceTable {
         &self,
         py: Python<'py>,
         old: &Bound<'py, TraceTable>,
-        key_type: &str,
+        key_type: &Bound<'py, PyAny>,
         cumulative: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let key = parse_key_type(key_type, cumulative)?;
+        let key = parse_key_type(key_type)?;
         let (new_s, old_s) = (self.snapshot.clone(), old.get().snapshot.clone());
         let diffs = py
             .detach(|| compare_to(&new_s, &old_s, key, cumulative))
