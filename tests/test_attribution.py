@@ -406,7 +406,7 @@ def test_generated_code_is_never_a_site():
         table = _native._get_traceback_totals()
         sites = table.sites(library_patterns(), [], [])
         heaptrail.stop()
-        top = [(f, line) for _, f, line, size, count, *_ in sites if count >= 2000]
+        top = [(s["filename"], s["lineno"]) for s in sites if s["count"] >= 2000]
         assert (HERE, line_of("# CALLS-GENERATED")) in top, (name, top[:3])
         assert not any(f == name for f, _ in top)
         del kept

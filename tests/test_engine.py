@@ -399,10 +399,10 @@ def test_live_totals_per_traceback_match_a_full_snapshot():
     from_totals = heaptrail._native._get_traceback_totals().sites(*args)
     from_traces = heaptrail._native._get_traces().sites(*args)
     assert len(from_totals) > 3
-    assert [(k, size, count) for k, _, _, size, count, *_ in from_totals] == \
-        [(k, size, count) for k, _, _, size, count, *_ in from_traces]
-    assert any(f == HERE and line == ALLOC_LINE and count >= 1000
-               for _, f, line, _, count, *_ in from_totals)
+    assert [(s["key"], s["size"], s["count"]) for s in from_totals] == \
+        [(s["key"], s["size"], s["count"]) for s in from_traces]
+    assert any(s["filename"] == HERE and s["lineno"] == ALLOC_LINE and s["count"] >= 1000
+               for s in from_totals)
 
 
 def test_total_nframe_is_the_real_stack_depth():

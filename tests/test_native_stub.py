@@ -19,8 +19,9 @@ from heaptrail import _native
 
 PACKAGE = Path(heaptrail.__file__).parent
 STUB = PACKAGE / "_native.pyi"
-# Helpers that exist only in the stub: type aliases and the type of the `testing` submodule.
-STUB_ONLY = {"_Testing"}
+# Helpers that exist only in the stub: type aliases, the type of the `testing` submodule, and
+# the TypedDict of the dict rows TraceTable.sites() returns.
+STUB_ONLY = {"_Testing", "_SiteRow"}
 # What every module has; not part of the extension's interface.
 MODULE_DUNDERS = {"__all__", "__doc__", "__file__", "__loader__", "__name__", "__package__",
                   "__spec__"}

@@ -12,7 +12,7 @@ import os
 import sys
 import types
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Literal, final, overload
+from typing import Any, Final, Literal, TypedDict, final, overload
 
 _Path = str | os.PathLike[str]
 _Frames = tuple[tuple[str, int], ...]
@@ -23,6 +23,19 @@ _FilterSpec = (tuple[Literal["frame"], bool, str, int | None, bool, int | None]
                | tuple[Literal["domain"], bool, int])
 """`("frame", inclusive, pattern, lineno, all_frames, domain)` or `("domain", inclusive,
 domain)` (what `heaptrail.Filter` / `DomainFilter` turn into)."""
+
+
+class _SiteRow(TypedDict):
+    """One row of TraceTable.sites() (a dict at run time)."""
+
+    key: int
+    filename: str
+    lineno: int
+    size: int
+    count: int
+    frames: _Frames
+    function: str | None
+
 
 __all__ = [
     "start", "stop", "is_tracing", "get_sample_rate", "DEFAULT_SAMPLE_RATE", "clear_traces",
@@ -125,7 +138,7 @@ class TraceTable:
         include: Sequence[str] = ...,
         exclude: Sequence[str] = ...,
         limit: int | None = None,
-    ) -> list[tuple[int, str, int, int, int, _Frames, str | None]]: ...
+    ) -> list[_SiteRow]: ...
     def filter(self, filters: Iterable[_FilterSpec]) -> TraceTable: ...
 
 # --- leak verdicts (trend_detector.rs, leak_entries.rs, watch_report.rs) ---------------------

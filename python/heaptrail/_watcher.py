@@ -199,10 +199,10 @@ class Watcher:
         rss = rss_bytes()
         sites = table.sites(self._library, self.settings.patterns("include"),
                             self.settings.patterns("exclude"))
-        self._site_info = {key: (filename, lineno, frames, function)
-                           for key, filename, lineno, _size, _count, frames, function in sites}
+        self._site_info = {s["key"]: (s["filename"], s["lineno"], s["frames"], s["function"])
+                           for s in sites}
         judged = self._detector.observe(
-            mono, rss, traced, peak, [(key, size, count) for key, _, _, size, count, *_ in sites])
+            mono, rss, traced, peak, [(s["key"], s["size"], s["count"]) for s in sites])
         self._window = judged["window"]
         report = {
             "schema": SCHEMA,

@@ -17,7 +17,7 @@ use heaptrail_core::{snapshot_file, Snapshot, SnapshotBuilder};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PySlice, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -442,9 +442,9 @@ impl TraceTable {
     }
 
     /// Live memory per site in the user's code (see `heaptrail_core::sites`), biggest first:
-    /// a list of `(key, filename, lineno, size, count, frames, function)`, `frames` being the
-    /// biggest traceback at the site, most recent first, and `function` the qualified name of
-    /// the code running the site's line in it (as recorded, else from the source; None when
+    /// a list of dicts `{key, filename, lineno, size, count, frames, function}`, `frames` being
+    /// the biggest traceback at the site, most recent first, and `function` the qualified name
+    /// of the code running the site's line in it (as recorded, else from the source; None when
     /// unknown). Patterns use fnmatch syntax.
     #[pyo3(signature = (library=vec![], include=vec![], exclude=vec![], limit=None))]
     fn sites<'py>(
@@ -472,8 +472,15 @@ impl TraceTable {
         let mut rows = Vec::with_capacity(sites.len());
         for s in &sites {
             let frames = self.traceback_obj(py, &mut cache, s.traceback)?;
-            let function = s.function.as_deref();
-            rows.push((s.key, &*s.filename, s.lineno, s.size, s.count, frames, function).into_pyobject(py)?);
+            let row = PyDict::new(py);
+            row.set_item(pyo3::intern!(py, "key"), s.key)?;
+            row.set_item(pyo3::intern!(py, "filename"), &*s.filename)?;
+            row.set_item(pyo3::intern!(py, "lineno"), s.lineno)?;
+            row.set_item(pyo3::intern!(py, "size"), s.size)?;
+            row.set_item(pyo3::intern!(py, "count"), s.count)?;
+            row.set_item(pyo3::intern!(py, "frames"), frames)?;
+            row.set_item(pyo3::intern!(py, "function"), s.function.as_deref())?;
+            rows.push(row);
         }
         PyList::new(py, rows)
     }
