@@ -21,13 +21,13 @@ def owned_names():
             | set(_native.LEAK_PATTERNS))
 
 
-# The attach agent runs inside another process, whose heaptrail may be another version: it
-# must stand alone, and its fallback reads that version's reports by their literal names.
-STANDS_ALONE = {"_agent.py"}
+# Code that runs inside other processes (the attach agent, whose target's heaptrail may be
+# another version) stands alone: its fallback reads that version's reports by literal names.
+STANDS_ALONE = PACKAGE / "_inject"
 
 
 def python_sources():
-    files = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in STANDS_ALONE)
+    files = sorted(p for p in PACKAGE.rglob("*.py") if STANDS_ALONE not in p.parents)
     assert files, PACKAGE
     return files
 
