@@ -23,6 +23,8 @@ from ._sinks import CallbackSink, JsonLinesSink, LoggingSink
 from ._leaks import LeakAnalyser
 
 SCHEMA = _native.WATCH_SCHEMA  # "heaptrail.watch/2"
+# A site row (TraceTable.sites()) for a key the detector reports but the window's sites lack.
+_UNKNOWN_SITE = {"filename": "<unknown>", "lineno": 0, "frames": (), "function": None}
 # Windows kept in Watcher.history. A report as Python objects is ~15 KB (dicts per site and
 # frame); the history keeps each as its JSON line (~3 KB) and decodes on demand, because the
 # history is part of what heaptrail costs the application it watches.
@@ -84,8 +86,7 @@ class Watcher:
         self._last = None         # the latest report as a dict
         self._last_window = None  # (report, per-traceback totals) of the latest window, one
                                   # reference swapped at once: profiles pair them right
-        self._site_info = {}      # key -> (filename, lineno, traceback, function), sites of the
-                                  # last window
+        self._site_info = {}      # key -> site row (TraceTable.sites()) of the last window
         self._verdicts = {}       # (filename, lineno) -> last verdict, rows of the last window
         self._leaks = LeakAnalyser(self._library, settings.patterns("include"),
                                    settings.patterns("exclude"))
@@ -199,8 +200,7 @@ class Watcher:
         rss = rss_bytes()
         sites = table.sites(self._library, self.settings.patterns("include"),
                             self.settings.patterns("exclude"))
-        self._site_info = {s["key"]: (s["filename"], s["lineno"], s["frames"], s["function"])
-                           for s in sites}
+        self._site_info = {s["key"]: s for s in sites}
         judged = self._detector.observe(
             mono, rss, traced, peak, [(s["key"], s["size"], s["count"]) for s in sites])
         self._window = judged["window"]
@@ -264,12 +264,11 @@ class Watcher:
             if len(rows) >= self.settings.top and row["verdict"] not in _native.ALWAYS_REPORTED:
                 continue
             key = row.pop("key")
-            filename, lineno, frames, function = self._site_info.get(
-                key, ("<unknown>", 0, (), None))
-            row.update(_key=key, filename=filename, lineno=lineno)
-            if function:
-                row["function"] = function
-            row.update(traceback=[[f, n] for f, n in frames],
+            site = self._site_info.get(key, _UNKNOWN_SITE)
+            row.update(_key=key, filename=site["filename"], lineno=site["lineno"])
+            if site["function"]:
+                row["function"] = site["function"]
+            row.update(traceback=[[f, n] for f, n in site["frames"]],
                        bytes_per_second=round(row["bytes_per_second"], 3),
                        confidence=round(row["confidence"], 4))
             rows.append(row)
