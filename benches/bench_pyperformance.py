@@ -17,7 +17,11 @@ puts on PYTHONPATH (passed to the workers with pyperf's --inherit-environ), befo
 benchmark's code is imported, and left running until the worker exits: what a service pays
 with the tracer on from the start. Each cell is the median of pyperf's values; a ratio is
 that over the untraced median of the same benchmark; the last rows are the geometric mean
-and the maximum of each column.
+and the maximum of each column. With --rounds N every tracer runs N times per script, in an
+order that flips every round, and a ratio is the median over rounds of the round's own
+ratio: on a machine whose speed swings within minutes (a shared VM), one run per tracer puts
+the swing into the ratio. bench_sampled_cost.py counts the same benchmarks' work under
+cachegrind instead, which the machine's speed does not change.
 
 Why: issue 10's target for sampled mode is <= 1.03x geomean here (CPython's own sampling
 proposal for tracemalloc measured 1.23x on pyperformance).
@@ -25,6 +29,7 @@ proposal for tracemalloc measured 1.23x on pyperformance).
 
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +115,14 @@ def run_one(script, mode, tmp, args):
     return {b.get_name(): b.median() for b in suite.get_benchmarks()}
 
 
+def paired_ratio(times, bench, mode):
+    """The median over rounds of `mode`'s time over the untraced time of the same round (None
+    when no round has both)."""
+    pairs = [t / u for t, u in zip(times.get((bench, mode), []), times.get((bench, "untraced"), []))
+             if t and u]
+    return statistics.median(pairs) if pairs else None
+
+
 def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
@@ -130,6 +143,11 @@ def main():
     p.add_argument("--no-exact", action="store_true",
                    help="leave exact heaptrail out (to decide sampled mode's target with "
                         "pyperf's full 4 x 3 values per cell in half the time)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="runs of every tracer per script, alternating their order (default 1); "
+                        "a cell is then the median over rounds of its ratio to the untraced "
+                        "run of the same round, so a machine whose speed drifts within a "
+                        "script's runs weighs on both sides of each ratio")
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds allowed per benchmark script and tracer (default 900)")
     args = p.parse_args()
@@ -144,7 +162,7 @@ def main():
     env = _common.environment()
     label = {m: (f"sampled {int(m.split(':')[1]) >> 10}K" if m.startswith("sampled:") else m)
              for m in modes}
-    times = {}  # (benchmark, mode) -> seconds
+    times = {}  # (benchmark, mode) -> [seconds per round]
     timed_out = []  # "script under mode" cells over --timeout
     with tempfile.TemporaryDirectory(prefix="bench-pyperformance-") as tmp:
         with open(os.path.join(tmp, "sitecustomize.py"), "w") as f:
@@ -152,36 +170,42 @@ def main():
         for i, name in enumerate(args.benchmarks, 1):
             script = benchmark_script(name)
             mine = set()
-            for mode in modes:  # interleaved per script, so drifts hit every tracer alike
-                _common.progress(f"[{i}/{len(args.benchmarks)}] {name}: {mode}")
-                try:
-                    result = run_one(script, mode, tmp, args)
-                except subprocess.TimeoutExpired:
-                    # One slow cell (stdlib on pprint takes > 15 min) must not cost the run.
-                    timed_out.append(f"{name} under {label[mode]}")
-                    _common.progress(f"    {name}: {mode} exceeded {args.timeout:g} s: left out")
-                    continue
-                for bench, seconds in result.items():
-                    times[(bench, mode)] = seconds
-                    mine.add(bench)
+            slow = set()  # modes left out of this script after a timeout
+            for round_ in range(args.rounds):
+                # Interleaved per script, so drifts hit every tracer alike; the order flips
+                # every round, so a steady drift favours no tracer.
+                for mode in (modes if round_ % 2 == 0 else modes[::-1]):
+                    if mode in slow:
+                        continue
+                    _common.progress(f"[{i}/{len(args.benchmarks)}] {name}: {mode}"
+                                     + (f" (round {round_ + 1}/{args.rounds})"
+                                        if args.rounds > 1 else ""))
+                    try:
+                        result = run_one(script, mode, tmp, args)
+                    except subprocess.TimeoutExpired:
+                        # One slow cell (stdlib on pprint takes > 15 min) must not cost the run.
+                        slow.add(mode)
+                        timed_out.append(f"{name} under {label[mode]}")
+                        _common.progress(f"    {name}: {mode} exceeded {args.timeout:g} s: "
+                                         "left out")
+                        continue
+                    for bench, seconds in result.items():
+                        times.setdefault((bench, mode), [None] * args.rounds)[round_] = seconds
+                        mine.add(bench)
             # The script's ratios as soon as they are known (a long run stays useful if cut).
             for bench in sorted(mine):
-                base = times.get((bench, "untraced"))
-                if base is None:
-                    continue
                 _common.progress(f"    {bench}: " + ", ".join(
-                    f"{m} {times[(bench, m)] / base:.2f}x" for m in modes[1:]
-                    if (bench, m) in times))
+                    f"{m} {r:.2f}x" for m in modes[1:]
+                    if (r := paired_ratio(times, bench, m)) is not None))
 
     benches = sorted({b for b, _ in times})
     ratios = {m: {} for m in modes[1:]}
     rows = []
     for b in benches:
-        base = times.get((b, "untraced"))
-        row = [b, _common.fmt_seconds(base)]
+        base = [t for t in times.get((b, "untraced"), []) if t is not None]
+        row = [b, _common.fmt_seconds(statistics.median(base) if base else None)]
         for m in modes[1:]:
-            t = times.get((b, m))
-            r = t / base if t and base else None
+            r = paired_ratio(times, b, m)
             if r is not None:
                 ratios[m][b] = r
             row.append(_common.fmt_ratio(r))
@@ -202,7 +226,9 @@ def main():
                             f"{PYPERFORMANCE} ({len(args.benchmarks)} scripts), nframe "
                             f"{NFRAME} for every tracer"),
         f"cell = pyperf median ({args.processes} worker processes x {args.values} values; stdlib "
-        "1 x 1) under the tracer / untraced median",
+        "1 x 1) under the tracer / untraced median"
+        + (f"; median of {args.rounds} rounds, each against the untraced run of its round"
+           if args.rounds > 1 else ""),
         "",
         _common.table(["benchmark", "untraced"] + [f"{label[m]}/untr" for m in modes[1:]],
                       rows),
@@ -212,7 +238,8 @@ def main():
     _common.emit(args, text, {
         "benchmark": "pyperformance", "environment": env, "pyperformance": PYPERFORMANCE,
         "nframe": NFRAME, "processes": args.processes, "values": args.values,
-        "modes": modes, "seconds": {f"{b}|{m}": t for (b, m), t in times.items()},
+        "rounds": args.rounds, "modes": modes,
+        "seconds": {f"{b}|{m}": t for (b, m), t in times.items()},
         "summary": summary, "target_geomean": TARGET, "timed_out": timed_out,
     })
 
