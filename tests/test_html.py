@@ -143,7 +143,14 @@ def browse(page, screenshot=None):
                     "--disable-extensions", f"--user-data-dir={profile}",
                     f"--proxy-server=http://127.0.0.1:{proxy.port}",
                     "--proxy-bypass-list=<-loopback>", "--enable-logging=stderr", "--v=0",
-                    "--window-size=1280,2400", "--virtual-time-budget=3000"]
+                    "--window-size=1280,2400", "--virtual-time-budget=3000",
+                    # A sandboxed frame (the flame graph's) renders in a process of its own by
+                    # default, and a screenshot may be composed before that process has drawn
+                    # it: once in CI the flame graph's box came out empty. In the page's
+                    # process, with every compositor stage run before a frame is drawn, the
+                    # screenshot holds what the page shows.
+                    "--disable-features=IsolateSandboxedIframes",
+                    "--run-all-compositor-stages-before-draw"]
             if screenshot:
                 args.append(f"--screenshot={screenshot}")
             else:
