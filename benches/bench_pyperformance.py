@@ -88,16 +88,28 @@ def benchmark_script(name):
     return path
 
 
-def run_one(script, mode, tmp, args):
-    """pyperf's results for one script under one tracer: {benchmark name: median seconds}."""
-    out = os.path.join(tmp, "result.json")
-    if os.path.exists(out):
-        os.unlink(out)
+def worker_environment(mode, tmp):
+    """The environment of a benchmark run under `mode`: SITECUSTOMIZE (written into `tmp`)
+    first on the path, told which tracer to start."""
     env = _common.child_env()
     env["PYTHONPATH"] = os.pathsep.join(
         [tmp] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["HEAPTRAIL_BENCH_TRACER"] = mode
     env["HEAPTRAIL_BENCH_TMP"] = tmp
+    return env
+
+
+def mode_label(mode):
+    """How a mode is named in tables: "sampled 512K" for "sampled:524288"."""
+    return f"sampled {int(mode.split(':')[1]) >> 10}K" if mode.startswith("sampled:") else mode
+
+
+def run_one(script, mode, tmp, args):
+    """pyperf's results for one script under one tracer: {benchmark name: median seconds}."""
+    out = os.path.join(tmp, "result.json")
+    if os.path.exists(out):
+        os.unlink(out)
+    env = worker_environment(mode, tmp)
     # stdlib tracemalloc is 20-50x slower: one worker and one value (its ratio is far from
     # the others', noise does not matter there), or it alone would take most of the run.
     processes, values = (1, 1) if mode == "stdlib" else (args.processes, args.values)
@@ -160,8 +172,7 @@ def main():
              + ([] if args.no_exact else ["heaptrail"])
              + ([] if args.no_stdlib else ["stdlib"]) + ([] if args.no_memray else ["memray"]))
     env = _common.environment()
-    label = {m: (f"sampled {int(m.split(':')[1]) >> 10}K" if m.startswith("sampled:") else m)
-             for m in modes}
+    label = {m: mode_label(m) for m in modes}
     times = {}  # (benchmark, mode) -> [seconds per round]
     timed_out = []  # "script under mode" cells over --timeout
     with tempfile.TemporaryDirectory(prefix="bench-pyperformance-") as tmp:

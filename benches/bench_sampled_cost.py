@@ -22,7 +22,6 @@ of instructions and of estimated cycles, Ir + 10 x (first-level misses) + 100 x 
 misses), to untraced. Last rows: geometric mean and maximum of each column.
 """
 
-import math
 import os
 import re
 import shutil
@@ -52,21 +51,12 @@ def worker_command(script, task, loops, out):
             "-n", "1", "-w", "0", "-p", "1", "-o", out]
 
 
-def environment_for(mode, tmp):
-    env = _common.child_env()
-    env["PYTHONPATH"] = os.pathsep.join(
-        [tmp] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["HEAPTRAIL_BENCH_TRACER"] = mode
-    env["HEAPTRAIL_BENCH_TMP"] = tmp
-    return env
-
-
 def native_seconds_per_loop(script, task, tmp):
     """One untraced native loop of the benchmark, or None when the script has no such task."""
     import pyperf
     out = os.path.join(tmp, f"calibrate-{os.getpid()}-{task}.json")
     subprocess.run(worker_command(script, task, 1, out), capture_output=True, check=True,
-                   env=environment_for("untraced", tmp), cwd=tmp, timeout=600)
+                   env=bench_pyperformance.worker_environment("untraced", tmp), cwd=tmp, timeout=600)
     if not os.path.exists(out):
         return None
     bench = pyperf.BenchmarkSuite.load(out).get_benchmarks()[0]
@@ -81,7 +71,7 @@ def counted(script, task, loops, mode, tmp, valgrind):
     out = counts_file + ".json"
     cmd = [valgrind, "--tool=cachegrind", "--cache-sim=yes",
            f"--cachegrind-out-file={counts_file}"] + worker_command(script, task, loops, out)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=environment_for(mode, tmp),
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=bench_pyperformance.worker_environment(mode, tmp),
                           cwd=tmp, timeout=7200)
     try:
         if proc.returncode != 0:
@@ -109,10 +99,6 @@ def per_loop(script, task, loops, mode, tmp, valgrind):
     return {e: max(run[e] - load[e], 0) / loops for e in EVENTS}
 
 
-def geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
-
-
 def main():
     p = _common.parser(__doc__.split("\n\n")[0], repeat=1)
     p.add_argument("--benchmarks", nargs="+", default=bench_pyperformance.BENCHMARKS,
@@ -138,8 +124,7 @@ def main():
     _common.ensure_packages({"pyperformance": bench_pyperformance.PYPERFORMANCE})
     modes = (["untraced"] + [f"sampled:{r}" for r in args.sample]
              + (["heaptrail"] if args.exact else []))
-    label = {m: (f"sampled {int(m.split(':')[1]) >> 10}K" if m.startswith("sampled:") else m)
-             for m in modes}
+    label = {m: bench_pyperformance.mode_label(m) for m in modes}
     env = _common.environment()
     with tempfile.TemporaryDirectory(prefix="bench-sampled-cost-") as tmp:
         with open(os.path.join(tmp, "sitecustomize.py"), "w") as f:
@@ -181,7 +166,7 @@ def main():
                 ratios[m]["Ir"][bench], ratios[m]["cycles"][bench] = ir, cycles
             row += [f"{ir:.3f}x" if ir else "-", f"{cycles:.3f}x" if cycles else "-"]
         rows.append(row)
-    summary = {m: {k: {"geomean": geomean(list(v.values())),
+    summary = {m: {k: {"geomean": bench_pyperformance.geomean(list(v.values())),
                        "max": max(v.values(), default=None)}
                    for k, v in ratios[m].items()} for m in modes[1:]}
     for what in ("geomean", "max"):
