@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from heaptrail import _native
-from watch_windows import serving_from
+from watch_windows import is_program_file, serving_from
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 LEAKS = sorted(p.name for p in PROGRAMS.glob("leak_*.py"))
@@ -67,10 +67,6 @@ def leak_line(program):
 
 def where(d):
     return (d["filename"], d["lineno"])
-
-
-def is_user_file(filename):
-    return filename.startswith(str(PROGRAMS) + os.sep)
 
 
 # How many programs run at once. Each one is paced at 100 requests/s and costs ~15-20% of a
@@ -302,9 +298,9 @@ def test_feeding_line_is_the_users(reports, program):
     entries = entries_at(windows, leak_line(program))
     assert entries, f"{program}: no leak entry at the `# LEAK` line"
     for w, e in entries:
-        assert is_user_file(e["site"]["filename"])
+        assert is_program_file(e["site"]["filename"])
         feeding = e["feeding_line"]
-        assert feeding is None or is_user_file(feeding["filename"]), (w, feeding)
+        assert feeding is None or is_program_file(feeding["filename"]), (w, feeding)
 
 
 @pytest.mark.parametrize("program", LEAKS)

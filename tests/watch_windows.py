@@ -9,6 +9,11 @@ PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
 _PREFIXES = tuple({PROGRAMS + os.sep, os.path.realpath(PROGRAMS) + os.sep})
 
 
+def is_program_file(filename):
+    """Is `filename` one of the test programs' files (a program or _service.py)?"""
+    return filename.startswith(_PREFIXES)
+
+
 def serving_from(windows):
     """The first window listing a site of the test programs' files: the program has started
     serving requests (each runs _service.py's request loop, whose churn is listed). Detection
@@ -17,4 +22,4 @@ def serving_from(windows):
     started serving in window 4 and was flagged in window 11, seven windows later, as the
     others were)."""
     return next((w["window"] for w in windows
-                 if any(s["filename"].startswith(_PREFIXES) for s in w["sites"])), None)
+                 if any(is_program_file(s["filename"]) for s in w["sites"])), None)
