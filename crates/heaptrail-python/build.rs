@@ -1,6 +1,8 @@
 //! Compiles the C shims (`csrc/cpython_frames.c`: frame capture, 3.13's reference tracer;
 //! `csrc/free_list_bypass.c`: 3.11/3.12's free lists; `csrc/sampled_fast_path.c`: sampled
 //! mode's allocator fast path; `csrc/parked_blocks.c`: 3.13's free lists;
+//! `csrc/closed_free_lists.c`: 3.13's free lists closed while tracing; `csrc/free_lists.h`: which
+//! of those a build uses;
 //! `csrc/cpython_internals.c`: container storage for the holder analysis) against the headers
 //! of the interpreter this extension is built for: they read that exact version's private
 //! struct layouts.
@@ -37,6 +39,7 @@ fn main() {
         .file("csrc/free_list_bypass.c")
         .file("csrc/sampled_fast_path.c")
         .file("csrc/parked_blocks.c")
+        .file("csrc/closed_free_lists.c")
         .include(include)
         .opt_level(3)
         .warnings(true)
@@ -54,6 +57,8 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/sampled_fast_path.c");
     println!("cargo:rerun-if-changed=csrc/sampled_fast_path.h");
     println!("cargo:rerun-if-changed=csrc/parked_blocks.c");
+    println!("cargo:rerun-if-changed=csrc/closed_free_lists.c");
+    println!("cargo:rerun-if-changed=csrc/free_lists.h");
     println!("cargo:rerun-if-changed=csrc/cpython_internals.c");
     println!("cargo:rerun-if-changed=csrc/cpython_frame_access.h");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");

@@ -25,6 +25,7 @@
 
 #include <stdint.h>
 
+#include "free_lists.h"
 #include "sampled_fast_path.h"
 
 #if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
@@ -71,20 +72,21 @@ ht_set_busy(int busy)
     return old;
 }
 
-/* Whether ht_note_allocated does anything (3.13+): Rust skips the call on every allocation
-   before 3.13 instead of paying for a call into an empty function. */
-#if PY_VERSION_HEX >= 0x030D0000
+/* Whether ht_note_allocated does anything (free_lists.h): Rust skips the call on every
+   allocation elsewhere instead of paying for a call into an empty function. */
+#ifdef HT_TRACKS_LAST_ALLOC
 const int ht_tracks_last_alloc = 1;
 #else
 const int ht_tracks_last_alloc = 0;
 #endif
 
-/* Records `block` as the calling thread's latest allocation: 3.13's reference tracer tells a
-   new object's fresh block from one reused from a free list with it. A no-op before 3.13. */
+/* Records `block` as the calling thread's latest allocation: the reference tracer tells a
+   new object's fresh block from one reused from a free list with it. A no-op where it is not
+   used (free_lists.h). */
 void
 ht_note_allocated(uintptr_t block)
 {
-#if PY_VERSION_HEX >= 0x030D0000
+#ifdef HT_TRACKS_LAST_ALLOC
     ht_last_alloc = block;
 #else
     (void)block;
@@ -308,11 +310,12 @@ ht_object_block_address(PyObject *obj)
     return (uintptr_t)obj - pre;
 }
 
-#if PY_VERSION_HEX >= 0x030D0000
+#ifdef HT_TRACKS_LAST_ALLOC
 /*
- * 3.13+: objects taken from a free list are re-initialised without any allocation, so the
- * allocator hooks never see them. The reference tracer is told about every new object; the
- * Rust side re-stamps the object's block with the current traceback.
+ * 3.13+ where the free lists cannot be closed (free_lists.h): objects taken from a free list
+ * are re-initialised without any allocation, so the allocator hooks never see them. The
+ * reference tracer is told about every new object; the Rust side re-stamps the object's
+ * block with the current traceback.
  */
 static PyRefTracer ht_previous_tracer = NULL;
 static void *ht_previous_data = NULL;
@@ -421,7 +424,7 @@ ht_set_ref_tracer(int (*on_new_object)(uintptr_t block, size_t size, int fresh),
 
 #else
 
-/* Before 3.13 there is no reference tracer: nothing to install, success. */
+/* Not used here (free_lists.h): nothing to install, success. */
 int
 ht_set_ref_tracer(int (*on_new_object)(uintptr_t block, size_t size, int fresh),
                   int (*on_dead_object)(uintptr_t block))

@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "free_lists.h"
 #include "sampled_fast_path.h"
 
 atomic_int ht_sampled;
@@ -130,12 +131,14 @@ ht_small_and_unsampled(size_t size)
            && ht_count_unsampled((int64_t)size);
 }
 
-/* The block a fast-path allocation returned: on 3.13 the thread's latest allocation, which
-   tells a new object's fresh block from one reused from a free list (ht_ref_tracer). */
+/* The block a fast-path allocation returned: where the reference tracer is used (3.13+
+   without closable free lists, free_lists.h) the thread's latest allocation, which tells a
+   new object's fresh block from one reused from a free list (ht_ref_tracer). Elsewhere
+   nothing, so that the hooks end in a tail call to the allocator below. */
 static inline void *
 ht_allocated(void *block)
 {
-#if PY_VERSION_HEX >= 0x030D0000
+#ifdef HT_TRACKS_LAST_ALLOC
     ht_last_alloc = (uintptr_t)block;
 #endif
     return block;

@@ -339,14 +339,16 @@ fn is_runtime_allocator(f: *const ()) -> bool {
     runtime.is_some() && object_of(f) == runtime
 }
 
-/// Installs the hooks on all three domains.
+/// Installs the hooks on all three domains, and CPython 3.13's reference tracer when
+/// `ref_tracer` (objects reused from free lists; not needed while they are closed:
+/// `closed_free_lists`).
 ///
 /// `headers_allowed`: no other tracer (stdlib tracemalloc) is hooked below us. Block headers
 /// are used only when, in addition, the MEM and OBJ allocators below are the runtime's own:
 /// a tracer below us would see every block 16 bytes bigger and at another address. The
 /// choice is made when the MEM and OBJ hooks are installed afresh, and kept while they stay
 /// (a tracer started later hooks above us and sees only what our hooks hand out).
-pub fn install(_gil: MainGil<'_>, headers_allowed: bool) {
+pub fn install(_gil: MainGil<'_>, headers_allowed: bool, ref_tracer: bool) {
     // SAFETY: the main GIL is held (`_gil`), and `install`/`uninstall` are the only writers of
     // SAVED, so no other reference to it is alive; the hooks only read entries of domains
     // whose hook is not (re)installed yet (see `Saved`).
@@ -380,13 +382,15 @@ pub fn install(_gil: MainGil<'_>, headers_allowed: bool) {
             unsafe { PyMem_SetAllocator(*domain, &mut hook) };
         }
     }
-    // SAFETY: GIL held; the callbacks are plain functions that live forever.
-    unsafe {
-        ref_tracer::ht_set_ref_tracer(
-            Some(ref_tracer::on_new_object),
-            Some(ref_tracer::on_dead_object),
-        )
-    };
+    if ref_tracer {
+        // SAFETY: GIL held; the callbacks are plain functions that live forever.
+        unsafe {
+            ref_tracer::ht_set_ref_tracer(
+                Some(ref_tracer::on_new_object),
+                Some(ref_tracer::on_dead_object),
+            )
+        };
+    }
 }
 
 /// Puts the saved allocators back where our hook is still on top of a domain. Where someone

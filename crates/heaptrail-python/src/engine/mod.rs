@@ -3,6 +3,7 @@
 
 pub mod allocator_hooks;
 pub mod block_headers;
+pub mod closed_free_lists;
 pub mod code_registry;
 pub mod frames;
 pub mod gil;
