@@ -3,17 +3,18 @@
  * dead object that CPython keeps for reuse instead of freeing it, so it must not count as
  * live.
  *
- * Why this is needed besides the reference tracer's DESTROY event (cpython_frames.c): that
- * event does not reach heaptrail for every death. CPython 3.13.0-3.13.2's eval loop
- * deallocates objects without calling the tracer (gh-130382, fixed in 3.13.3), its
- * specialized float operations still do in every 3.13 release. The tracer walks these lists
+ * While heaptrail traces, the float, tuple, list, dict and key-table lists are closed
+ * (closed_free_lists.c), so this walk finds the slice cache and, between a full collection
+ * reopening the float and tuple lists and the gc callback closing them again, whatever was
+ * parked meanwhile. Where the lists cannot be closed (free_lists.h), the reference tracer's
+ * DESTROY event (cpython_frames.c) does not reach heaptrail for every death (CPython
+ * 3.13.0-3.13.2's eval loop deallocates objects without calling the tracer, gh-130382; its
+ * specialized float operations do in every 3.13 release). The tracer walks these lists
  * before it reports (snapshots, the watcher's totals, traced memory) and forgets every parked
- * block it still traces; when CPython reuses the block, the reference tracer's CREATE event
- * traces it again, at its new line.
+ * block it still traces.
  *
  * Walked: floats (linked through ob_type), tuples of 1-20 items (linked through ob_item[0]),
- * lists, dicts, the slice cache: the types whose reused blocks are traced again (see
- * ht_free_list_object_size). Not walked: dict key tables (not objects: a reused one would never
+ * lists, dicts, the slice cache. Not walked: dict key tables (not objects: a reused one would never
  * be traced again, so a parked one keeps its trace, as on every version), contexts, async
  * generator wrappers, object stack chunks. Each walk is bounded by the list's own count.
  *
