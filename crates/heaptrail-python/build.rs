@@ -1,7 +1,7 @@
 //! Compiles the C shims (`csrc/cpython_frames.c`: frame capture, 3.13's reference tracer;
 //! `csrc/free_list_bypass.c`: 3.11/3.12's free lists; `csrc/sampled_fast_path.c`: sampled
 //! mode's allocator fast path; `csrc/parked_blocks.c`: 3.13's free lists;
-//! `csrc/closed_free_lists.c`: 3.13's free lists closed while tracing; `csrc/free_lists.h`: which
+//! `csrc/closed_free_lists.c`: free lists closed while tracing; `csrc/free_lists.h`: which
 //! of those a build uses;
 //! `csrc/cpython_internals.c`: container storage for the holder analysis) against the headers
 //! of the interpreter this extension is built for: they read that exact version's private

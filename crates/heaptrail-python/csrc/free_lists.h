@@ -6,7 +6,7 @@
  *  - HT_TRACKS_LAST_ALLOC (3.13+ otherwise): the reference tracer tells a reused object from a
  *    fresh one by the thread's latest allocation (cpython_frames.c);
  *  - neither (3.11, 3.12): dicts, lists and tuples are kept out of their lists
- *    (free_list_bypass.c).
+ *    (free_list_bypass.c), and the float list is closed (closed_free_lists.c).
  */
 #ifndef HEAPTRAIL_FREE_LISTS_H
 #define HEAPTRAIL_FREE_LISTS_H

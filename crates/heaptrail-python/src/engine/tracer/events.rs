@@ -6,6 +6,7 @@ use super::{
     NESTED,
 };
 use crate::engine::block_headers::{self, Header};
+use crate::engine::closed_free_lists;
 use crate::engine::frames::{self, CurrentThread};
 use crate::engine::gil::MainGil;
 use crate::engine::sampler;
@@ -53,6 +54,7 @@ fn allocated(addr: usize, size: usize, draw: bool) {
 /// sampled mode), by the calling `thread`.
 pub fn record_alloc(thread: CurrentThread, addr: usize, size: usize) {
     if let Some(gil) = MainGil::of_thread(&thread) {
+        closed_free_lists::reclose_if_reopened(gil);
         with_tracer(gil, |t| {
             let tb = t.capture(thread);
             t.table_add(addr, size, tb, false);
@@ -173,6 +175,7 @@ pub fn set_nested(on: bool) {
 pub unsafe fn on_alloc_headered(q: usize, size: usize, plan: HeaderPlan) {
     frames::note_allocated(q);
     let traced = MainGil::of_thread(&plan.thread).and_then(|gil| {
+        closed_free_lists::reclose_if_reopened(gil);
         with_tracer(gil, |t| {
             let tb = t.capture(plan.thread);
             // SAFETY: `q` is a marked live block with room for a header (the caller's

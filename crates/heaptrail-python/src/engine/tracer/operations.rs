@@ -75,7 +75,7 @@ pub fn start(py: Python<'_>, nframe: usize, sample: u64) -> Result<(), String> {
         // table is allocated and freed where the hooks see it, instead of the reference
         // tracer's call at every object's creation and death (up to a fifth of an
         // object-heavy program's work in sampled mode; blind to key tables).
-        let closed = closed_free_lists::close(py);
+        let closed = closed_free_lists::close(gil);
         allocator_hooks::install(gil, !stdlib_tracing, !closed);
         TRACING.store(true, Ordering::Relaxed);
         // 3.11/3.12: every dict, list and tuple created from now on is allocated, not popped
@@ -118,7 +118,7 @@ pub fn stop(py: Python<'_>) {
     let gil = MainGil::from_py(py);
     allocator_hooks::uninstall(gil);
     frames::set_free_list_bypass(gil, false);
-    closed_free_lists::reopen(py);
+    closed_free_lists::reopen(gil);
     if let Some(mut slot) = USER_RULES.borrow_mut(gil) {
         *slot = None;
     }
