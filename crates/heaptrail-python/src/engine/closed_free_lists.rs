@@ -32,10 +32,14 @@ pub fn close(_gil: MainGil<'_>) -> bool {
 /// the objects parked meanwhile are freed through the hooks.
 #[inline]
 pub fn reclose_if_reopened(_gil: MainGil<'_>) {
-    // SAFETY (both calls): the main GIL is held; the check only reads the main interpreter's
-    // list heads, and the caller's contract lets the frees of `ht_close_free_lists` re-enter
-    // the hooks.
-    if CLOSED.load(Ordering::Relaxed) && unsafe { ht_free_lists_reopened() } != 0 {
+    if !CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the main GIL is held; the check only reads the main interpreter's list state.
+    let reopened = unsafe { ht_free_lists_reopened() } != 0;
+    if reopened {
+        // SAFETY: the main GIL is held, and the caller's contract lets the frees of the
+        // objects parked since re-enter the hooks.
         unsafe { ht_close_free_lists() };
     }
 }
