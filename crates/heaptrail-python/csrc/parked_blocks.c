@@ -5,8 +5,8 @@
  *
  * While heaptrail traces, the float, tuple, list, dict and key-table lists are closed
  * (closed_free_lists.c), so this walk finds the slice cache and, between a full collection
- * reopening the float and tuple lists and the gc callback closing them again, whatever was
- * parked meanwhile. Where the lists cannot be closed (free_lists.h), the reference tracer's
+ * reopening the float and tuple lists and heaptrail's next traced allocation closing them
+ * again, whatever was parked meanwhile. Where the lists cannot be closed (free_lists.h), the reference tracer's
  * DESTROY event (cpython_frames.c) does not reach heaptrail for every death (CPython
  * 3.13.0-3.13.2's eval loop deallocates objects without calling the tracer, gh-130382; its
  * specialized float operations do in every 3.13 release). The tracer walks these lists
