@@ -57,10 +57,11 @@ def _workload():
     return kept
 
 
-def _lines():
+def _lines(*tags):
+    """{tag: the line of this file marked `# tag`}; by default the workload's three sites."""
     source = open(__file__).read().splitlines()
     return {tag: next(n for n, line in enumerate(source, 1) if f"# {tag}" in line)
-            for tag in ("RECORDS", "BUFFERS", "BIG")}
+            for tag in tags or ("RECORDS", "BUFFERS", "BIG")}
 
 
 def _per_line(snapshot):
@@ -126,9 +127,7 @@ def test_a_kept_object_is_blamed_on_its_line_even_when_reused_from_a_free_list()
     # Each "request" frees five dicts and keeps one: CPython hands the kept dict a block a
     # temporary just freed (a free list). A sampled temporary's trace must not follow its
     # block into the kept dict: the kept line holds the memory, the temporaries' line none.
-    source = open(__file__).read().splitlines()
-    line = {tag: next(n for n, text in enumerate(source, 1) if f"# {tag}" in text)
-            for tag in ("TEMPORARIES", "KEPT")}
+    line = _lines("TEMPORARIES", "KEPT")
     # (Blame as exact mode gives it: on 3.11/3.12 the dicts' key tables have a free list of
     # their own, which exact mode cannot see through either.)
     heaptrail.start(1)
@@ -168,9 +167,7 @@ def test_tuples_and_floats_from_free_lists_are_counted_after_a_full_collection()
     # interpreter's free lists, which heaptrail closes while it traces (3.11/3.12: floats;
     # tuples are kept out of theirs); a full collection reopens them. Before and after it, the
     # line that keeps its tuples and floats must read as exact mode reads it.
-    source = open(__file__).read().splitlines()
-    line = {tag: next(n for n, text in enumerate(source, 1) if f"# {tag}" in text)
-            for tag in ("SCRATCH", "KEPT_PAIR")}
+    line = _lines("SCRATCH", "KEPT_PAIR")
     tables = {}
     for mode, sample in (("exact", None), ("sampled", 2048)):
         heaptrail.start(1, sample=sample)
