@@ -12,9 +12,12 @@ import json
 import os
 import platform
 import shlex
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 RESULT_PREFIX = "BENCH-RESULT "
@@ -55,15 +58,22 @@ def run_child(script, config, timeout=None):
                               env=child_env())
     except subprocess.TimeoutExpired:
         raise ChildTimeout(f"child {config} exceeded {timeout} s") from None
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX) and proc.returncode == 0:
-            return json.loads(line[len(RESULT_PREFIX):])
+    if proc.returncode == 0 and RESULT_PREFIX in proc.stdout:
+        return child_output(proc.stdout)
     raise RuntimeError(f"child {config} failed (exit {proc.returncode}):\n"
                        f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
 
 
 def child_result(result):
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def child_output(stdout):
+    """The result dict a child printed (see child_result) in its `stdout`."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    raise RuntimeError(f"no result in the child's output:\n{stdout[-2000:]}")
 
 
 def import_tracer(name):
@@ -208,3 +218,74 @@ def fmt_median_min(median, minimum):
 
 def fmt_ratio(r):
     return "-" if r is None else f"{r:.2f}x"
+
+
+# ---- counting instead of timing (valgrind's cachegrind) -------------------------------------
+
+#: What a counted run reports: instructions, then reads and writes with their first-level (1)
+#: and last-level (L) cache misses.
+CACHEGRIND_EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
+
+
+def add_jobs_argument(p):
+    """--jobs: how many cachegrind runs at once."""
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="cachegrind runs at once (default: the CPUs; counts do not depend on it)")
+
+
+def count_all(valgrind, runs, jobs, label):
+    """Runs each command of `runs` ({key: (cmd, env, cwd)}) under cachegrind, `jobs` at once,
+    printing progress; returns {key: (totals, stdout)}."""
+    from concurrent.futures import ThreadPoolExecutor
+    results = {}
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        futures = {pool.submit(cachegrind, valgrind, cmd, env=env, cwd=cwd): key
+                   for key, (cmd, env, cwd) in runs.items()}
+        for done, future in enumerate(futures, 1):
+            key = futures[future]
+            results[key] = future.result()
+            progress(f"[{done}/{len(runs)}] counted {label(key)}: "
+                     f"{results[key][0]['Ir'] / 1e6:,.1f} M instructions")
+    return results
+
+
+def valgrind_or_exit(script):
+    """valgrind's path, or exit with how to install it."""
+    found = shutil.which("valgrind")
+    if found is None:
+        raise SystemExit(f"{script}: valgrind is not installed (Debian: apt-get install valgrind)")
+    return found
+
+
+def cachegrind(valgrind, cmd, env=None, cwd=None, timeout=7200):
+    """Runs `cmd` under cachegrind (caches simulated); returns its totals (a dict of
+    CACHEGRIND_EVENTS) and its stdout. Counts do not depend on the machine's speed or load."""
+    fd, counts_file = tempfile.mkstemp(prefix="cachegrind-", dir=cwd)
+    os.close(fd)
+    full = [valgrind, "--tool=cachegrind", "--cache-sim=yes",
+            f"--cachegrind-out-file={counts_file}"] + list(cmd)
+    try:
+        proc = subprocess.run(full, capture_output=True, text=True, env=env, cwd=cwd,
+                              timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cmd[:4])} ... under cachegrind failed (exit "
+                               f"{proc.returncode}):\n{proc.stderr[-3000:]}")
+        with open(counts_file) as f:
+            text = f.read()
+    finally:
+        os.unlink(counts_file)
+    events = re.search(r"^events:\s*(.+)$", text, re.M).group(1).split()
+    totals = re.search(r"^summary:\s*(.+)$", text, re.M).group(1).split()
+    values = dict(zip(events, map(int, totals)))
+    missing = [e for e in CACHEGRIND_EVENTS if e not in values]
+    if missing:
+        raise RuntimeError(f"cachegrind reported no {', '.join(missing)} (events: {events})")
+    return values, proc.stdout
+
+
+def estimated_cycles(counts):
+    """A cycle estimate from cachegrind's counts: Ir + 10 x first-level misses + 100 x
+    last-level misses (a model: no branch prediction, TLB or frequency)."""
+    first = counts["I1mr"] + counts["D1mr"] + counts["D1mw"]
+    last = counts["ILmr"] + counts["DLmr"] + counts["DLmw"]
+    return counts["Ir"] + 10 * first + 100 * last

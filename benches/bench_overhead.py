@@ -14,9 +14,15 @@ Why: heaptrail promises to be cheap enough to leave on; DESIGN.md's targets are 
 at nframe=1 and <= 2.5x at nframe=25 (stdlib tracemalloc: 8-12x and 36-62x on this machine).
 Sampled mode's target (issue 10): <= 1.05x at nframe 25.
 Ratios are median traced time / median untraced time from the same invocation.
+
+--counted: the same configurations (memray aside) counted by valgrind's cachegrind instead of
+timed: instructions and cache misses per iteration (a run of --iterations minus a run of none,
+so start-up is excluded), which a busy or throttled machine does not change. On a shared VM
+the timed ratios swing by more than sampled mode's target.
 """
 
 import json
+import os
 import sys
 import time
 
@@ -91,6 +97,59 @@ def memray_child(config):
     return {"seconds": elapsed, "traceback_limit": None}
 
 
+def counted_main(args, env, configs):
+    """The configurations counted by cachegrind: per iteration, traced / untraced."""
+    valgrind = _common.valgrind_or_exit("bench_overhead")
+
+    def child_run(tracer, nframe, iterations):
+        sample = int(tracer.split(":")[1]) if tracer.startswith("sampled:") else 0
+        config = {"tracer": tracer, "nframe": nframe, "sample": sample, "iterations": iterations}
+        return ([sys.executable, os.path.abspath(__file__), "--child", json.dumps(config)],
+                _common.child_env(), None)
+
+    runs = {(c, n): child_run(*c, n) for c in configs for n in (args.iterations, 0)}
+    counts = _common.count_all(valgrind, runs, args.jobs,
+                               lambda key: f"{key[0][0]} nframe={key[0][1]}, {key[1]} iterations")
+    per_iteration = {c: {e: max(counts[(c, args.iterations)][0][e] - counts[(c, 0)][0][e], 0)
+                         / args.iterations for e in _common.CACHEGRIND_EVENTS} for c in configs}
+    base = per_iteration[("untraced", None)]
+
+    def ratios(c):
+        counted = per_iteration[c]
+        return (counted["Ir"] / base["Ir"],
+                _common.estimated_cycles(counted) / _common.estimated_cycles(base))
+
+    def cell(c):
+        ir, cycles = ratios(c)
+        return f"{ir:.3f}x ({cycles:.3f}x)"
+
+    kinds = [t for t, n in configs if n == args.nframe[0]]
+    rows = [[n] + [cell((t, n)) for t in kinds] for n in args.nframe]
+    verdicts = [f"sampled mode at nframe {n}: target <= {t}x untraced; "
+                + ", ".join(f"{_kind_label(t2)} {ratios((t2, n))[1]:.3f}x "
+                            f"{'PASS' if ratios((t2, n))[1] <= t else 'MISS'}"
+                            for t2 in kinds if t2.startswith("sampled:"))
+                for n, t in SAMPLED_TARGET.items() if n in args.nframe]
+    text = "\n".join([
+        _common.header(env, "bench_overhead --counted: allocation-heavy loop at stack depth "
+                            f"{DEPTH}, {args.iterations} iterations, counted by cachegrind"),
+        f"untraced: {base['Ir']:,.0f} instructions per iteration; cell = traced / untraced "
+        "per iteration, instructions (estimated cycles = Ir + 10 x L1 misses + 100 x LL "
+        "misses, a model, not a measurement)", "",
+        _common.table(["nframe"] + [_kind_label(t) for t in kinds], rows), ""] + verdicts)
+    _common.emit(args, text, {
+        "benchmark": "overhead-counted", "environment": env, "iterations": args.iterations,
+        "depth": DEPTH, "per_iteration": {f"{t}|{n}": v for (t, n), v in per_iteration.items()},
+        "ratios": {f"{t}|{n}": dict(zip(("Ir", "cycles"), ratios((t, n))))
+                   for (t, n) in configs if t != "untraced"}})
+
+
+def _kind_label(tracer):
+    if tracer.startswith("sampled:"):
+        return f"sampled {int(tracer.split(':')[1]) >> 10}K"
+    return {"heaptrail": "heaptrail (exact)"}.get(tracer, tracer)
+
+
 def main():
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=200_000,
@@ -102,12 +161,24 @@ def main():
                         "none: exact mode only)")
     p.add_argument("--no-memray", action="store_true",
                    help="leave memray out (by default it is installed from PyPI if missing)")
+    p.add_argument("--counted", action="store_true",
+                   help="count instructions and cache misses with valgrind's cachegrind instead "
+                        "of timing (untraced, stdlib, exact and sampled heaptrail; no memray; "
+                        "--iterations defaults to 50,000 here)")
+    _common.add_jobs_argument(p)
     args = p.parse_args()
     if args.child:
         _common.child_result(child(json.loads(args.child)))
         return
+    if args.counted and "--iterations" not in sys.argv:
+        args.iterations = 50_000
     if args.quick:
-        args.iterations, args.repeat = min(args.iterations, 20_000), 1
+        args.iterations, args.repeat = min(args.iterations, 20_000 if not args.counted else 2_000), 1
+    if args.counted:
+        kinds = ["stdlib", "heaptrail"] + [f"sampled:{r}" for r in args.sample]
+        counted_main(args, _common.environment(),
+                     [("untraced", None)] + [(t, n) for n in args.nframe for t in kinds])
+        return
     if not args.no_memray:
         _common.ensure_packages({"memray": "memray"})
 

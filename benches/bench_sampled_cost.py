@@ -23,8 +23,6 @@ misses), to untraced. Last rows: geometric mean and maximum of each column.
 """
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,14 +32,7 @@ import _common
 import bench_pyperformance
 import heaptrail
 
-EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
 NO_TASK = 99  # a pyperf worker task past every script's benchmarks: the script loads, runs none
-
-
-def estimated_cycles(counts):
-    first = counts["I1mr"] + counts["D1mr"] + counts["D1mw"]
-    last = counts["ILmr"] + counts["DLmr"] + counts["DLmw"]
-    return counts["Ir"] + 10 * first + 100 * last
 
 
 def worker_command(script, task, loops, out):
@@ -68,38 +59,21 @@ def native_seconds_per_loop(script, task, tmp):
 
 
 def counted(script, task, loops, mode, tmp, valgrind):
-    """Cachegrind's totals for one worker run (a dict of EVENTS)."""
-    fd, counts_file = tempfile.mkstemp(prefix="cachegrind-", dir=tmp)
-    os.close(fd)
-    out = counts_file + ".json"
-    cmd = [valgrind, "--tool=cachegrind", "--cache-sim=yes",
-           f"--cachegrind-out-file={counts_file}"] + worker_command(script, task, loops, out)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=bench_pyperformance.worker_environment(mode, tmp),
-                          cwd=tmp, timeout=7200)
-    try:
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[4:6])} under {mode} failed (exit "
-                               f"{proc.returncode}):\n{proc.stderr[-3000:]}")
-        with open(counts_file) as f:
-            text = f.read()
-    finally:
-        for path in (counts_file, out):
-            if os.path.exists(path):
-                os.unlink(path)
-    events = re.search(r"^events:\s*(.+)$", text, re.M).group(1).split()
-    summary = re.search(r"^summary:\s*(.+)$", text, re.M).group(1).split()
-    values = dict(zip(events, map(int, summary)))
-    missing = [e for e in EVENTS if e not in values]
-    if missing:
-        raise RuntimeError(f"cachegrind reported no {', '.join(missing)} (events: {events})")
-    return values
+    """Cachegrind's totals for one worker run (a dict of _common.CACHEGRIND_EVENTS)."""
+    # A directory of its own: pyperf refuses to write its results over an existing file.
+    with tempfile.TemporaryDirectory(prefix="worker-", dir=tmp) as own:
+        out = os.path.join(own, "result.json")
+        values, _ = _common.cachegrind(valgrind, worker_command(script, task, loops, out),
+                                       env=bench_pyperformance.worker_environment(mode, tmp),
+                                       cwd=tmp)
+        return values
 
 
 def per_loop(script, task, loops, mode, tmp, valgrind):
     """Counts of one loop: the benchmark's run minus the script's load alone, over loops."""
     run = counted(script, task, loops, mode, tmp, valgrind)
     load = counted(script, NO_TASK, 1, mode, tmp, valgrind)
-    return {e: max(run[e] - load[e], 0) / loops for e in EVENTS}
+    return {e: max(run[e] - load[e], 0) / loops for e in _common.CACHEGRIND_EVENTS}
 
 
 def main():
@@ -114,16 +88,11 @@ def main():
     p.add_argument("--work", type=float, default=0.3, metavar="SECONDS",
                    help="native seconds of benchmark loops per counted run (default 0.3; "
                         "cachegrind runs them ~50x slower; a loop longer than this runs once)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="cachegrind runs at once (default: the CPUs; counts do not depend on "
-                        "it)")
+    _common.add_jobs_argument(p)
     args = p.parse_args()
     if args.quick:
         args.benchmarks, args.work = ["richards", "deltablue"], 0.02
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("bench_sampled_cost: valgrind is not installed (Debian: "
-                         "apt-get install valgrind)")
+    valgrind = _common.valgrind_or_exit("bench_sampled_cost")
     _common.ensure_packages({"pyperformance": bench_pyperformance.PYPERFORMANCE})
     modes = (["untraced"] + [f"sampled:{r}" for r in args.sample]
              + (["heaptrail"] if args.exact else []))
@@ -163,8 +132,8 @@ def main():
         for m in modes[1:]:
             c = counts[(bench, m)]
             ir = c["Ir"] / base["Ir"] if base["Ir"] else None
-            cycles = (estimated_cycles(c) / estimated_cycles(base)
-                      if estimated_cycles(base) else None)
+            cycles = (_common.estimated_cycles(c) / _common.estimated_cycles(base)
+                      if _common.estimated_cycles(base) else None)
             if ir and cycles:
                 ratios[m]["Ir"][bench], ratios[m]["cycles"][bench] = ir, cycles
             row += [f"{ir:.3f}x" if ir else "-", f"{cycles:.3f}x" if cycles else "-"]
