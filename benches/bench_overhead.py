@@ -43,7 +43,7 @@ class Item:
 
 
 def loop(iterations):
-    kept = []
+    kept, label = [], ""
     for i in range(iterations):
         values = [i, i + 1, i + 2]                   # list (+ item array)
         record = {"id": i, "values": values}         # dict
