@@ -238,7 +238,8 @@ def count_all(valgrind, runs, jobs, label):
     printing progress; returns {key: (totals, stdout)}."""
     from concurrent.futures import ThreadPoolExecutor
     results = {}
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max(1, jobs))
+    try:
         futures = {pool.submit(cachegrind, valgrind, cmd, env=env, cwd=cwd): key
                    for key, (cmd, env, cwd) in runs.items()}
         for done, future in enumerate(futures, 1):
@@ -246,6 +247,9 @@ def count_all(valgrind, runs, jobs, label):
             results[key] = future.result()
             progress(f"[{done}/{len(runs)}] counted {label(key)}: "
                      f"{results[key][0]['Ir'] / 1e6:,.1f} M instructions")
+    finally:
+        # A failed run ends the whole count at once, not after every queued run has finished.
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
