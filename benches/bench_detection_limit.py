@@ -71,7 +71,8 @@ def flagged_at(rate, interval, leak_bps, block, churn, windows, seed):
         size = int((sampled + temporary) * weight)
         count = int((sampled + temporary) / p)
         report = detector.observe(w * interval, base + int(leaked * block), base + size,
-                                  base + size, [(1, size, count), (2, base, base // 64)])
+                                  base + size, [(1, size, count), (2, base, base // 64)],
+                                  sample_rate=rate)
         for site in report["sites"]:
             if site["key"] == 1 and site["verdict"] == "leak":
                 return w

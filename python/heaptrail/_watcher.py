@@ -202,7 +202,8 @@ class Watcher:
                             self.settings.patterns("exclude"))
         self._site_info = {s["key"]: s for s in sites}
         judged = self._detector.observe(
-            mono, rss, traced, peak, [(s["key"], s["size"], s["count"]) for s in sites])
+            mono, rss, traced, peak, [(s["key"], s["size"], s["count"]) for s in sites],
+            sample_rate=_native.get_sample_rate())
         self._window = judged["window"]
         report = {
             "schema": SCHEMA,

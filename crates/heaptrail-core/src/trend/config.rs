@@ -32,6 +32,12 @@ pub struct TrendConfig {
     /// Samples at the start of a tested window the recent window never includes (see
     /// [`Self::warm_skip`]). Default `None`: `⌈min_windows/2⌉`.
     pub warm_skip: Option<usize>,
+    /// Sampled mode's rate R in bytes (0: exact figures, the default). A sampled site's size
+    /// moves in steps of about R (a sample point in a block much smaller than R stands for R
+    /// bytes), so a site still growing at r bytes/s can show no change for a while: about R/r
+    /// seconds on average. The rules that read "no change" as "no growth" wait that out
+    /// ([`super::site_verdict`]'s `Fixed`; [`super::process_verdict`]'s retention).
+    pub sample_step_bytes: f64,
 }
 
 impl Default for TrendConfig {
@@ -45,6 +51,7 @@ impl Default for TrendConfig {
             min_rate: 64.0,
             fixed_after: 5,
             warm_skip: None,
+            sample_step_bytes: 0.0,
         }
     }
 }
@@ -75,6 +82,7 @@ impl TrendConfig {
             warm_skip: self
                 .warm_skip
                 .map(|k| k.clamp(1, self.min_windows.clamp(2, history))),
+            sample_step_bytes: non_negative(self.sample_step_bytes),
         }
     }
 

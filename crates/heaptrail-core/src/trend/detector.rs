@@ -145,6 +145,13 @@ impl TrendDetector {
         &self.config
     }
 
+    /// Sampled mode's rate in force for the windows fed from now on, in bytes (0: exact
+    /// figures): [`TrendConfig::sample_step_bytes`]. The tracer's mode can change under a
+    /// long-lived detector (an `attach` that replaces a sampled watcher, say).
+    pub fn set_sample_step(&mut self, bytes: f64) {
+        self.config.sample_step_bytes = if bytes.is_finite() { bytes.max(0.0) } else { 0.0 };
+    }
+
     /// Threads that judge sites in one window: 1 = the calling thread only; 0 (the default) =
     /// one per [`SITES_PER_THREAD`] tracked sites, up to the available parallelism (at most 8).
     /// Verdicts and reports do not depend on it.

@@ -54,8 +54,9 @@
 //!   **Suspect**); one window before a window can first be leak-like, the evidence is looked
 //!   for with one warm-up sample fewer, so that it can confirm the next window's (a leak
 //!   present from the start is named at window 9, not 10). Once a leak, a site stays one while its uncorrected whole-window p is at most
-//!   `leak_p`, its recent window still grows (`S > 0`, slope ≥ `min_rate/4`) and its floor still
-//!   rises ([`site_verdict::still_leaking`]).
+//!   `leak_p`, its recent window still grows (`S > 0`, slope ≥ `min_rate/4` and at least a
+//!   quarter of the whole window's average rate: a warm-up taken for a leak stops being one as
+//!   it flattens) and its floor still rises ([`site_verdict::still_leaking`]).
 //! * **Suspect**: also when the whole window is significant at `suspect_p` and so is its recent
 //!   window, the growth is not fading (5) and at least `min_rate/4`, and either it is steady (8)
 //!   with a recent growth of `min_growth_bytes/4`, or it has the shape of a leak whatever its
@@ -72,7 +73,10 @@
 //!   and `WarmingUp` (ranked above every `Plateau`) before.
 //! * **Fixed**: a site that was `Leak` and whose last `fixed_after` windows did not grow
 //!   (Mann–Kendall `S ≤ 0`). It stays `Fixed` (sticky, the confirmation a user waits for after a
-//!   deploy) until a leak is found again in the post-fix samples.
+//!   deploy) until a leak is found again in the post-fix samples. In sampled mode
+//!   ([`TrendConfig::sample_step_bytes`]) the flat stretch must also last ln(1000)·R/r seconds
+//!   for a site that leaked at r bytes/s: a leak still growing moves its estimate only at
+//!   sample points, so shorter flat stretches are common while it goes on.
 //! * **WarmingUp**: seen for fewer than `min_windows` windows and growing; **Plateau**: the rest.
 //!
 //! [`site_verdict`] gives the order the rules are applied in and the confidences. A site whose

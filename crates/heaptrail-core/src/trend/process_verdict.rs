@@ -32,7 +32,11 @@
 //! 3. `AllocatorRetention`: traced memory fell by more than 30% from its maximum over the window
 //!    (by at least `min_growth_bytes`, judged on the largest of the last 3 samples so a single
 //!    dip does not count) while RSS stayed within 10% of its maximum: freed memory kept by
-//!    the allocator (fragmentation, free lists, arenas).
+//!    the allocator (fragmentation, free lists, arenas). The fall must also be more than that
+//!    10% of RSS (a smaller one would leave RSS within 10% whether or not it was given back:
+//!    1.8 MiB of batch freed in a 25 MiB process is no evidence of retention) and, in sampled
+//!    mode, more than [`RETENTION_SAMPLED_SIGMAS`] standard errors of the traced estimate
+//!    (√(traced·R)): on a small heap one sampled block freed is a fall of R.
 //! 4. `Ok`.
 //!
 //! Rules 1 and 3 read RSS. Where it could not be read (no `/proc`: the caller passes 0), they
@@ -118,6 +122,8 @@ pub const FLAT_RATIO: f64 = 0.25;
 pub const RETENTION_TRACED_FRACTION: f64 = 0.7;
 /// ...while RSS stayed above this fraction of its maximum.
 pub const RETENTION_RSS_FRACTION: f64 = 0.9;
+/// Sampled mode: the fall must exceed this many standard errors of the traced estimate.
+pub const RETENTION_SAMPLED_SIGMAS: f64 = 4.0;
 
 /// RSS must rise by at least this many bytes over the window where it grows to be called a
 /// climb (see the module documentation)...
@@ -210,8 +216,11 @@ impl ProcessHistory {
         let r_max = *rss.iter().max().unwrap_or(&0) as f64;
         let r_now = *rss.last().unwrap_or(&0) as f64;
         let released = t_max - t_now;
+        let sampling_noise = RETENTION_SAMPLED_SIGMAS * (t_max * cfg.sample_step_bytes).sqrt();
         if t_now < RETENTION_TRACED_FRACTION * t_max
             && released >= cfg.min_growth_bytes
+            && released > (1.0 - RETENTION_RSS_FRACTION) * r_max
+            && released > sampling_noise
             && r_now >= RETENTION_RSS_FRACTION * r_max
         {
             let kept = (1.0 - (r_max - r_now) / released).clamp(0.0, 1.0);

@@ -555,6 +555,130 @@ fn leak_then_fix_becomes_fixed_after_k_flat_windows() {
     );
 }
 
+/// A site as sampled mode estimates it: `base` plus `rate` bytes/s from window `start` to
+/// `stop`, each sample point (Poisson, one per R bytes on average) adding R bytes — the weight
+/// of a sampled block much smaller than R.
+fn sampled_leak(
+    rng: &mut Rng,
+    r: f64,
+    base: f64,
+    rate: f64,
+    interval: f64,
+    (start, stop, windows): (usize, usize, usize),
+) -> Vec<f64> {
+    let mut next = -(1.0 - rng.unit()).ln() * r / rate; // seconds to the first sample point
+    let (mut t, mut value) = (0.0, base);
+    (0..windows)
+        .map(|i| {
+            if (start..stop).contains(&i) {
+                t += interval;
+                while next <= t {
+                    value += r;
+                    next += -(1.0 - rng.unit()).ln() * r / rate;
+                }
+            }
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn sampled_leak_is_not_called_fixed_while_it_grows() {
+    // 40 KB/s watched every 10 s at R = 512 KiB: 0.78 sample points per window, so stretches
+    // of 5 flat windows are common (2% of windows start one) while the leak goes on.
+    let r = 512.0 * KIB;
+    let sampled = TrendConfig {
+        sample_step_bytes: r,
+        ..TrendConfig::default()
+    };
+    let (mut leaks, mut fixed_sampled, mut fixed_exact_rule) = (0, 0, 0);
+    for seed in 0..100 {
+        let series = sampled_leak(
+            &mut Rng::new(seed),
+            r,
+            4.0 * MIB,
+            40.0 * KIB,
+            10.0,
+            (0, 90, 90),
+        );
+        let v = run_site(sampled.clone(), 10.0, &series);
+        leaks += v.contains(&Verdict::Leak) as usize;
+        fixed_sampled += v.contains(&Verdict::Fixed) as usize;
+        fixed_exact_rule +=
+            run_site(TrendConfig::default(), 10.0, &series).contains(&Verdict::Fixed) as usize;
+    }
+    assert!(leaks >= 95, "a leak in {leaks} of 100 runs");
+    // Without the wait (exact mode's rule on the same series) most runs are called fixed.
+    assert!(
+        fixed_exact_rule >= 50,
+        "exact rule: fixed in {fixed_exact_rule} of 100 runs"
+    );
+    assert!(
+        fixed_sampled <= 3,
+        "fixed in {fixed_sampled} of 100 runs while still leaking"
+    );
+}
+
+#[test]
+fn sampled_leak_that_stops_becomes_fixed_after_the_wait() {
+    let r = 512.0 * KIB;
+    let cfg = TrendConfig {
+        sample_step_bytes: r,
+        ..TrendConfig::default()
+    };
+    // ln(1000)·R/r = 88 s at 40 KB/s: 9 windows of 10 s.
+    let wait = (site_verdict::SAMPLED_FLAT_MISS_LN * r / (40.0 * KIB) / 10.0).ceil() as usize;
+    for seed in 0..20 {
+        let series = sampled_leak(
+            &mut Rng::new(seed),
+            r,
+            4.0 * MIB,
+            40.0 * KIB,
+            10.0,
+            (0, 40, 90),
+        );
+        let v = run_site(cfg.clone(), 10.0, &series);
+        assert!(v[..40].contains(&Verdict::Leak), "seed {seed}: {v:?}");
+        // The last sample point came at or before window 40; flat from then on.
+        let last_step = (1..series.len())
+            .rev()
+            .find(|&i| series[i] > series[i - 1])
+            .unwrap();
+        let fixed = first(&v, Verdict::Fixed).expect("never fixed");
+        assert!(
+            fixed > last_step + 5,
+            "seed {seed}: fixed at {fixed}: {v:?}"
+        );
+        // The wait follows the rate measured over the tested window at the last `Leak`, which
+        // the flat windows after the stop (the leak's last windows) pull down: up to twice it.
+        assert!(
+            fixed <= last_step + 2 * wait + TrendConfig::default().fixed_after,
+            "seed {seed}: fixed at {fixed} (wait {wait}): {v:?}"
+        );
+    }
+}
+
+#[test]
+fn warm_up_taken_for_a_leak_stops_being_one_as_it_flattens() {
+    // A real warm-up (a service filling a catalogue of pydantic models, watched every second,
+    // exact mode): each window adds about two thirds of the one before, flat from window 16.
+    // Its first windows look like a leak that slows down (it was `Leak` at window 9, and
+    // stays a suspected-then-confirmed leak there); it must not stay one while it flattens
+    // (it did until window 24, "growing +0 B/s").
+    let series: Vec<f64> = [
+        153_022, 1_328_758, 2_129_376, 2_637_691, 2_966_477, 3_210_999, 3_359_881, 3_470_687,
+        3_553_917, 3_621_854, 3_640_180, 3_664_207, 3_677_168, 3_682_574, 3_688_163, 3_688_163,
+        3_688_163, 3_688_163, 3_691_921, 3_691_921, 3_691_921, 3_691_921, 3_691_921, 3_691_921,
+        3_691_921, 3_691_921, 3_691_921, 3_691_921, 3_691_921, 3_691_921,
+    ]
+    .iter()
+    .map(|&b| b as f64)
+    .collect();
+    let v = run_site(TrendConfig::default(), 1.0, &series);
+    let last_leak = v.iter().rposition(|&x| x == Verdict::Leak).map(|i| i + 1);
+    assert!(last_leak.unwrap_or(0) <= 12, "a leak until window {last_leak:?}: {v:?}");
+}
+
 #[test]
 fn noisy_fix_is_confirmed_and_a_relapse_is_a_leak_again() {
     let mut rng = Rng::new(77);
@@ -1039,7 +1163,15 @@ fn run_process(
     series: impl Fn(usize, &mut Rng) -> ProcessSample,
     windows: usize,
 ) -> Vec<(ProcessVerdict, f64)> {
-    let mut d = TrendDetector::new(TrendConfig::default());
+    run_process_with(TrendConfig::default(), series, windows)
+}
+
+fn run_process_with(
+    config: TrendConfig,
+    series: impl Fn(usize, &mut Rng) -> ProcessSample,
+    windows: usize,
+) -> Vec<(ProcessVerdict, f64)> {
+    let mut d = TrendDetector::new(config);
     let mut rng = Rng::new(11);
     (0..windows)
         .map(|i| {
@@ -1285,6 +1417,61 @@ fn process_allocator_retention() {
         20,
     );
     assert_eq!(v[19].0, ProcessVerdict::Ok, "{v:?}");
+}
+
+#[test]
+fn process_small_falls_are_not_retention() {
+    // A 25 MiB process whose traced memory is 1.5 MiB but once read 3.3 MiB (a snapshot taken
+    // mid-batch): RSS stays within 10% whether or not the 1.8 MiB went back to the system, so
+    // it says nothing about retention.
+    let v = run_process(
+        |i, rng| ProcessSample {
+            rss_bytes: noisy(rng, 25.0 * MIB, 64.0 * KIB),
+            traced_bytes: if i == 8 {
+                3_460_000
+            } else {
+                noisy(rng, 1.5 * MIB, 16.0 * KIB)
+            },
+            traced_peak_bytes: 4 * MIB as u64,
+        },
+        30,
+    );
+    assert!(v.iter().all(|x| x.0 == ProcessVerdict::Ok), "{v:?}");
+    // Sampled mode on a small heap: the estimate moves by whole sample points (R = 512 KiB),
+    // 0 -> 512 KiB -> 0, which is no release at all. A 4 MiB fall of a 5 MiB estimate is
+    // within 4 standard errors too (sqrt(5 MiB x 512 KiB) = 1.6 MiB).
+    let r = 512.0 * KIB;
+    let sampled = TrendConfig {
+        sample_step_bytes: r,
+        ..TrendConfig::default()
+    };
+    let v = run_process_with(
+        sampled.clone(),
+        |i, _| ProcessSample {
+            rss_bytes: 20 * MIB as u64,
+            traced_bytes: [(r * 8.0) as u64, (r * 10.0) as u64, (r * 2.0) as u64]
+                [i % 3 / 2 + (i > 10) as usize],
+            traced_peak_bytes: 6 * MIB as u64,
+        },
+        30,
+    );
+    assert!(v.iter().all(|x| x.0 == ProcessVerdict::Ok), "{v:?}");
+    // A real release in sampled mode still is one: 500 MiB -> 200 MiB (sd of the estimate
+    // 16 MiB).
+    let v = run_process_with(
+        sampled,
+        |i, rng| ProcessSample {
+            rss_bytes: noisy(rng, 700.0 * MIB, MIB),
+            traced_bytes: noisy(
+                rng,
+                if i < 12 { 500.0 * MIB } else { 200.0 * MIB },
+                16.0 * MIB,
+            ),
+            traced_peak_bytes: 520 * MIB as u64,
+        },
+        20,
+    );
+    assert_eq!(v[19].0, ProcessVerdict::AllocatorRetention, "{v:?}");
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! 2. **Becoming fixed.** A site that was ever `Leak` and whose last `fixed_after` windows did
 //!    not grow (Mann–Kendall `S ≤ 0` over those windows' samples and the one before: flat or
 //!    falling) is `Fixed`; its tested window restarts at those samples, so renewed growth is
-//!    judged on post-fix data only.
+//!    judged on post-fix data only. In sampled mode the flat stretch must also be long enough
+//!    that the leak, were it still growing at its rate, would have moved the estimate
+//!    ([`sampled_flat_seconds`]).
 //! 3. **Warm-up.** `seen < min_windows`: `WarmingUp` if the last sample exceeds the first (a site
 //!    seen once is warming up if it holds memory), else `Plateau`. Also `WarmingUp` (instead of
 //!    `Plateau` in 6) while the tested window is shorter than `min_leak_windows` and growing.
@@ -49,6 +51,53 @@ pub struct SiteMemory {
     pub fixed: bool,
     /// Bit `k` set: every leak condition held `k + 1` windows ago.
     pub leak_bits: u32,
+    /// Bytes per second the site grew at, over its tested window, the last time it was `Leak`.
+    pub leak_rate: f64,
+}
+
+/// Sampled mode: a site growing at r bytes/s gains a sample point about every R/r seconds,
+/// at random (Poisson), so it shows no change for `t` seconds with probability e^(−r·t/R).
+/// `Fixed` waits until that is below 0.1%: t ≥ ln(1000)·R/r. (1% was too often: a leak
+/// watched for an hour has hundreds of gaps between sample points, and each long one would
+/// call it fixed.) So confirming a real fix takes longer in sampled mode: ~7 R/r seconds, 90 s
+/// for a 40 KB/s leak at the default rate, ~27 minutes for the slowest leak it can see when
+/// watched every minute.
+pub const SAMPLED_FLAT_MISS_LN: f64 = 6.907_755_278_982_137; // ln(1000)
+
+/// How long a sampled site that leaked at `rate` bytes/s must stay flat before it can be
+/// called `Fixed` (0 in exact mode, or when the rate is unknown).
+pub fn sampled_flat_seconds(cfg: &TrendConfig, rate: f64) -> f64 {
+    if cfg.sample_step_bytes > 0.0 && rate > 0.0 {
+        SAMPLED_FLAT_MISS_LN * cfg.sample_step_bytes / rate
+    } else {
+        0.0
+    }
+}
+
+/// The windows (at least `fixed_after`) whose flat stretch would make a leak at `rate` fixed:
+/// the fewest trailing windows spanning [`sampled_flat_seconds`]; None if the tested window is
+/// not that long yet.
+fn fixed_span(cfg: &TrendConfig, times: &[f64], rate: f64) -> Option<usize> {
+    let n = times.len();
+    let needed = sampled_flat_seconds(cfg, rate);
+    (cfg.fixed_after..n).find(|&k| times[n - 1] - times[n - 1 - k] >= needed)
+}
+
+/// The rate a leaking site grew at over its tested window (its last sample over its first,
+/// per second); the recent Sen slope `recent` when that is not positive.
+fn leak_rate(values: &[u64], times: &[f64], recent: f64) -> f64 {
+    let n = values.len();
+    let span = times[n - 1] - times[0];
+    let whole = if n >= 2 && span > 0.0 {
+        (values[n - 1] as f64 - values[0] as f64) / span
+    } else {
+        0.0
+    };
+    if whole > 0.0 {
+        whole
+    } else {
+        recent
+    }
 }
 
 /// A site is called `Leak` when the leak conditions hold now and in at least
@@ -108,7 +157,11 @@ pub fn assess(
         restart: None,
     };
     let mut leak_now = false;
-    let k = cfg.fixed_after;
+    let span = if memory.was_leak && !memory.fixed {
+        fixed_span(cfg, times, memory.leak_rate)
+    } else {
+        None
+    };
 
     if memory.fixed {
         // Sticky: only a renewed leak, measured since the fix, leaves Fixed.
@@ -120,7 +173,7 @@ pub fn assess(
             out.confidence = 1.0 - e.p_full;
             memory.fixed = out.verdict != Verdict::Leak;
         }
-    } else if memory.was_leak && n > k && stopped(&values[n - k - 1..]) {
+    } else if let Some(k) = span.filter(|&k| stopped(&values[n - k - 1..])) {
         let (s, tie) = statistic(&values[n - k - 1..]);
         out.verdict = Verdict::Fixed;
         out.confidence = p_increasing(k + 1, s, tie, 1.0);
@@ -136,7 +189,8 @@ pub fn assess(
             out.verdict = Verdict::WarmingUp;
             out.confidence = seen as f64 / cfg.min_windows as f64;
         }
-    } else if memory.last == Some(Verdict::Leak) && still_leaking(cfg, values, p_quick, rate) {
+    } else if memory.last == Some(Verdict::Leak) && still_leaking(cfg, values, times, p_quick, rate)
+    {
         out.verdict = Verdict::Leak;
         out.confidence = 1.0 - p_quick;
         leak_now = true;
@@ -170,22 +224,40 @@ pub fn assess(
     }
     memory.leak_bits = (memory.leak_bits << 1) | leak_now as u32;
     memory.last = Some(out.verdict);
-    memory.was_leak |= out.verdict == Verdict::Leak;
+    if out.verdict == Verdict::Leak {
+        memory.was_leak = true;
+        memory.leak_rate = leak_rate(values, times, rate);
+    }
     out
 }
 
 /// Hysteresis: a site that was `Leak` in the previous window stays `Leak` while its tested
 /// window still has an (uncorrected) Mann–Kendall p ≤ `leak_p`, its recent window still grows
-/// (`S > 0`, Sen slope ≥ `min_rate/4`) and its floor still rises — weaker than the leak
-/// conditions, so a noisy leak does not flicker, and cheap, since leaking sites are judged
-/// every window.
-pub fn still_leaking(cfg: &TrendConfig, values: &[u64], p_quick: f64, rate: f64) -> bool {
+/// (`S > 0`, Sen slope ≥ `min_rate/4`, and at least [`STILL_LEAKING_FADE`] of the whole
+/// window's average rate) and its floor still rises — weaker than the leak conditions, so a
+/// noisy leak does not flicker, and cheap, since leaking sites are judged every window.
+pub fn still_leaking(
+    cfg: &TrendConfig,
+    values: &[u64],
+    times: &[f64],
+    p_quick: f64,
+    rate: f64,
+) -> bool {
     let n = values.len();
     p_quick <= cfg.leak_p
         && rate >= cfg.min_rate / SUSPECT_DIVISOR
+        && rate >= STILL_LEAKING_FADE * leak_rate(values, times, 0.0)
         && floor_rise(values) > 0.0
         && statistic(&values[n - cfg.recent_len(n)..]).0 > 0
 }
+
+/// A leak stays one only while its recent rate is at least this share of its tested window's
+/// average: a warm-up that was taken for a leak while it still grew fast (each window adding
+/// two thirds of the one before, say) stops being one as it flattens, instead of staying a
+/// leak while its whole window's trend stays significant. (The first call asks for half:
+/// condition 5 of the module documentation, "not fading"; this is weaker, so that a noisy leak
+/// does not flicker.)
+pub const STILL_LEAKING_FADE: f64 = 0.25;
 
 /// The last `fixed_after` windows did not grow: Mann–Kendall `S ≤ 0` (flat or falling) over
 /// their samples and the one before them.

@@ -35,17 +35,22 @@ impl TrendDetector {
             min_rate: min_rate.unwrap_or(d.min_rate),
             fixed_after: fixed_after.unwrap_or(d.fixed_after),
             warm_skip: warm_skip.or(d.warm_skip),
+            sample_step_bytes: d.sample_step_bytes, // per window: `observe(sample_rate=...)`
         };
         TrendDetector {
             inner: Mutex::new(Core::new(config.sanitized())),
         }
     }
 
-    /// Feeds one window. `time` is monotonic seconds; `sites` a list of `(key, size, count)`.
+    /// Feeds one window. `time` is monotonic seconds; `sites` a list of `(key, size, count)`;
+    /// `sample_rate` sampled mode's rate in bytes the figures were estimated at (0: exact),
+    /// which the fixed and retention rules allow for (their sizes move in steps of it).
     /// Returns a dict `{window, process_verdict, process_confidence, sites}` whose `sites` are
     /// dicts `{key, verdict, confidence, size, size_diff, count, count_diff,
     /// bytes_per_second, windows, growth_bytes}` (the report's field names), most severe
     /// first.
+    #[pyo3(signature = (time, rss_bytes, traced_bytes, traced_peak_bytes, sites, sample_rate=0))]
+    #[allow(clippy::too_many_arguments)] // the Python signature, one argument per figure
     fn observe<'py>(
         &self,
         py: Python<'py>,
@@ -54,6 +59,7 @@ impl TrendDetector {
         traced_bytes: u64,
         traced_peak_bytes: u64,
         sites: Vec<(u64, u64, u64)>,
+        sample_rate: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let samples: Vec<SiteSample> = sites
             .into_iter()
@@ -64,7 +70,11 @@ impl TrendDetector {
             traced_bytes,
             traced_peak_bytes,
         };
-        let report = py.detach(|| self.inner.lock().observe(time, process, &samples));
+        let report = py.detach(|| {
+            let mut detector = self.inner.lock();
+            detector.set_sample_step(sample_rate as f64);
+            detector.observe(time, process, &samples)
+        });
         pythonize::pythonize(py, &report).map_err(PyErr::from)
     }
 
