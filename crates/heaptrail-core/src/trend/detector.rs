@@ -149,7 +149,11 @@ impl TrendDetector {
     /// figures): [`TrendConfig::sample_step_bytes`]. The tracer's mode can change under a
     /// long-lived detector (an `attach` that replaces a sampled watcher, say).
     pub fn set_sample_step(&mut self, bytes: f64) {
-        self.config.sample_step_bytes = if bytes.is_finite() { bytes.max(0.0) } else { 0.0 };
+        self.config.sample_step_bytes = if bytes.is_finite() {
+            bytes.max(0.0)
+        } else {
+            0.0
+        };
     }
 
     /// Threads that judge sites in one window: 1 = the calling thread only; 0 (the default) =

@@ -592,6 +592,7 @@ fn sampled_leak_is_not_called_fixed_while_it_grows() {
         ..TrendConfig::default()
     };
     let (mut leaks, mut fixed_sampled, mut fixed_exact_rule) = (0, 0, 0);
+    let mut zero_rate_leaks = 0;
     for seed in 0..100 {
         let series = sampled_leak(
             &mut Rng::new(seed),
@@ -601,6 +602,21 @@ fn sampled_leak_is_not_called_fixed_while_it_grows() {
             10.0,
             (0, 90, 90),
         );
+        let mut d = TrendDetector::new(sampled.clone());
+        for (i, &size) in series.iter().enumerate() {
+            let report = d.observe(
+                i as f64 * 10.0,
+                ProcessSample::default(),
+                &[SiteSample {
+                    key: 7,
+                    size: size as u64,
+                    count: 1,
+                }],
+            );
+            let site = report.site(7).expect("tracked");
+            zero_rate_leaks +=
+                (site.verdict == Verdict::Leak && site.bytes_per_second <= 0.0) as usize;
+        }
         let v = run_site(sampled.clone(), 10.0, &series);
         leaks += v.contains(&Verdict::Leak) as usize;
         fixed_sampled += v.contains(&Verdict::Fixed) as usize;
@@ -608,6 +624,7 @@ fn sampled_leak_is_not_called_fixed_while_it_grows() {
             run_site(TrendConfig::default(), 10.0, &series).contains(&Verdict::Fixed) as usize;
     }
     assert!(leaks >= 95, "a leak in {leaks} of 100 runs");
+    assert_eq!(zero_rate_leaks, 0, "leaks reported at 0 B/s");
     // Without the wait (exact mode's rule on the same series) most runs are called fixed.
     assert!(
         fixed_exact_rule >= 50,
@@ -676,7 +693,10 @@ fn warm_up_taken_for_a_leak_stops_being_one_as_it_flattens() {
     .collect();
     let v = run_site(TrendConfig::default(), 1.0, &series);
     let last_leak = v.iter().rposition(|&x| x == Verdict::Leak).map(|i| i + 1);
-    assert!(last_leak.unwrap_or(0) <= 12, "a leak until window {last_leak:?}: {v:?}");
+    assert!(
+        last_leak.unwrap_or(0) <= 12,
+        "a leak until window {last_leak:?}: {v:?}"
+    );
 }
 
 #[test]

@@ -227,6 +227,12 @@ pub fn assess(
     if out.verdict == Verdict::Leak {
         memory.was_leak = true;
         memory.leak_rate = leak_rate(values, times, rate);
+        if out.rate <= 0.0 {
+            // A leak whose recent window did not move (a sampled estimate between sample
+            // points, a leak in bursts) is reported at its tested window's rate, never as
+            // "growing +0 B/s".
+            out.rate = memory.leak_rate;
+        }
     }
     out
 }
