@@ -56,7 +56,10 @@
 //!   present from the start is named at window 9, not 10). Once a leak, a site stays one while its uncorrected whole-window p is at most
 //!   `leak_p`, its recent window still grows (`S > 0`, slope ≥ `min_rate/4` and at least a
 //!   quarter of the whole window's average rate: a warm-up taken for a leak stops being one as
-//!   it flattens) and its floor still rises ([`site_verdict::still_leaking`]).
+//!   it flattens) and its floor still rises ([`site_verdict::still_leaking`]). In sampled mode
+//!   it also stays one while its last rise is more recent than the wait `Fixed` uses (below)
+//!   and it has not fallen by more than one step: between sample points a leak's estimate is
+//!   flat, and the recent-window tests fail at random.
 //! * **Suspect**: also when the whole window is significant at `suspect_p` and so is its recent
 //!   window, the growth is not fading (5) and at least `min_rate/4`, and either it is steady (8)
 //!   with a recent growth of `min_growth_bytes/4`, or it has the shape of a leak whatever its

@@ -189,11 +189,24 @@ pub fn assess(
             out.verdict = Verdict::WarmingUp;
             out.confidence = seen as f64 / cfg.min_windows as f64;
         }
-    } else if memory.last == Some(Verdict::Leak) && still_leaking(cfg, values, times, p_quick, rate)
+    } else if memory.last == Some(Verdict::Leak)
+        && still_leaking(cfg, values, times, p_quick, rate)
     {
         out.verdict = Verdict::Leak;
         out.confidence = 1.0 - p_quick;
         leak_now = true;
+    } else if memory.last == Some(Verdict::Leak)
+        && sampled_still_rising(cfg, values, times, memory.leak_rate)
+    {
+        // Kept between sample points: the rate it leaked at stays the one last measured
+        // (re-measured over a tested window ending in this flat stretch, it would shrink, and
+        // the wait it sets would grow with every flat window).
+        out.verdict = Verdict::Leak;
+        out.confidence = 1.0 - p_quick;
+        out.rate = memory.leak_rate;
+        memory.leak_bits = (memory.leak_bits << 1) | 1;
+        memory.last = Some(Verdict::Leak);
+        return out;
     } else {
         let mut found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
         if found.leak.is_none() && n + 1 == cfg.min_leak_windows() {
@@ -255,6 +268,25 @@ pub fn still_leaking(
         && rate >= STILL_LEAKING_FADE * leak_rate(values, times, 0.0)
         && floor_rise(values) > 0.0
         && statistic(&values[n - cfg.recent_len(n)..]).0 > 0
+}
+
+/// Sampled mode's hysteresis: a sampled estimate rises only at sample points, so a leak's
+/// recent window is often flat (its Sen slope 0) while the leak goes on, and the tests of
+/// [`still_leaking`] fail at random. A sampled site that was `Leak` stays one while its last
+/// rise is more recent than [`sampled_flat_seconds`] for the rate it leaked at (the same wait
+/// `Fixed` uses, so the site goes from `Leak` to `Fixed`, not to "no leak" in between) and it
+/// has not fallen by more than one step from its highest value.
+fn sampled_still_rising(cfg: &TrendConfig, values: &[u64], times: &[f64], rate: f64) -> bool {
+    let n = values.len();
+    let wait = sampled_flat_seconds(cfg, rate);
+    if wait <= 0.0 || n < 2 {
+        return false;
+    }
+    let Some(last_rise) = (1..n).rev().find(|&i| values[i] > values[i - 1]) else {
+        return false;
+    };
+    let high = values.iter().copied().max().unwrap_or(0) as f64;
+    times[n - 1] - times[last_rise] < wait && values[n - 1] as f64 >= high - cfg.sample_step_bytes
 }
 
 /// A leak stays one only while its recent rate is at least this share of its tested window's
