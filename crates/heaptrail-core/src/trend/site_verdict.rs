@@ -16,7 +16,8 @@
 //!    `Plateau` in 6) while the tested window is shorter than `min_leak_windows` and growing.
 //! 4. **Leak.**
 //!    * *Hysteresis*: a site that was `Leak` in the previous window stays `Leak` while
-//!      [`still_leaking`] holds (cheap, weaker conditions, so a noisy leak does not flicker).
+//!      [`still_leaking`] holds (cheap, weaker conditions, so a noisy leak does not flicker),
+//!      or, in sampled mode, while [`sampled_still_rising`] does (its last rise is recent).
 //!    * Otherwise [`super::evidence::search`] looks for a window (the tested one or a recent suffix) meeting
 //!      every leak condition ([`super::evidence::Evidence::leak_conditions`]). The site is
 //!      `Leak` when that happens in at least [`CONFIRM_WINDOWS`] of the last [`CONFIRM_SPAN`]
