@@ -187,7 +187,7 @@ def counted_cpu(args, env):
                          "windows": windows}
         rows.append([label, f"{c['Ir']:,.0f}", f"{ratio:.3f}x", f"{cycles:.3f}x",
                      "-" if windows is None else windows])
-    native_windows = native["wall"] / 1.0
+    native_windows = native["wall"]  # untraced, at native speed: one window per second
     sampled = results["sampled"]["cycles_ratio"]
     text = [_common.header(env, "heaptrail watcher: CPU cost counted by cachegrind"),
             f"{requests:,} service requests, start-up excluded; cachegrind ran {slowdown:.0f}x "
