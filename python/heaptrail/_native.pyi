@@ -163,6 +163,7 @@ class TrendDetector:
         traced_bytes: int,
         traced_peak_bytes: int,
         sites: Sequence[tuple[int, int, int]],
+        sample_rate: int = 0,
     ) -> dict[str, Any]: ...
     def site_history(self, key: int) -> list[tuple[float, int]] | None: ...
 
