@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -236,7 +237,6 @@ def add_jobs_argument(p):
 def count_all(valgrind, runs, jobs, label):
     """Runs each command of `runs` ({key: (cmd, env, cwd)}) under cachegrind, `jobs` at once,
     printing progress; returns {key: (totals, stdout)}."""
-    from concurrent.futures import ThreadPoolExecutor
     results = {}
     pool = ThreadPoolExecutor(max(1, jobs))
     try:
