@@ -287,6 +287,12 @@ def cachegrind(valgrind, cmd, env=None, cwd=None, timeout=7200):
     return values, proc.stdout
 
 
+def per_unit(with_work, without, units):
+    """Counts of one unit of work (a loop, a request, an iteration): a run doing `units` of it
+    minus a run doing none (start-up, imports), divided by `units`."""
+    return {e: max(with_work[e] - without[e], 0) / units for e in CACHEGRIND_EVENTS}
+
+
 def estimated_cycles(counts):
     """A cycle estimate from cachegrind's counts: Ir + 10 x first-level misses + 100 x
     last-level misses (a model: no branch prediction, TLB or frequency)."""

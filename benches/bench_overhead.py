@@ -110,8 +110,8 @@ def counted_main(args, env, configs):
     runs = {(c, n): child_run(*c, n) for c in configs for n in (args.iterations, 0)}
     counts = _common.count_all(valgrind, runs, args.jobs,
                                lambda key: f"{key[0][0]} nframe={key[0][1]}, {key[1]} iterations")
-    per_iteration = {c: {e: max(counts[(c, args.iterations)][0][e] - counts[(c, 0)][0][e], 0)
-                         / args.iterations for e in _common.CACHEGRIND_EVENTS} for c in configs}
+    per_iteration = {c: _common.per_unit(counts[(c, args.iterations)][0], counts[(c, 0)][0],
+                                         args.iterations) for c in configs}
     base = per_iteration[("untraced", None)]
 
     def ratios(c):

@@ -73,7 +73,7 @@ def per_loop(script, task, loops, mode, tmp, valgrind):
     """Counts of one loop: the benchmark's run minus the script's load alone, over loops."""
     run = counted(script, task, loops, mode, tmp, valgrind)
     load = counted(script, NO_TASK, 1, mode, tmp, valgrind)
-    return {e: max(run[e] - load[e], 0) / loops for e in _common.CACHEGRIND_EVENTS}
+    return _common.per_unit(run, load, loops)
 
 
 def main():

@@ -172,8 +172,8 @@ def counted_cpu(args, env):
         valgrind, {(m, n): child(m, n, interval) for m in COUNTED_MODES for n in (requests, 0)
                    if (m, n) not in counts},
         args.jobs, lambda key: f"{key[0]}, {key[1]} requests"))
-    per_request = {m: {e: max(counts[(m, requests)][0][e] - counts[(m, 0)][0][e], 0) / requests
-                       for e in _common.CACHEGRIND_EVENTS} for m in COUNTED_MODES}
+    per_request = {m: _common.per_unit(counts[(m, requests)][0], counts[(m, 0)][0], requests)
+                   for m in COUNTED_MODES}
     base = per_request["untraced"]
     rows, results = [], {}
     for mode, label in (("untraced", "untraced"),
