@@ -34,6 +34,11 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Feeds one site's series (one value per window, `interval` seconds apart) and returns the
 /// verdict of each window.
 fn run_site(config: TrendConfig, interval: f64, series: &[f64]) -> Vec<Verdict> {
+    run_site_rated(config, interval, series).into_iter().map(|(v, _)| v).collect()
+}
+
+/// As [`run_site`], with the rate (bytes per second) reported beside each verdict.
+fn run_site_rated(config: TrendConfig, interval: f64, series: &[f64]) -> Vec<(Verdict, f64)> {
     let mut d = TrendDetector::new(config);
     series
         .iter()
@@ -45,7 +50,9 @@ fn run_site(config: TrendConfig, interval: f64, series: &[f64]) -> Vec<Verdict> 
                 count: 1,
             };
             let r = d.observe(i as f64 * interval, ProcessSample::default(), &[sample]);
-            r.site(7).map(|s| s.verdict).unwrap_or(Verdict::Plateau)
+            r.site(7)
+                .map(|s| (s.verdict, s.bytes_per_second))
+                .unwrap_or((Verdict::Plateau, 0.0))
         })
         .collect()
 }
@@ -555,6 +562,17 @@ fn leak_then_fix_becomes_fixed_after_k_flat_windows() {
     );
 }
 
+/// The default sample rate, R, of the sampled scenarios.
+const SAMPLE_RATE: f64 = 512.0 * KIB;
+
+/// The default settings for figures estimated at [`SAMPLE_RATE`].
+fn sampled_config() -> TrendConfig {
+    TrendConfig {
+        sample_step_bytes: SAMPLE_RATE,
+        ..TrendConfig::default()
+    }
+}
+
 /// A site as sampled mode estimates it: `base` plus `rate` bytes/s from window `start` to
 /// `stop`, each sample point (Poisson, one per R bytes on average) adding R bytes — the weight
 /// of a sampled block much smaller than R.
@@ -586,11 +604,7 @@ fn sampled_leak(
 fn sampled_leak_is_not_called_fixed_while_it_grows() {
     // 40 KB/s watched every 10 s at R = 512 KiB: 0.78 sample points per window, so stretches
     // of 5 flat windows are common (2% of windows start one) while the leak goes on.
-    let r = 512.0 * KIB;
-    let sampled = TrendConfig {
-        sample_step_bytes: r,
-        ..TrendConfig::default()
-    };
+    let r = SAMPLE_RATE;
     let (mut leaks, mut fixed_sampled, mut fixed_exact_rule) = (0, 0, 0);
     let (mut zero_rate_leaks, mut dropped) = (0, 0);
     for seed in 0..100 {
@@ -602,22 +616,12 @@ fn sampled_leak_is_not_called_fixed_while_it_grows() {
             10.0,
             (0, 90, 90),
         );
-        let mut d = TrendDetector::new(sampled.clone());
-        for (i, &size) in series.iter().enumerate() {
-            let report = d.observe(
-                i as f64 * 10.0,
-                ProcessSample::default(),
-                &[SiteSample {
-                    key: 7,
-                    size: size as u64,
-                    count: 1,
-                }],
-            );
-            let site = report.site(7).expect("tracked");
-            zero_rate_leaks +=
-                (site.verdict == Verdict::Leak && site.bytes_per_second <= 0.0) as usize;
-        }
-        let v = run_site(sampled.clone(), 10.0, &series);
+        let rated = run_site_rated(sampled_config(), 10.0, &series);
+        zero_rate_leaks += rated
+            .iter()
+            .filter(|&&(v, rate)| v == Verdict::Leak && rate <= 0.0)
+            .count();
+        let v: Vec<Verdict> = rated.into_iter().map(|(v, _)| v).collect();
         if let Some(first_leak) = v.iter().position(|&x| x == Verdict::Leak) {
             dropped += v[first_leak..].iter().any(|&x| x != Verdict::Leak) as usize;
         }
@@ -645,11 +649,8 @@ fn sampled_leak_is_not_called_fixed_while_it_grows() {
 
 #[test]
 fn sampled_leak_that_stops_becomes_fixed_after_the_wait() {
-    let r = 512.0 * KIB;
-    let cfg = TrendConfig {
-        sample_step_bytes: r,
-        ..TrendConfig::default()
-    };
+    let r = SAMPLE_RATE;
+    let cfg = sampled_config();
     // ln(1000)·R/r = 88 s at 40 KB/s: 9 windows of 10 s.
     let wait = (site_verdict::SAMPLED_FLAT_MISS_LN * r / (40.0 * KIB) / 10.0).ceil() as usize;
     for seed in 0..20 {
@@ -1467,13 +1468,9 @@ fn process_small_falls_are_not_retention() {
     // Sampled mode on a small heap: the estimate moves by whole sample points (R = 512 KiB),
     // 0 -> 512 KiB -> 0, which is no release at all. A 4 MiB fall of a 5 MiB estimate is
     // within 4 standard errors too (sqrt(5 MiB x 512 KiB) = 1.6 MiB).
-    let r = 512.0 * KIB;
-    let sampled = TrendConfig {
-        sample_step_bytes: r,
-        ..TrendConfig::default()
-    };
+    let r = SAMPLE_RATE;
     let v = run_process_with(
-        sampled.clone(),
+        sampled_config(),
         |i, _| ProcessSample {
             rss_bytes: 20 * MIB as u64,
             traced_bytes: [(r * 8.0) as u64, (r * 10.0) as u64, (r * 2.0) as u64]
@@ -1486,7 +1483,7 @@ fn process_small_falls_are_not_retention() {
     // A real release in sampled mode still is one: 500 MiB -> 200 MiB (sd of the estimate
     // 16 MiB).
     let v = run_process_with(
-        sampled,
+        sampled_config(),
         |i, rng| ProcessSample {
             rss_bytes: noisy(rng, 700.0 * MIB, MIB),
             traced_bytes: noisy(

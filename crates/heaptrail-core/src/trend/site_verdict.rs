@@ -158,6 +158,8 @@ pub fn assess(
         restart: None,
     };
     let mut leak_now = false;
+    // Kept a leak between sample points: the rate it leaked at stays the one last measured.
+    let mut kept_between_samples = false;
     let span = if memory.was_leak && !memory.fixed {
         fixed_span(cfg, times, memory.leak_rate)
     } else {
@@ -199,15 +201,13 @@ pub fn assess(
     } else if memory.last == Some(Verdict::Leak)
         && sampled_still_rising(cfg, values, times, memory.leak_rate)
     {
-        // Kept between sample points: the rate it leaked at stays the one last measured
-        // (re-measured over a tested window ending in this flat stretch, it would shrink, and
-        // the wait it sets would grow with every flat window).
+        // Re-measured over a tested window ending in this flat stretch, the rate it leaked at
+        // would shrink, and the wait it sets would grow with every flat window.
         out.verdict = Verdict::Leak;
         out.confidence = 1.0 - p_quick;
         out.rate = memory.leak_rate;
-        memory.leak_bits = (memory.leak_bits << 1) | 1;
-        memory.last = Some(Verdict::Leak);
-        return out;
+        leak_now = true;
+        kept_between_samples = true;
     } else {
         let mut found = search_with_p(cfg, values, times, mk.s, mk.tie_term, p_quick, scratch);
         if found.leak.is_none() && n + 1 == cfg.min_leak_windows() {
@@ -240,7 +240,9 @@ pub fn assess(
     memory.last = Some(out.verdict);
     if out.verdict == Verdict::Leak {
         memory.was_leak = true;
-        memory.leak_rate = leak_rate(values, times, rate);
+        if !kept_between_samples {
+            memory.leak_rate = leak_rate(values, times, rate);
+        }
         if out.rate <= 0.0 {
             // A leak whose recent window did not move (a sampled estimate between sample
             // points, a leak in bursts) is reported at its tested window's rate, never as
