@@ -377,6 +377,72 @@ def test_internal_storage_of_dicts_allocated_elsewhere(tmp_path):
     assert h["role"] == "element"
 
 
+def test_values_stored_in_another_lines_objects_say_so(tmp_path):
+    # The ids are values of the span dicts (one line) and attributes of the Span objects
+    # (another): `inside` names the line whose objects hold them, for dicts and instances.
+    spans, ids = analyse(tmp_path, '''
+        import threading
+        _local = threading.local()
+
+        class Span:
+            def __init__(self, ident):
+                self.ident = ident
+
+        def record(i, ident):
+            spans = getattr(_local, "spans", None)
+            if spans is None:
+                spans = _local.spans = []
+            spans.append({"request": ident, "name": "/orders"} if i % 2 else Span(ident))  # LEAK
+
+        for i in range(6000):
+            ident = 10**9 + i  # LEAK
+            record(i, ident)
+            _churn(i)
+        report()
+    ''')
+    assert spans["inside"] == [], spans
+    assert ids["reached"] >= 5900, ids
+    (where, lineno, n), = ids["inside"]
+    assert where.endswith("app.py") and lineno == spans["lineno"], ids["inside"]
+    assert n >= 0.95 * ids["reached"], ids
+
+
+def test_a_cache_objects_declared_bound(tmp_path):
+    # A third-party style cache: entries in one attribute, links in another, the bound in a
+    # class-private attribute. Within the bound it is the holder's bound; a container that
+    # outgrew the number it declares is not bounded by it.
+    bounded, outgrown = analyse(tmp_path, '''
+        import collections
+
+        class Cache:
+            def __init__(self, maxsize):
+                self.__data = {}
+                self.__order = collections.OrderedDict()
+                self.__maxsize = maxsize
+
+            def __setitem__(self, key, value):
+                self.__data[key] = value
+                self.__order[key] = None
+
+        class History:
+            MAX_ITEMS = 100  # declared, never enforced
+
+            def __init__(self):
+                self.items = []
+
+        _cache = Cache(maxsize=50_000)
+        _history = History()
+        for i in range(4000):
+            _cache[i] = {"order": i, "lines": [i, i + 1]}  # LEAK
+            _history.items.append({"event": i})  # LEAK
+            _churn(i)
+        report()
+    ''')
+    assert bounded["holder"]["bound"] == 50_000, bounded["holder"]
+    assert "_Cache__data" in [s["name"] for s in bounded["holder"]["path"]]
+    assert outgrown["holder"]["len"] == 4000 and outgrown["holder"]["bound"] is None, outgrown
+
+
 def test_timeout_kills_the_child_and_the_parent_carries_on(tmp_path):
     program = tmp_path / "app.py"
     program.write_text(PRELUDE + textwrap.dedent('''

@@ -61,7 +61,9 @@ pub struct Holder {
     #[serde(default)]
     pub element_sites: Vec<(String, u32, u64)>,
     /// The most elements the holder can ever hold, when it has a size bound (an `lru_cache`'s
-    /// `maxsize`, a deque's `maxlen`): its growth stops there, so it is not a leak.
+    /// `maxsize`, a deque's `maxlen`, a `maxsize`-like int attribute of the cache object the
+    /// holder is or belongs to, while the holder is within it): its growth stops there, so it
+    /// is not a leak.
     #[serde(default)]
     pub bound: Option<u64>,
 }
@@ -83,6 +85,10 @@ pub struct HolderAnalysis {
     /// Where those owning objects were allocated: `(filename, lineno, blocks)`, most first.
     #[serde(default)]
     pub owner_sites: Vec<(String, u32, u64)>,
+    /// The other analysed lines whose objects directly hold this line's reached objects (a
+    /// dict's values, an instance's attributes): `(filename, lineno, blocks)`, most first.
+    #[serde(default)]
+    pub inside: Vec<(String, u32, u64)>,
     #[serde(default)]
     pub holder: Option<Holder>,
     #[serde(default)]
@@ -96,6 +102,15 @@ impl HolderAnalysis {
     /// what grows, it only sized the storage of objects made elsewhere.
     pub fn is_mostly_internal(&self) -> bool {
         self.reached > 0 && self.internal * 2 >= self.reached
+    }
+
+    /// The other line whose objects hold at least half of this line's reached blocks: what
+    /// this line makes is stored inside what that line makes.
+    pub fn mostly_inside(&self) -> Option<(&str, u32)> {
+        self.inside
+            .first()
+            .filter(|(_, _, n)| self.reached > 0 && n * 2 >= self.reached)
+            .map(|(f, l, _)| (f.as_str(), *l))
     }
 }
 

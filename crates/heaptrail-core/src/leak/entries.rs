@@ -13,6 +13,12 @@
 //!    the holder), then `content` (deeper inside them), then `key` (a dict holder's keys: the
 //!    index of what is stored), then `storage` (the holder's own table), then `internal`;
 //!    bigger first within a role.
+//! 4. A site whose reached objects are mostly stored directly inside the objects of another
+//!    growing site (the ids and names kept in the dicts another line creates) is part of that
+//!    site's entry, listed after its own sites, whatever holder its own analysis named: the
+//!    "deepest container above half of the blocks" can differ between the two lines (one
+//!    thread's list holds just over half of the dicts but not of the ints once a few requests
+//!    in flight hold ints too), and one leak must not be reported twice.
 
 use super::analysis::{Edge, HolderAnalysis, Role};
 use super::holder_text::holder_text;
@@ -176,12 +182,42 @@ fn merge_same_line(entries: Vec<(LeakEntry, Vec<usize>)>) -> Vec<(LeakEntry, Vec
     out
 }
 
+/// For each candidate, the candidate it is stored inside (rule 4), followed to the outermost
+/// one: `None` for a site that stands on its own (or is part of a cycle of such links).
+fn containers(candidates: &[Candidate]) -> Vec<Option<usize>> {
+    let direct: Vec<Option<usize>> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (f, l) = c.analysis.mostly_inside()?;
+            let key = site_key(f, l);
+            candidates.iter().position(|o| o.key == key).filter(|&j| j != i)
+        })
+        .collect();
+    (0..candidates.len())
+        .map(|i| {
+            let mut at = direct[i]?;
+            for _ in 0..candidates.len() {
+                match direct[at] {
+                    Some(next) if next == i => return None,
+                    Some(next) => at = next,
+                    None => return Some(at),
+                }
+            }
+            None // a cycle not through `i`: no outermost site
+        })
+        .collect()
+}
+
 /// Groups leak candidates by holder. Returns the entries (fastest growing first) and, for
 /// each candidate, where it went.
 pub fn group_leaks(candidates: &[Candidate]) -> (Vec<LeakEntry>, Vec<SiteAssignment>) {
-    // Group keys in first-seen order.
+    let container = containers(candidates);
+    // Group keys in first-seen order; a site stored inside another's objects takes that
+    // site's group.
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, c) in candidates.iter().enumerate() {
+    for i in 0..candidates.len() {
+        let c = &candidates[container[i].unwrap_or(i)];
         let text = c
             .analysis
             .holder
@@ -198,9 +234,10 @@ pub fn group_leaks(candidates: &[Candidate]) -> (Vec<LeakEntry>, Vec<SiteAssignm
     for (group, mut members) in groups {
         members.sort_by(|&a, &b| {
             let (ca, cb) = (&candidates[a], &candidates[b]);
-            role_of(ca)
-                .rank()
-                .cmp(&role_of(cb).rank())
+            container[a]
+                .is_some()
+                .cmp(&container[b].is_some())
+                .then(role_of(ca).rank().cmp(&role_of(cb).rank()))
                 .then(cb.size.cmp(&ca.size))
                 .then(ca.key.cmp(&cb.key))
         });
@@ -413,6 +450,38 @@ mod tests {
         assert_eq!(entries[0].sites.len(), 2);
         assert_eq!(assigned.iter().filter(|a| a.primary).count(), 1);
         assert!(assigned.iter().all(|a| a.entry == 0));
+    }
+
+    #[test]
+    fn a_site_stored_in_another_sites_objects_joins_its_entry() {
+        // Line 22's dicts are elements of one thread's list; line 49's ints are values in
+        // those dicts, but more of them are live elsewhere, so their own holder is the
+        // thread-local above the lists: still one leak, at line 22.
+        let dicts = candidate(22, 9000, Some(Role::Element), 0);
+        let mut ints = candidate(49, 2000, Some(Role::Content), 0);
+        if let Some(h) = ints.analysis.holder.as_mut() {
+            h.path.pop();
+            h.element_sites.clear();
+        }
+        ints.analysis.inside = vec![("app.py".into(), 22, 60)];
+        let (entries, assigned) = group_leaks(&[ints.clone(), dicts.clone()]);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].lineno, 22);
+        assert_eq!(entries[0].holder.as_deref(), Some("app.CACHE"));
+        let lines: Vec<_> = entries[0].sites.iter().map(|s| s.lineno).collect();
+        assert_eq!(lines, [22, 49]);
+        let primaries: Vec<_> = assigned.iter().filter(|a| a.primary).map(|a| a.key).collect();
+        assert_eq!(primaries, [site_key("app.py", 22)]);
+        // Inside less than half of its blocks: its own holder decides.
+        ints.analysis.inside = vec![("app.py".into(), 22, 40)];
+        let (entries, _) = group_leaks(&[ints.clone(), dicts.clone()]);
+        assert_eq!(entries.len(), 2);
+        // Two sites inside each other's objects: neither joins the other.
+        let mut dicts_in_ints = dicts;
+        dicts_in_ints.analysis.inside = vec![("app.py".into(), 49, 90)];
+        ints.analysis.inside = vec![("app.py".into(), 22, 90)];
+        let (entries, _) = group_leaks(&[ints, dicts_in_ints]);
+        assert_eq!(entries.len(), 2);
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub enum LeakPattern {
     UncollectableCycle,
     MetricLabelCardinality,
     /// Not a leak: growth held by a container with a size bound (`functools.lru_cache(maxsize=N)`,
-    /// `deque(maxlen=N)`) that is still filling up. The watcher does not report it as a leak.
+    /// `deque(maxlen=N)`, a cache object with a `maxsize` attribute such as cachetools'
+    /// caches) that is still filling up. The watcher does not report it as a leak.
     BoundedCache,
     Unknown,
 }
@@ -97,7 +98,7 @@ impl LeakPattern {
             LeakPattern::TaskSet => "background tasks kept after they finish: add task.add_done_callback(tasks.discard) where the task is added",
             LeakPattern::UncollectableCycle => "uncollectable cycles in gc.garbage: break the cycle (weakref) and clear gc.garbage; gc.DEBUG_SAVEALL keeps every collected cycle",
             LeakPattern::MetricLabelCardinality => "unbounded metric label values: label with a bounded set (route, status), put ids in logs or traces instead",
-            LeakPattern::BoundedCache => "not a leak: a container with a size bound (lru_cache maxsize, deque maxlen) still filling up; it stops growing at its bound (lower the bound if that is more memory than you can spare)",
+            LeakPattern::BoundedCache => "not a leak: a container with a size bound (lru_cache maxsize, deque maxlen, a cache's maxsize attribute) still filling up; it stops growing at its bound (lower the bound if that is more memory than you can spare)",
             LeakPattern::Unknown => "",
         }
     }

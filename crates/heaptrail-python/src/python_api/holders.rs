@@ -335,9 +335,13 @@ unsafe fn child_main(
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let graph = Graph::walk(garbage);
             let walked = started.elapsed();
-            let results: Vec<Value> = candidates
+            // Every candidate's blocks first: a line's blocks are compared with the others'.
+            let sets: Vec<FxHashSet<usize>> = candidates
                 .iter()
-                .map(|(f, l)| graph.analyse(py, f, *l, rules))
+                .map(|(f, l)| tracer::blocks_at_site(py, f, *l, rules))
+                .collect();
+            let results: Vec<Value> = (0..candidates.len())
+                .map(|i| graph.analyse(py, candidates, &sets, i, rules))
                 .collect();
             // Measured while the walk's maps are still allocated.
             let (peak, private) = own_memory();
@@ -692,14 +696,16 @@ impl Graph {
     unsafe fn analyse(
         &self,
         py: Python<'_>,
-        filename: &str,
-        lineno: u32,
+        candidates: &[(String, u32)],
+        sets: &[FxHashSet<usize>],
+        index: usize,
         rules: &SiteRules,
     ) -> Value {
         // SAFETY: this function's `# Safety` contract is what every unsafe operation
         // below relies on.
         unsafe {
-            let blocks = tracer::blocks_at_site(py, filename, lineno, rules);
+            let (filename, lineno) = (&candidates[index].0, candidates[index].1);
+            let blocks = &sets[index];
             let n = self.ids.len();
             let mut reached: Vec<u32> = Vec::new();
             for i in 0..n {
@@ -736,6 +742,7 @@ impl Graph {
             let mut owner_sites: Vec<_> = owner_sites.into_iter().collect();
             owner_sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             owner_sites.truncate(3);
+            let inside = self.inside_other_candidates(&reached, candidates, sets, index);
             // Blocks held by a container with a fixed capacity (a deque with a maxlen) cannot be
             // part of unbounded growth: the holder is judged by the others, when there are any.
             // (A line whose strings fill a bounded deque and, now and then, are kept by a leaking
@@ -766,8 +773,91 @@ impl Graph {
                 "filename": filename, "lineno": lineno,
                 "blocks": blocks.len(), "reached": reached.len(), "internal": internal,
                 "owner_sites": owner_sites.iter().map(|((f, l), c)| json!([f, l, c])).collect::<Vec<_>>(),
+                "inside": inside,
                 "holder": holder,
             })
+        }
+    }
+
+    /// The other candidate lines whose objects directly hold this line's reached objects
+    /// (`[filename, lineno, blocks]`, most first, at most 3): the ints and strings stored in
+    /// the dicts another growing line creates are that line's leak, whichever holder each
+    /// line's own blocks point to. An attribute in an instance's dict counts for the instance.
+    ///
+    /// # Safety
+    /// In the analysing child, by its only thread, which holds the GIL (nothing else runs):
+    /// every object pointer passed in (and every node of the walk) is a live object.
+    unsafe fn inside_other_candidates(
+        &self,
+        reached: &[u32],
+        candidates: &[(String, u32)],
+        sets: &[FxHashSet<usize>],
+        index: usize,
+    ) -> Value {
+        // SAFETY: this function's `# Safety` contract is what every unsafe operation
+        // below relies on.
+        unsafe {
+            let mut counts = vec![0u64; candidates.len()];
+            for &r in reached {
+                if self.kind[r as usize] != OBJECT {
+                    continue; // storage: its owner is counted by `owner_sites`
+                }
+                let mut p = self.parent[r as usize];
+                if p == NONE || self.kind[p as usize] != OBJECT {
+                    continue;
+                }
+                let gp = self.parent[p as usize];
+                if gp != NONE && self.is_namespace_of(p, gp) {
+                    p = gp;
+                }
+                let block = self.block_of(p as usize);
+                if block == 0 || sets[index].contains(&block) {
+                    continue; // the line's own structure
+                }
+                if let Some(j) = (0..sets.len()).find(|&j| j != index && sets[j].contains(&block)) {
+                    counts[j] += 1;
+                }
+            }
+            let mut found: Vec<(usize, u64)> =
+                counts.into_iter().enumerate().filter(|&(_, c)| c > 0).collect();
+            found.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            found.truncate(3);
+            Value::Array(
+                found
+                    .into_iter()
+                    .map(|(j, c)| json!([candidates[j].0, candidates[j].1, c]))
+                    .collect(),
+            )
+        }
+    }
+
+    /// The size bound a cache object declares for the holder `h`: an int attribute with a
+    /// bound's name (`BOUND_ATTRIBUTES`) of `h` itself or of the object `h` is an attribute of
+    /// (cachetools' `TTLCache` keeps its entries in `_Cache__data` and `_TTLCache__links`,
+    /// its bound in `_Cache__maxsize`). Believed only while the holder's length is within
+    /// it: a container that outgrew the number is not what the number bounds.
+    ///
+    /// # Safety
+    /// In the analysing child, by its only thread, which holds the GIL (nothing else runs):
+    /// every object pointer passed in (and every node of the walk) is a live object.
+    unsafe fn declared_bound(&self, h: u32, len: &Value) -> Option<u64> {
+        // SAFETY: this function's `# Safety` contract is what every unsafe operation
+        // below relies on.
+        unsafe {
+            let mut owners = vec![h];
+            let p = self.parent[h as usize];
+            if p != NONE && self.kind[p as usize] == OBJECT {
+                let gp = self.parent[p as usize];
+                owners.push(if gp != NONE && self.is_namespace_of(p, gp) { gp } else { p });
+            }
+            let bound = owners
+                .into_iter()
+                .filter(|&o| self.kind[o as usize] == OBJECT)
+                .find_map(|o| bound_attribute(self.obj(o)))?;
+            match len.as_u64() {
+                Some(n) if n > bound => None,
+                _ => Some(bound),
+            }
         }
     }
 
@@ -895,7 +985,7 @@ impl Graph {
                 "path": self.path(h),
                 "element_types": element_types,
                 "key_types": key_types,
-                "bound": size_bound(ho),
+                "bound": size_bound(ho).or_else(|| self.declared_bound(h, &len)),
             });
             (description, Some(ho))
         }
@@ -1183,6 +1273,55 @@ unsafe fn size_bound(o: *mut ffi::PyObject) -> Option<u64> {
                 return None;
             }
             return Some(n as u64);
+        }
+        None
+    }
+}
+
+/// Names of the attributes in which caches keep their size bound, compared lower-cased and
+/// without leading underscores or a class-private prefix (`_Cache__maxsize` is `maxsize`).
+const BOUND_ATTRIBUTES: &[&str] = &[
+    "maxsize", "max_size", "maxlen", "max_len", "capacity", "max_entries", "max_items",
+];
+
+/// A positive int in an attribute of `o` named like a size bound (its instance dict, then its
+/// class's own dict), read without running Python code.
+///
+/// # Safety
+/// In the analysing child, by its only thread, which holds the GIL (nothing else runs): `o`
+/// is a live object.
+unsafe fn bound_attribute(o: *mut ffi::PyObject) -> Option<u64> {
+    // SAFETY: this function's `# Safety` contract is what every unsafe operation
+    // below relies on.
+    unsafe {
+        let tp = ffi::Py_TYPE(o);
+        let class_dict = if (*tp).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE != 0 {
+            Some((*tp).tp_dict)
+        } else {
+            None
+        };
+        for d in [instance_dict(o), class_dict].into_iter().flatten() {
+            if d.is_null() || ffi::PyDict_Check(d) == 0 {
+                continue;
+            }
+            let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+            while ffi::PyDict_Next(d, &mut pos, &mut k, &mut v) != 0 {
+                let Some(name) = str_of(k) else { continue };
+                let bare = name.rsplit("__").next().unwrap_or(&name).trim_start_matches('_');
+                if !BOUND_ATTRIBUTES.contains(&bare.to_ascii_lowercase().as_str())
+                    || ffi::PyLong_CheckExact(v) == 0
+                {
+                    continue;
+                }
+                let n = ffi::PyLong_AsLongLong(v);
+                if n == -1 && !ffi::PyErr_Occurred().is_null() {
+                    ffi::PyErr_Clear();
+                    continue;
+                }
+                if n > 0 {
+                    return Some(n as u64);
+                }
+            }
         }
         None
     }
