@@ -443,6 +443,69 @@ def test_a_cache_objects_declared_bound(tmp_path):
     assert outgrown["holder"]["len"] == 4000 and outgrown["holder"]["bound"] is None, outgrown
 
 
+def test_growth_spread_over_the_listeners_of_several_buses(tmp_path):
+    # Five buses made at start-up, each with its own listeners list: no list holds half of
+    # the callbacks. The holder is the buses' `listeners` (every bus: `*`), not the dict of
+    # buses, and the callbacks are its elements.
+    (r,) = analyse(tmp_path, '''
+        class EventBus:
+            def __init__(self, name):
+                self.name = name
+                self.listeners = []
+
+        _buses = {name: EventBus(name) for name in ("a", "b", "c", "d", "e")}
+
+        def subscribe_all():
+            for i in range(5000):
+                bus = _buses["abcde"[i % 5]]
+                bus.listeners.append(lambda event, i=i: (event, i))  # LEAK
+                _churn(i)
+
+        subscribe_all()
+        report()
+    ''')
+    h = r["holder"]
+    assert steps(r) == [("module", "__main__"), ("attr", "_buses"), ("key", "*"),
+                        ("attr", "listeners")], h["path"]
+    assert h["siblings"] == 5 and h["role"] == "element" and h["share"] > 0.9, h
+    assert h["len"] == 1000 and h["element_types"] == {"builtins.function": 200}, h
+
+
+def test_accumulating_owners_stay_the_holder(tmp_path):
+    # Each new session holds its cart: the sessions are what accumulates (made at a growing
+    # line), so the holder is the sessions dict, not "every session's cart". Three caches of one
+    # object are three holders, never `*`.
+    carts, entries, sessions = analyse(tmp_path, '''
+        class Session:
+            def __init__(self):
+                self.cart = []  # LEAK
+
+        class Service:
+            def __init__(self):
+                self.by_id = {}
+                self.by_name = {}
+                self.by_email = {}
+
+        _sessions = {}
+        _service = Service()
+
+        def remember(i):
+            (_service.by_id, _service.by_name, _service.by_email)[i % 3][i] = [f"entry {i}"]  # LEAK
+
+        for i in range(3000):
+            s = _sessions[i] = Session()  # LEAK
+            s.cart.extend([i * 7.5, i * 2.5])
+            remember(i)
+            _churn(i)
+        report()
+    ''')
+    for r in (carts, sessions, entries):
+        assert r["holder"]["siblings"] is None, r["holder"]
+    assert steps(carts) == [("module", "__main__"), ("attr", "_sessions")], carts["holder"]
+    assert steps(sessions) == [("module", "__main__"), ("attr", "_sessions")]
+    assert steps(entries) == [("module", "__main__"), ("attr", "_service")], entries["holder"]
+
+
 def test_timeout_kills_the_child_and_the_parent_carries_on(tmp_path):
     program = tmp_path / "app.py"
     program.write_text(PRELUDE + textwrap.dedent('''

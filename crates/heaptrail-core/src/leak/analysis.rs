@@ -50,6 +50,11 @@ pub struct Holder {
     /// Root first, holder last.
     #[serde(default)]
     pub path: Vec<Edge>,
+    /// When the growth is spread over like containers, items of one collection (one
+    /// `listeners` list per event bus): how many; the holder is the biggest of them, and the
+    /// path's step where they part reads `*` (`EventBus.listeners of app._buses[*]`).
+    #[serde(default)]
+    pub siblings: Option<u64>,
     /// Types of a sample of the holder's direct children, with counts.
     #[serde(default)]
     pub element_types: BTreeMap<String, u64>,

@@ -361,6 +361,7 @@ mod tests {
                     key_types: None,
                     element_sites: vec![("app.py".into(), 50, 10)],
                     bound: None,
+                    siblings: None,
                 }),
                 ..Default::default()
             },

@@ -210,6 +210,7 @@ mod tests {
             key_types: None,
             element_sites: Vec::new(),
             bound: None,
+            siblings: None,
         }
     }
 

@@ -761,10 +761,10 @@ impl Graph {
             let (mut holder, holder_obj) = if reached.is_empty() {
                 (Value::Null, None)
             } else if unbounded.is_empty() || unbounded.len() == reached.len() {
-                self.holder(&reached, &in_b)
+                self.holder(&reached, &in_b, sets)
             } else {
                 let in_unbounded: FxHashSet<u32> = unbounded.iter().copied().collect();
-                self.holder(&unbounded, &in_unbounded)
+                self.holder(&unbounded, &in_unbounded, sets)
             };
             if let (Some(ho), Value::Object(map)) = (holder_obj, &mut holder) {
                 map.insert("element_sites".into(), element_sites(py, ho, rules));
@@ -861,6 +861,108 @@ impl Graph {
         }
     }
 
+    /// When no single container holds half of the blocks because the growth is spread over
+    /// like containers inside a fixed set of objects (one `listeners` list per event bus, one
+    /// `orders` list per customer loaded at start-up, one list per thread of a
+    /// `threading.local`): the biggest of those containers, how many there are, and how many
+    /// blocks they hold together. Each child of `above` (the deepest object above half of the
+    /// blocks) concentrates its share in one container (the deepest node above half of that
+    /// share); containers reached from their child by the same steps, of the same type, that
+    /// together hold half of the blocks are siblings, unless a growing line made them or
+    /// their child (new sessions each holding their cart: the sessions are what accumulates)
+    /// or they hang off different attributes of one object (two caches of one service are two
+    /// holders, not one).
+    ///
+    /// # Safety
+    /// In the analysing child, by its only thread, which holds the GIL (nothing else runs):
+    /// every object pointer passed in (and every node of the walk) is a live object.
+    unsafe fn sibling_holders(
+        &self,
+        above: u32,
+        below: &[u32],
+        total: u64,
+        in_b: &FxHashSet<u32>,
+        sets: &[FxHashSet<usize>],
+    ) -> Option<(u32, usize, u64)> {
+        // SAFETY: this function's `# Safety` contract is what every unsafe operation
+        // below relies on.
+        unsafe {
+            let n = self.ids.len();
+            let start = above as usize + 1;
+            let growing = |i: u32| {
+                let b = self.block_of(i as usize);
+                b != 0 && sets.iter().any(|set| set.contains(&b))
+            };
+            // Each node's child of `above` (its branch), then each branch's concentrator.
+            let mut branch = vec![NONE; n.saturating_sub(start)];
+            let mut concentrator: FxHashMap<u32, u32> = FxHashMap::default();
+            for i in start..n {
+                let p = self.parent[i];
+                if p == NONE || (p as usize) < above as usize {
+                    continue;
+                }
+                let x = if p == above {
+                    i as u32
+                } else if (p as usize) < start {
+                    NONE
+                } else {
+                    branch[p as usize - start]
+                };
+                branch[i - start] = x;
+                if x == NONE || below[x as usize] < 2 {
+                    continue;
+                }
+                if below[i] * 2 >= below[x as usize]
+                    && self.kind[i] == OBJECT
+                    && !in_b.contains(&(i as u32))
+                {
+                    concentrator.insert(x, i as u32); // BFS order: the deepest one last
+                }
+            }
+            // The biggest branches, at most 64: their concentrators' shapes are compared.
+            let mut branches: Vec<(u32, u32)> = concentrator.into_iter().collect();
+            branches.sort_by(|a, b| below[b.0 as usize].cmp(&below[a.0 as usize]).then(a.0.cmp(&b.0)));
+            branches.truncate(64);
+            if branches.first().is_none_or(|&(x, _)| below[x as usize] as u64 * 2 >= total) {
+                return None; // one branch holds half: `above` is not the deepest such object
+            }
+            let mut groups: Vec<(Vec<String>, Vec<u32>, u64)> = Vec::new();
+            for (x, y) in branches {
+                // Items of one collection (a dict's values, a list's items, a thread-local's
+                // per-thread dicts); two attributes of one object are two holders.
+                let member = matches!(self.label(above, x).0, "key" | "index" | "member" | "thread_local");
+                if !member || growing(x) || growing(y) {
+                    continue;
+                }
+                let mut shape = vec![type_name(ffi::Py_TYPE(self.obj(x)))];
+                let mut steps = Vec::new();
+                let mut c = y;
+                while c != x {
+                    let p = self.parent[c as usize];
+                    if !self.is_namespace_of(c, p) {
+                        let (kind, name, _) = self.label(p, c);
+                        steps.push(format!("{kind} {name} {}", type_name(ffi::Py_TYPE(self.obj(c)))));
+                    }
+                    c = p;
+                }
+                shape.extend(steps.into_iter().rev());
+                let held = below[x as usize] as u64;
+                match groups.iter_mut().find(|(s, _, _)| *s == shape) {
+                    Some((_, members, sum)) => {
+                        members.push(y);
+                        *sum += held;
+                    }
+                    None => groups.push((shape, vec![y], held)),
+                }
+            }
+            let (_, members, held) = groups.into_iter().max_by_key(|(_, m, sum)| (*sum, m.len()))?;
+            if members.len() < 2 || held * 2 < total {
+                return None;
+            }
+            Some((members[0], members.len(), held))
+        }
+    }
+
     /// The holder's description, and the holder object itself.
     ///
     /// # Safety
@@ -870,6 +972,7 @@ impl Graph {
         &self,
         reached: &[u32],
         in_b: &FxHashSet<u32>,
+        sets: &[FxHashSet<usize>],
     ) -> (Value, Option<*mut ffi::PyObject>) {
         // SAFETY: this function's `# Safety` contract is what every unsafe operation
         // below relies on.
@@ -903,13 +1006,22 @@ impl Graph {
             if best == NONE {
                 return (Value::Null, None);
             }
+            let siblings = self.sibling_holders(best, &below, total, in_b, sets);
+            let mut spread = None;
+            if let Some((representative, n, held)) = siblings {
+                spread = Some((best, n, held));
+                best = representative;
+            }
             // A class's or an instance's dict stands for its owner.
             let p = self.parent[best as usize];
             if p != NONE && self.is_namespace_of(best, p) && ffi::PyModule_Check(self.obj(p)) == 0 {
                 best = p;
             }
             let h = best;
-            let count = below[h as usize] as u64 - in_b.contains(&h) as u64;
+            let count = match spread {
+                Some((_, _, held)) => held,
+                None => below[h as usize] as u64 - in_b.contains(&h) as u64,
+            };
             // Role: how the blocks hang under the holder, judged by the holder's direct child each
             // block is under (its *branch*; through the namespace dict of an instance holder):
             // the child itself or its storage allocated at the line: `element`; the holder's own
@@ -977,12 +1089,21 @@ impl Graph {
             };
             let len = holder_len(ho);
             let (element_types, key_types) = children_types(ho);
+            let mut path = self.path(h);
+            if let Some((above, _, _)) = spread {
+                // The step where the sibling holders part ways reads `*`: every one of them.
+                let at = self.path(above).len();
+                if let Some(Value::Object(edge)) = path.get_mut(at) {
+                    edge.insert("name".into(), json!("*"));
+                }
+            }
             let description = json!({
                 "type": type_name(ffi::Py_TYPE(ho)),
                 "len": len,
                 "share": count as f64 / total as f64,
                 "role": role,
-                "path": self.path(h),
+                "siblings": spread.map(|(_, n, _)| n),
+                "path": path,
                 "element_types": element_types,
                 "key_types": key_types,
                 "bound": size_bound(ho).or_else(|| self.declared_bound(h, &len)),
