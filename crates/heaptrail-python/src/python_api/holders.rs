@@ -871,7 +871,8 @@ impl Graph {
     /// together hold half of the blocks are siblings, unless a growing line made them or
     /// their child (new sessions each holding their cart: the sessions are what accumulates)
     /// or they hang off different attributes of one object (two caches of one service are two
-    /// holders, not one).
+    /// holders, not one). With `required` (a holder found first, under `above`): the like
+    /// containers of that holder, even where it alone holds half of the blocks.
     ///
     /// # Safety
     /// In the analysing child, by its only thread, which holds the GIL (nothing else runs):
@@ -883,6 +884,7 @@ impl Graph {
         total: u64,
         in_b: &FxHashSet<u32>,
         sets: &[FxHashSet<usize>],
+        required: Option<u32>,
     ) -> Option<(u32, usize, u64)> {
         // SAFETY: this function's `# Safety` contract is what every unsafe operation
         // below relies on.
@@ -909,7 +911,7 @@ impl Graph {
                     branch[p as usize - start]
                 };
                 branch[i - start] = x;
-                if x == NONE || below[x as usize] < 2 {
+                if x == NONE || below[x as usize] == 0 {
                     continue;
                 }
                 if below[i] * 2 >= below[x as usize]
@@ -923,43 +925,72 @@ impl Graph {
             let mut branches: Vec<(u32, u32)> = concentrator.into_iter().collect();
             branches.sort_by(|a, b| below[b.0 as usize].cmp(&below[a.0 as usize]).then(a.0.cmp(&b.0)));
             branches.truncate(64);
-            if branches.first().is_none_or(|&(x, _)| below[x as usize] as u64 * 2 >= total) {
-                return None; // one branch holds half: `above` is not the deepest such object
+            let one_holds_half =
+                branches.first().is_none_or(|&(x, _)| below[x as usize] as u64 * 2 >= total);
+            if one_holds_half && required.is_none() {
+                return None; // `above` is not the deepest object above half of the blocks
             }
-            let mut groups: Vec<(Vec<String>, Vec<u32>, u64)> = Vec::new();
+            // Like containers: reached from their child by the same steps (list positions
+            // aside), of the same types. One branch's concentrator can sit a step deeper than
+            // another's (a wrapper tuple around its only sampled block): a shape that starts
+            // with another group's shape joins it, and the group keeps the shorter shape.
+            struct Like {
+                shape: Vec<String>,
+                members: Vec<(Vec<u32>, u64)>, // (nodes from the child down, one per step; held)
+            }
+            let mut groups: Vec<Like> = Vec::new();
             for (x, y) in branches {
                 // Items of one collection (a dict's values, a list's items, a thread-local's
                 // per-thread dicts); two attributes of one object are two holders.
                 let member = matches!(self.label(above, x).0, "key" | "index" | "member" | "thread_local");
-                if !member || growing(x) || growing(y) {
+                if !member {
                     continue;
                 }
-                let mut shape = vec![type_name(ffi::Py_TYPE(self.obj(x)))];
                 let mut steps = Vec::new();
                 let mut c = y;
                 while c != x {
                     let p = self.parent[c as usize];
                     if !self.is_namespace_of(c, p) {
                         let (kind, name, _) = self.label(p, c);
-                        steps.push(format!("{kind} {name} {}", type_name(ffi::Py_TYPE(self.obj(c)))));
+                        let name = if kind == "index" { String::new() } else { name };
+                        steps.push((format!("{kind} {name} {}", type_name(ffi::Py_TYPE(self.obj(c)))), c));
                     }
                     c = p;
                 }
-                shape.extend(steps.into_iter().rev());
+                let mut shape = vec![type_name(ffi::Py_TYPE(self.obj(x)))];
+                let mut nodes = vec![x];
+                for (step, node) in steps.into_iter().rev() {
+                    shape.push(step);
+                    nodes.push(node);
+                }
+                if nodes.iter().any(|&i| growing(i)) {
+                    continue;
+                }
                 let held = below[x as usize] as u64;
-                match groups.iter_mut().find(|(s, _, _)| *s == shape) {
-                    Some((_, members, sum)) => {
-                        members.push(y);
-                        *sum += held;
+                match groups
+                    .iter_mut()
+                    .find(|g| g.shape.starts_with(&shape) || shape.starts_with(&g.shape))
+                {
+                    Some(g) => {
+                        if shape.len() < g.shape.len() {
+                            g.shape = shape;
+                        }
+                        g.members.push((nodes, held));
                     }
-                    None => groups.push((shape, vec![y], held)),
+                    None => groups.push(Like { shape, members: vec![(nodes, held)] }),
                 }
             }
-            let (_, members, held) = groups.into_iter().max_by_key(|(_, m, sum)| (*sum, m.len()))?;
-            if members.len() < 2 || held * 2 < total {
+            let node = |g: &Like, m: usize| g.members[m].0[g.shape.len() - 1];
+            let held = |g: &Like| g.members.iter().map(|(_, h)| h).sum::<u64>();
+            let group = match required {
+                // The group of `required` (the holder found first).
+                Some(r) => groups.into_iter().find(|g| (0..g.members.len()).any(|m| node(g, m) == r))?,
+                None => groups.into_iter().max_by_key(|g| (held(g), g.members.len()))?,
+            };
+            if group.members.len() < 2 || held(&group) * 2 < total {
                 return None;
             }
-            Some((members[0], members.len(), held))
+            Some((node(&group, 0), group.members.len(), held(&group)))
         }
     }
 
@@ -1006,11 +1037,24 @@ impl Graph {
             if best == NONE {
                 return (Value::Null, None);
             }
-            let siblings = self.sibling_holders(best, &below, total, in_b, sets);
+            // Spread over like containers below `best`; or `best` is one of them, holding half
+            // of the blocks only because few were sampled or one thread took most requests:
+            // then its like containers under an ancestor (up to three levels up) say so too.
             let mut spread = None;
-            if let Some((representative, n, held)) = siblings {
-                spread = Some((best, n, held));
-                best = representative;
+            let mut above = best;
+            for level in 0..4 {
+                if above == NONE || self.kind[above as usize] != OBJECT || self.is_module_like(above) {
+                    break;
+                }
+                let required = (level > 0).then_some(best);
+                if let Some((representative, n, held)) =
+                    self.sibling_holders(above, &below, total, in_b, sets, required)
+                {
+                    spread = Some((above, n, held));
+                    best = representative;
+                    break;
+                }
+                above = self.parent[above as usize];
             }
             // A class's or an instance's dict stands for its owner.
             let p = self.parent[best as usize];
