@@ -359,6 +359,29 @@ def test_storage_role_for_the_line_that_inserts(tmp_path):
     assert h["role"] == "storage" and h["share"] == 1.0
 
 
+def test_deque_blocks_are_its_storage(tmp_path):
+    # The jobs are made elsewhere; the only blocks of the `append` line are the deque's blocks
+    # of 64 items: they are reached as the deque's storage, not "held by C-level state".
+    (r,) = analyse(tmp_path, '''
+        import collections
+
+        class Queue(collections.deque):
+            pass
+
+        _pending = Queue()
+        _jobs = [{"job": i} for i in range(6400)]
+        for i, job in enumerate(_jobs):
+            _pending.append(job)  # LEAK
+            if i % 10 == 0:
+                _churn(i)
+        report()
+    ''')
+    assert r["blocks"] >= 95 and r["reached"] >= r["blocks"] - 2, r
+    h = r["holder"]
+    assert steps(r) == [("module", "__main__"), ("attr", "_pending")], h["path"]
+    assert h["role"] == "storage" and h["share"] == 1.0, h
+
+
 def test_internal_storage_of_dicts_allocated_elsewhere(tmp_path):
     (r,) = analyse(tmp_path, '''
         _A, _B = "alpha", "beta"

@@ -1,8 +1,8 @@
 /*
  * Private struct access for the holder analysis (src/python_api/holders.rs), which runs in a forked child
  * that holds the GIL and runs no Python code: a container's internal storage blocks (a dict's
- * key table and values array, a list's item array, a set's hash table, an instance's values
- * array), and the local variables of interpreter frames (a thread's stack, a frame object).
+ * key table and values array, a list's item array, a set's hash table, a deque's blocks, an
+ * instance's values array), and the local variables of interpreter frames (a thread's stack, a frame object).
  *
  * Compiled against the exact headers of the interpreter the extension is built for, like
  * cpython_frames.c (which the allocator hooks use; this file is kept apart from it).
@@ -71,6 +71,43 @@ uintptr_t
 ht_list_storage(PyObject *op)
 {
     return (uintptr_t)((PyListObject *)op)->ob_item;
+}
+
+/* The head of a `collections.deque` and its blocks (Modules/_collectionsmodule.c, the same in
+   3.11, 3.12 and 3.13): the object starts with leftblock and rightblock after its var header;
+   a block is {leftlink, data[64], rightlink}; the chain runs from leftblock through rightlink to
+   rightblock (whose rightlink is not cleared in release builds: never followed). */
+#define HT_DEQUE_BLOCKLEN 64
+typedef struct ht_deque_block {
+    struct ht_deque_block *leftlink;
+    PyObject *data[HT_DEQUE_BLOCKLEN];
+    struct ht_deque_block *rightlink;
+} ht_deque_block;
+
+typedef struct {
+    PyObject_VAR_HEAD
+    ht_deque_block *leftblock;
+    ht_deque_block *rightblock;
+} ht_deque_head;
+
+/* Writes the addresses of a deque's blocks (its storage, PyMem_Malloc'd at the line that grew
+   it) into out, at most cap of them; returns how many. `op` must be a collections.deque (or a
+   subclass). A deque of n items has at most n / 64 + 2 blocks: the walk never goes further. */
+size_t
+ht_deque_blocks(PyObject *op, uintptr_t *out, size_t cap)
+{
+    ht_deque_head *d = (ht_deque_head *)op;
+    ht_deque_block *b = d->leftblock;
+    size_t limit = (size_t)Py_SIZE(op) / HT_DEQUE_BLOCKLEN + 2;
+    size_t n = 0;
+    while (b != NULL && n < cap && n < limit) {
+        out[n++] = (uintptr_t)b;
+        if (b == d->rightblock) {
+            break;
+        }
+        b = b->rightlink;
+    }
+    return n;
 }
 
 uintptr_t

@@ -41,6 +41,7 @@ extern "C" {
     fn ht_list_storage(op: *mut ffi::PyObject) -> usize;
     fn ht_set_storage(op: *mut ffi::PyObject) -> usize;
     fn ht_bytearray_storage(op: *mut ffi::PyObject) -> usize;
+    fn ht_deque_blocks(op: *mut ffi::PyObject, out: *mut usize, cap: usize) -> usize;
     fn ht_instance_values_storage(op: *mut ffi::PyObject) -> usize;
     fn ht_thread_locals(tstate: *mut ffi::PyThreadState, cb: LocalCb, ctx: *mut c_void);
     fn ht_thread_bottom_code(tstate: *mut ffi::PyThreadState) -> *mut ffi::PyCodeObject;
@@ -464,6 +465,26 @@ unsafe fn type_is(obj: *mut ffi::PyObject, name: &[u8]) -> bool {
     }
 }
 
+/// `obj` is a `collections.deque` or an instance of a subclass of it.
+///
+/// # Safety
+/// In the analysing child, by its only thread, which holds the GIL (nothing else runs): `obj`
+/// is a live object.
+unsafe fn is_deque(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: this function's `# Safety` contract is what every unsafe operation
+    // below relies on.
+    unsafe {
+        let mut tp = ffi::Py_TYPE(obj);
+        while !tp.is_null() {
+            if std::ffi::CStr::from_ptr((*tp).tp_name).to_bytes() == b"collections.deque" {
+                return true;
+            }
+            tp = (*tp).tp_base;
+        }
+        false
+    }
+}
+
 impl Graph {
     fn add(&mut self, id: usize, parent: u32, kind: u8) -> bool {
         if id == 0 {
@@ -592,6 +613,15 @@ impl Graph {
                 self.add(ht_set_storage(obj), i, STORAGE);
             } else if ffi::PyByteArray_Check(obj) != 0 {
                 self.add(ht_bytearray_storage(obj), i, STORAGE);
+            } else if is_deque(obj) {
+                // Its blocks of 64 items, allocated by the line that grew it: without them an
+                // `append` line whose items were made elsewhere had no reachable block at all.
+                let cap = ffi::Py_SIZE(obj).max(0) as usize / 64 + 2;
+                let mut blocks = vec![0usize; cap];
+                let n = ht_deque_blocks(obj, blocks.as_mut_ptr(), cap);
+                for &b in &blocks[..n] {
+                    self.add(b, i, STORAGE);
+                }
             } else if ffi::PyFunction_Check(obj) != 0 {
                 // Closure variables first, as the function's own children (the cells are
                 // bookkeeping).
@@ -866,13 +896,16 @@ impl Graph {
     /// `orders` list per customer loaded at start-up, one list per thread of a
     /// `threading.local`): the biggest of those containers, how many there are, and how many
     /// blocks they hold together. Each child of `above` (the deepest object above half of the
-    /// blocks) concentrates its share in one container (the deepest node above half of that
-    /// share); containers reached from their child by the same steps, of the same type, that
-    /// together hold half of the blocks are siblings, unless a growing line made them or
-    /// their child (new sessions each holding their cart: the sessions are what accumulates)
-    /// or they hang off different attributes of one object (two caches of one service are two
-    /// holders, not one). With `required` (a holder found first, under `above`): the like
-    /// containers of that holder, even where it alone holds half of the blocks.
+    /// blocks) concentrates its share in one container (the deepest node above more than half
+    /// of that share); containers reached from their child by the same steps, of the same type, that
+    /// together hold half of the blocks are siblings, unless a growing line made any of them
+    /// or of their children (new sessions each holding their cart: the sessions are what
+    /// accumulates; in sampled mode one sampled session says so), more than 64 children hold
+    /// blocks (a fixed set of objects is a handful: buses, tenants, threads), or they hang off
+    /// different attributes of one object (two caches of one service are two holders). With
+    /// `required` (a holder found first, under `above`): the like containers of that holder,
+    /// even where it alone holds half of the blocks (not three quarters: then it is the
+    /// holder).
     ///
     /// # Safety
     /// In the analysing child, by its only thread, which holds the GIL (nothing else runs):
@@ -889,6 +922,12 @@ impl Graph {
         // SAFETY: this function's `# Safety` contract is what every unsafe operation
         // below relies on.
         unsafe {
+            // The holder found first holds three quarters or more: it is the holder (the series
+            // of one metric that takes a label per request, beside another metric's dozen
+            // series), not one of several filling up alike.
+            if required.is_some_and(|r| below[r as usize] as u64 * 4 >= total * 3) {
+                return None;
+            }
             let n = self.ids.len();
             let start = above as usize + 1;
             let growing = |i: u32| {
@@ -898,6 +937,8 @@ impl Graph {
             // Each node's child of `above` (its branch), then each branch's concentrator.
             let mut branch = vec![NONE; n.saturating_sub(start)];
             let mut concentrator: FxHashMap<u32, u32> = FxHashMap::default();
+            let mut items = 0usize;
+            let mut own_storage: FxHashMap<u32, u32> = FxHashMap::default();
             for i in start..n {
                 let p = self.parent[i];
                 if p == NONE || (p as usize) < above as usize {
@@ -914,37 +955,61 @@ impl Graph {
                 if x == NONE || below[x as usize] == 0 {
                     continue;
                 }
-                if below[i] * 2 >= below[x as usize]
+                if self.kind[i] == STORAGE && below[i] > 0 {
+                    *own_storage.entry(p).or_default() += below[i];
+                }
+                if p == above {
+                    // An item that holds blocks: made by a growing line (it is one of the
+                    // blocks, or sampled at another candidate line), the items accumulate. In
+                    // sampled mode only some of them are known to be, so one is enough.
+                    if in_b.contains(&(i as u32)) || growing(i as u32) {
+                        return None;
+                    }
+                    items += 1;
+                }
+                if below[i] * 2 > below[x as usize]
                     && self.kind[i] == OBJECT
                     && !in_b.contains(&(i as u32))
                 {
                     concentrator.insert(x, i as u32); // BFS order: the deepest one last
                 }
             }
-            // The biggest branches, at most 64: their concentrators' shapes are compared.
+            // More than 64 items holding blocks: items that accumulate (exceptions, sessions,
+            // callbacks), not a fixed set of objects each accumulating inside.
+            if items > 64 {
+                return None;
+            }
             let mut branches: Vec<(u32, u32)> = concentrator.into_iter().collect();
             branches.sort_by(|a, b| below[b.0 as usize].cmp(&below[a.0 as usize]).then(a.0.cmp(&b.0)));
-            branches.truncate(64);
             let one_holds_half =
                 branches.first().is_none_or(|&(x, _)| below[x as usize] as u64 * 2 >= total);
             if one_holds_half && required.is_none() {
                 return None; // `above` is not the deepest object above half of the blocks
             }
-            // Like containers: reached from their child by the same steps (list positions
-            // aside), of the same types. One branch's concentrator can sit a step deeper than
-            // another's (a wrapper tuple around its only sampled block): a shape that starts
-            // with another group's shape joins it, and the group keeps the shorter shape.
+            // Like containers: reached from their child by the same steps (list positions and
+            // dict keys aside), of the same types. A branch with few blocks (sampled mode) has
+            // its concentrator deeper, at the wrapper of its only block (a tuple in the list, the
+            // message dict in the pending dict): the biggest branch sets the group's shape, and
+            // a branch whose shape starts with it joins it, at that depth.
             struct Like {
                 shape: Vec<String>,
                 members: Vec<(Vec<u32>, u64)>, // (nodes from the child down, one per step; held)
             }
             let mut groups: Vec<Like> = Vec::new();
-            for (x, y) in branches {
+            let is_item = |p: u32, c: u32| matches!(self.label(p, c).0, "key" | "index" | "member" | "thread_local");
+            // A node whose only blocks are its own storage (a message dict's key table, grown
+            // from a free list at the line) is an element, not a container filling up.
+            let only_own_storage = |i: u32| own_storage.get(&i) == Some(&below[i as usize]);
+            for (x, mut y) in branches {
                 // Items of one collection (a dict's values, a list's items, a thread-local's
                 // per-thread dicts); two attributes of one object are two holders.
-                let member = matches!(self.label(above, x).0, "key" | "index" | "member" | "thread_local");
-                if !member {
+                if !is_item(above, x) || (x == y && only_own_storage(x)) {
                     continue;
+                }
+                // An element's storage (its only block, sampled): its container concentrates.
+                let p = self.parent[y as usize];
+                if y != x && only_own_storage(y) && is_item(p, y) {
+                    y = p;
                 }
                 let mut steps = Vec::new();
                 let mut c = y;
@@ -952,7 +1017,8 @@ impl Graph {
                     let p = self.parent[c as usize];
                     if !self.is_namespace_of(c, p) {
                         let (kind, name, _) = self.label(p, c);
-                        let name = if kind == "index" { String::new() } else { name };
+                        // Positions and keys differ from item to item; attribute names not.
+                        let name = if matches!(kind, "index" | "key" | "member") { String::new() } else { name };
                         steps.push((format!("{kind} {name} {}", type_name(ffi::Py_TYPE(self.obj(c)))), c));
                     }
                     c = p;
@@ -963,20 +1029,13 @@ impl Graph {
                     shape.push(step);
                     nodes.push(node);
                 }
+                // A growing line made what leads from an item to its container.
                 if nodes.iter().any(|&i| growing(i)) {
-                    continue;
+                    return None;
                 }
                 let held = below[x as usize] as u64;
-                match groups
-                    .iter_mut()
-                    .find(|g| g.shape.starts_with(&shape) || shape.starts_with(&g.shape))
-                {
-                    Some(g) => {
-                        if shape.len() < g.shape.len() {
-                            g.shape = shape;
-                        }
-                        g.members.push((nodes, held));
-                    }
+                match groups.iter_mut().find(|g| shape.starts_with(&g.shape)) {
+                    Some(g) => g.members.push((nodes, held)),
                     None => groups.push(Like { shape, members: vec![(nodes, held)] }),
                 }
             }
