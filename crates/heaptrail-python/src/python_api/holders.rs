@@ -705,6 +705,25 @@ impl Graph {
         }
     }
 
+    /// The object node `i` stands for: the owner of a namespace dict (an instance's or a
+    /// class's attributes are the owner's), else `i` itself.
+    ///
+    /// # Safety
+    /// In the analysing child, by its only thread, which holds the GIL (nothing else runs):
+    /// every node of the walk is a live object.
+    unsafe fn standing_for(&self, i: u32) -> u32 {
+        // SAFETY: this function's `# Safety` contract is what every unsafe operation
+        // below relies on.
+        unsafe {
+            let p = self.parent[i as usize];
+            if p != NONE && self.is_namespace_of(i, p) {
+                p
+            } else {
+                i
+            }
+        }
+    }
+
     fn is_module_like(&self, i: u32) -> bool {
         // SAFETY: child, GIL held, nodes alive.
         unsafe {
@@ -832,15 +851,11 @@ impl Graph {
                 if self.kind[r as usize] != OBJECT {
                     continue; // storage: its owner is counted by `owner_sites`
                 }
-                let mut p = self.parent[r as usize];
+                let p = self.parent[r as usize];
                 if p == NONE || self.kind[p as usize] != OBJECT {
                     continue;
                 }
-                let gp = self.parent[p as usize];
-                if gp != NONE && self.is_namespace_of(p, gp) {
-                    p = gp;
-                }
-                let block = self.block_of(p as usize);
+                let block = self.block_of(self.standing_for(p) as usize);
                 if block == 0 || sets[index].contains(&block) {
                     continue; // the line's own structure
                 }
@@ -877,8 +892,7 @@ impl Graph {
             let mut owners = vec![h];
             let p = self.parent[h as usize];
             if p != NONE && self.kind[p as usize] == OBJECT {
-                let gp = self.parent[p as usize];
-                owners.push(if gp != NONE && self.is_namespace_of(p, gp) { gp } else { p });
+                owners.push(self.standing_for(p));
             }
             let bound = owners
                 .into_iter()
